@@ -1,0 +1,30 @@
+# falv: `make demo` and `make test` work from a fresh clone with nothing installed by hand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.falv-installed
+# Pytest options; e.g. `make test PYTEST_ARGS="-k model -x"`.
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+# torch is pinned through constraints.txt to the CPU build that lies on this
+# machine's disk; an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[all,dev]"
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/python -m falv.demo demo-output
+
+bench: install
+	$(BIN)/falv bench --preset base
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .hypothesis

@@ -1,0 +1,3 @@
+from falv.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``falv`` command line: one thin module per command over library functions."""

@@ -1,0 +1,71 @@
+"""Entry point of the ``falv`` command.
+
+Commands are loaded lazily (``falv --help`` does not import torch), and every
+:class:`falv.errors.FalvError` becomes one clear line on stderr with exit code
+:data:`EXIT_USAGE` or the command's own code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from falv import __version__
+from falv.errors import FalvError
+
+#: Exit codes shared by every command (documented in the README).
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ERROR = 3
+
+# command name -> "module:function"; each module holds one click command.
+COMMANDS = {
+    "convert": "falv.cli.convert:convert",
+    "bench": "falv.cli.bench:bench",
+    "presets": "falv.cli.presets:presets",
+    "probe": "falv.cli.probe:probe",
+    "synth": "falv.cli.synth:synth",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="falv")
+def cli() -> None:
+    """falv: label folders of videos with a FAL video transformer."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = cli.main(args=argv, prog_name="falv", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except FalvError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
