@@ -39,6 +39,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from falv.processing import AutoImageProcessor, FALImageProcessor
 
 
+def _install_integrations() -> None:
+    from falv.integrations import install
+
+    install()
+
+
+_install_integrations()
+
+
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:

@@ -1,0 +1,200 @@
+"""FALConfig: one typed configuration for the FAL video transformer.
+
+Fields that mean the same as in transformers' ``TimesformerConfig`` carry the
+same names (``image_size``, ``patch_size``, ``num_frames``, ``hidden_size``,
+``attention_type``, ...), so a config.json written by either reads naturally in
+the other. The config round-trips through JSON exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from falv.errors import ConfigError
+
+CONFIG_NAME = "config.json"
+MODEL_TYPE = "fal"
+
+#: The five space-time attention schemes of the FAL paper (Fig. 1, Table 1).
+ATTENTION_TYPES = (
+    "space_only",
+    "joint_space_time",
+    "divided_space_time",
+    "sparse_local_global",
+    "axial",
+)
+POSITION_EMBEDDINGS = ("none", "space", "space_time")
+HEAD_TYPES = ("linear", "mlp")
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification")
+
+# ImageNet statistics, the default of TimeSformer's processor in transformers.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise a ConfigError listing them."""
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; valid values: {', '.join(choices)}")
+    return value
+
+
+@dataclass
+class FALConfig:
+    """Configuration of :class:`falv.FALForVideoClassification`.
+
+    The defaults describe the ``base`` preset (ViT-B, 8 frames of 224x224,
+    divided space-time attention), which is also transformers' TimeSformer default.
+    """
+
+    image_size: int = 224
+    patch_size: int = 16
+    num_channels: int = 3
+    num_frames: int = 8
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    drop_path_rate: float = 0.0
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-6
+    qkv_bias: bool = True
+    attention_type: str = "divided_space_time"
+    position_embedding: str = "space_time"
+    # Head: "linear" (TimeSformer) or "mlp" (the paper's 1-hidden-layer MLP, Sec. 3).
+    head_type: str = "linear"
+    head_hidden_size: int | None = None
+    head_dropout_prob: float = 0.0
+    problem_type: str = "single_label_classification"
+    id2label: dict[int, str] = field(default_factory=lambda: {0: "LABEL_0", 1: "LABEL_1"})
+    label2id: dict[str, int] = field(default_factory=dict)
+    # Preprocessing, saved with the model so inference needs no guessed flags.
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+    # Multi-label decision thresholds, per class (None: 0.5 everywhere).
+    thresholds: list[float] | None = None
+    model_type: str = MODEL_TYPE
+
+    def __post_init__(self) -> None:
+        self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+        if not self.label2id:
+            self.label2id = {v: k for k, v in self.id2label.items()}
+        else:
+            self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+        self.image_mean = tuple(float(x) for x in self.image_mean)
+        self.image_std = tuple(float(x) for x in self.image_std)
+        self.validate()
+
+    # -- checks -----------------------------------------------------------
+    def validate(self) -> None:
+        check_choice("attention_type", self.attention_type, ATTENTION_TYPES)
+        check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
+        check_choice("head_type", self.head_type, HEAD_TYPES)
+        check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
+        positive = ("image_size", "patch_size", "num_channels", "num_frames", "hidden_size",
+                    "num_hidden_layers", "num_attention_heads", "intermediate_size")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"hidden_size ({self.hidden_size}) must be divisible by "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.image_size % self.patch_size:
+            raise ConfigError(
+                f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})"
+            )
+        if len(self.id2label) < 1:
+            raise ConfigError("a model needs at least one label (id2label is empty)")
+        if sorted(self.id2label) != list(range(len(self.id2label))):
+            raise ConfigError("id2label keys must be 0..num_labels-1")
+        if len(self.image_mean) != self.num_channels or len(self.image_std) != self.num_channels:
+            raise ConfigError("image_mean and image_std need one value per channel")
+        if self.thresholds is not None and len(self.thresholds) != self.num_labels:
+            raise ConfigError(f"thresholds has {len(self.thresholds)} values for {self.num_labels} labels")
+
+    # -- derived ----------------------------------------------------------
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names in index order."""
+        return [self.id2label[i] for i in range(self.num_labels)]
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def is_multilabel(self) -> bool:
+        return self.problem_type == "multi_label_classification"
+
+    def with_labels(self, labels: list[str]) -> FALConfig:
+        """A copy with a new label set (e.g. fine-tuning on your own classes)."""
+        id2label = dict(enumerate(labels))
+        return dataclasses.replace(self, id2label=id2label, label2id={}, thresholds=None)
+
+    # -- JSON -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        out["image_mean"] = list(self.image_mean)
+        out["image_std"] = list(self.image_std)
+        out["architectures"] = ["FALForVideoClassification"]
+        from falv import __version__
+
+        out["falv_version"] = __version__
+        return out
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FALConfig:
+        """Build from a dict; keys that are not fields (e.g. ``architectures``) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if kwargs.get("model_type", MODEL_TYPE) != MODEL_TYPE:
+            raise ConfigError(
+                f"config has model_type {kwargs['model_type']!r}, expected {MODEL_TYPE!r}; "
+                "use falv.hub.load_config to convert TimeSformer configs"
+            )
+        return cls(**kwargs)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        from falv.hub.io import atomic_write_text
+
+        path = Path(directory) / CONFIG_NAME
+        atomic_write_text(path, self.to_json_string())
+        return path
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> FALConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | os.PathLike, **kwargs: Any) -> FALConfig:
+        """Read the config of a falv or transformers TimeSformer directory or hub id."""
+        from falv.hub.load import load_config
+
+        return load_config(path_or_id, **kwargs)

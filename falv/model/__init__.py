@@ -1,0 +1,1 @@
+"""The FAL video transformer: attention, schemes, embeddings, encoder, presets."""

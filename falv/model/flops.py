@@ -1,0 +1,38 @@
+"""FLOPs per clip, measured by running the model under torch's FLOP counter.
+
+The model is built on the ``meta`` device, so even the 96-frame preset is
+counted in a moment without allocating memory. A multiply-add counts as two
+FLOPs (torch's convention); matmuls and attention are counted, elementwise
+operations (norms, softmax, GELU) are not, as in the paper's GFLOPs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from falv.config import FALConfig
+
+
+def count_flops(config: FALConfig, num_frames: int | None = None, image_size: int | None = None,
+                batch_size: int = 1) -> int:
+    """FLOPs of one forward pass over ``batch_size`` clips (default: the config's clip shape)."""
+    from falv.model.transformer import FALForVideoClassification
+
+    frames = num_frames or config.num_frames
+    size = image_size or config.image_size
+    with torch.device("meta"):
+        model = FALForVideoClassification(config).eval()
+        x = torch.empty(batch_size, frames, config.num_channels, size, size)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return int(counter.get_total_flops())
+
+
+def count_parameters(config: FALConfig) -> int:
+    from falv.model.transformer import FALForVideoClassification
+
+    with torch.device("meta"):
+        model = FALForVideoClassification(config)
+    return sum(p.numel() for p in model.parameters())

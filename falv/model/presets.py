@@ -1,0 +1,40 @@
+"""Named model configurations, kept apart from the architecture code.
+
+Parameter counts and GFLOPs per clip in docs/model.md are measured with
+:func:`falv.model.flops.count_flops` (``falv presets`` prints them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from falv.config import FALConfig
+from falv.errors import ConfigError
+
+_VIT_B = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # For tests and CPU demos: 8 frames of 64x64 in 8x8 patches (64 patches a frame).
+    "tiny": dict(image_size=64, patch_size=8, num_frames=8, hidden_size=128, num_hidden_layers=4,
+                 num_attention_heads=4, intermediate_size=512),
+    # ViT-S width at 8x224.
+    "small": dict(image_size=224, patch_size=16, num_frames=8, hidden_size=384, num_hidden_layers=12,
+                  num_attention_heads=6, intermediate_size=1536),
+    # ViT-B at 8x224: TimeSformer / the FAL checkpoint.
+    "base": dict(image_size=224, patch_size=16, num_frames=8, **_VIT_B),
+    # ViT-L at 8x224.
+    "large": dict(image_size=224, patch_size=16, num_frames=8, hidden_size=1024, num_hidden_layers=24,
+                  num_attention_heads=16, intermediate_size=4096),
+    # High resolution: ViT-B at 16x448 (TimeSformer-HR).
+    "hr": dict(image_size=448, patch_size=16, num_frames=16, **_VIT_B),
+    # Long range: ViT-B over 96 frames at 224 (TimeSformer-L).
+    "long": dict(image_size=224, patch_size=16, num_frames=96, **_VIT_B),
+}
+
+
+def preset(name: str, **overrides: Any) -> FALConfig:
+    """A FALConfig for a named preset; keyword arguments override any field
+    (e.g. ``preset("base", attention_type="joint_space_time", id2label=...)``)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    return FALConfig(**{**PRESETS[name], **overrides})
