@@ -51,8 +51,10 @@ def _as_frames_tensor(frames: Any) -> torch.Tensor:
         frames = list(frames)
         if not frames:
             raise ValueError("a video needs at least one frame")
-        arr = torch.stack([f if isinstance(f, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(f))
-                           for f in frames])
+        tensors = [f if isinstance(f, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(f)) for f in frames]
+        if len({tuple(t.shape) for t in tensors}) > 1:
+            raise ValueError("all frames of a video must have the same shape")
+        arr = torch.stack(tensors)
     if arr.ndim == 3:  # a single frame
         arr = arr.unsqueeze(0)
     if arr.ndim != 4:
@@ -167,7 +169,7 @@ class FALImageProcessor:
     def preprocess_clip(self, frames: Any) -> torch.Tensor:
         """One video -> float32 (T, C, H, W), the eval pipeline of falv.data.transforms."""
         clip = _as_frames_tensor(frames)
-        if self.do_rescale and clip.is_floating_point() and clip.numel() and float(clip.abs().max()) <= 1.0:
+        if self.do_rescale and clip.is_floating_point() and clip.numel() and 0.0 < float(clip.abs().max()) <= 1.0:
             warnings.warn("frames look already rescaled to [0, 1]; pass do_rescale=False to keep them",
                           stacklevel=3)
         clip = clip.to(torch.float32)
