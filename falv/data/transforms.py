@@ -1,16 +1,32 @@
 """Video transforms written in torch (no torchvision).
 
-Clips are float or uint8 tensors laid out ``(T, C, H, W)``. Each transform is a
-pure function; the eval pipeline is exactly what :class:`falv.FALImageProcessor`
-does, so training-time evaluation and inference see the same pixels.
+Clips are float or uint8 tensors laid out ``(T, C, H, W)``; the pipelines also
+take the decoder's ``(T, H, W, 3)`` uint8 numpy arrays. Each transform is a pure
+function (random ones take a ``torch.Generator``); :class:`TrainTransform` and
+:class:`EvalTransform` chain them as picklable callables for DataLoader workers.
+The eval pipeline (:func:`preprocess_clip`) is exactly what
+:class:`falv.FALImageProcessor` does, so training-time evaluation and inference
+see the same pixels.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from falv.errors import ConfigError
+
+# timm's IMAGENET_DEFAULT_MEAN / IMAGENET_DEFAULT_STD
+IMAGENET_DEFAULT_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_DEFAULT_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# transformers' IMAGENET_STANDARD_MEAN / STD (used by its TimeSformer processor)
+IMAGENET_STANDARD_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
+IMAGENET_STANDARD_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
 def resize_shortest_side(clip: torch.Tensor, size: int, antialias: bool = True) -> torch.Tensor:
@@ -62,3 +78,318 @@ def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -
     m = torch.as_tensor(mean, dtype=clip.dtype, device=clip.device).view(-1, 1, 1)
     s = torch.as_tensor(std, dtype=clip.dtype, device=clip.device).view(-1, 1, 1)
     return (clip - m) / s
+
+
+# -- layout and value range ----------------------------------------------------------
+def to_clip_tensor(clip: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``(T, H, W, C)`` numpy (what :func:`falv.video.read_frames` returns) -> ``(T, C, H, W)`` tensor.
+
+    A tensor is taken to be ``(T, C, H, W)`` already and returned as is.
+    """
+    if isinstance(clip, torch.Tensor):
+        if clip.ndim != 4:
+            raise ConfigError(f"expected a (T, C, H, W) tensor, got shape {tuple(clip.shape)}")
+        return clip
+    arr = np.asarray(clip)
+    if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
+        raise ConfigError(f"expected a (T, H, W, 3) array, got shape {arr.shape}")
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)  # (T, C, H, W)
+
+
+def rescale(clip: torch.Tensor, factor: float = 1 / 255) -> torch.Tensor:
+    """``clip * factor`` as float32 (uint8 ``[0, 255]`` -> ``[0, 1]`` by default)."""
+    return clip.to(torch.float32) * factor
+
+
+# -- crops ----------------------------------------------------------------------
+def crop(clip: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """The ``height x width`` window at ``(top, left)`` of every frame (a view)."""
+    h, w = clip.shape[-2:]
+    if not (0 <= top and 0 <= left and height > 0 and width > 0 and top + height <= h and left + width <= w):
+        raise ConfigError(f"crop ({top}, {left}, {height}, {width}) outside a {h}x{w} frame")
+    return clip[..., top : top + height, left : left + width]
+
+
+def random_resized_crop_params(
+    height: int,
+    width: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+    attempts: int = 10,
+) -> tuple[int, int, int, int]:
+    """``(top, left, h, w)`` of an Inception-style crop of a ``height x width`` frame.
+
+    The crop covers a uniform ``scale`` fraction of the area with a log-uniform
+    aspect ``ratio`` (w/h); after ``attempts`` misses it falls back to the largest
+    centred crop within ``ratio``. Same algorithm as torchvision's
+    ``RandomResizedCrop.get_params`` (Szegedy et al., "Going deeper with convolutions").
+    """
+    _check_range("scale", scale, positive=True)
+    _check_range("ratio", ratio, positive=True)
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(attempts):
+        target_area = area * _uniform(scale[0], scale[1], generator)
+        aspect = math.exp(_uniform(log_ratio[0], log_ratio[1], generator))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
+            left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, min(height, max(1, int(round(width / ratio[0]))))
+    elif in_ratio > ratio[1]:
+        h, w = height, min(width, max(1, int(round(height * ratio[1]))))
+    else:
+        h, w = height, width
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def random_resized_crop(
+    clip: torch.Tensor,
+    size: int | tuple[int, int],
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+    antialias: bool = True,
+) -> torch.Tensor:
+    """Crop one random window (the same in every frame) and resize it to ``size`` exactly."""
+    h, w = clip.shape[-2:]
+    top, left, ch, cw = random_resized_crop_params(h, w, scale, ratio, generator)
+    return resize(crop(clip, top, left, ch, cw), _pair(size), antialias=antialias)
+
+
+def three_crop_offsets(height: int, width: int, size: int | tuple[int, int]) -> list[tuple[int, int]]:
+    """``(top, left)`` of three crops at the start, centre and end of the longer side.
+
+    The shorter side is centred. As SlowFast's ``uniform_crop`` (spatial_idx 0, 1, 2)
+    used for TimeSformer 3-crop testing; the middle offset equals :func:`center_crop`'s.
+    Frames wider than tall (or square) give left/centre/right, taller ones top/centre/bottom.
+    """
+    th, tw = _pair(size)
+    if height < th or width < tw:
+        raise ConfigError(f"three_crop of {th}x{tw} from a smaller {height}x{width} frame")
+    top_c, left_c = int(round((height - th) / 2.0)), int(round((width - tw) / 2.0))
+    if height > width:
+        return [(0, left_c), (top_c, left_c), (height - th, left_c)]
+    return [(top_c, 0), (top_c, left_c), (top_c, width - tw)]
+
+
+def three_crop(clip: torch.Tensor, size: int | tuple[int, int]) -> list[torch.Tensor]:
+    """Three ``size`` crops along the longer side (start, centre, end); see :func:`three_crop_offsets`.
+
+    A clip smaller than ``size`` is zero-padded first, as :func:`center_crop` does.
+    """
+    th, tw = _pair(size)
+    h, w = clip.shape[-2:]
+    if h < th or w < tw:
+        clip = center_crop(clip, (max(h, th), max(w, tw)))
+        h, w = clip.shape[-2:]
+    return [clip[..., t : t + th, l : l + tw] for t, l in three_crop_offsets(h, w, (th, tw))]
+
+
+# -- flips ------------------------------------------------------------------------
+def hflip(clip: torch.Tensor) -> torch.Tensor:
+    """Mirror every frame left-right."""
+    return clip.flip(-1)
+
+
+def random_hflip(clip: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror the whole clip with probability ``p``.
+
+    Do not use on label sets where left and right differ ("moving something from
+    left to right", "turning left", sign language handedness): the flip turns one
+    class into another. :class:`TrainTransform` has ``flip=False`` for that.
+    """
+    if p <= 0:
+        return clip
+    return hflip(clip) if p >= 1 or _uniform(0.0, 1.0, generator) < p else clip
+
+
+# -- pipelines -----------------------------------------------------------------------
+def preprocess_clip(
+    clip: np.ndarray | torch.Tensor,
+    shortest_edge: int,
+    crop_size: int | tuple[int, int],
+    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+    std: Sequence[float] = IMAGENET_DEFAULT_STD,
+    rescale_factor: float = 1 / 255,
+    antialias: bool = True,
+) -> torch.Tensor:
+    """The evaluation / inference pipeline on one clip; returns ``(T, C, H, W)`` float32.
+
+    float32 -> resize shortest side to ``shortest_edge`` -> centre crop ``crop_size``
+    -> ``* rescale_factor`` -> normalise(``mean``, ``std``). This is the one code path
+    shared by :class:`EvalTransform` and :class:`falv.FALImageProcessor`.
+    """
+    x = to_clip_tensor(clip).to(torch.float32)  # resize in float, no rounding back to uint8
+    x = resize_shortest_side(x, shortest_edge, antialias=antialias)
+    x = center_crop(x, _pair(crop_size))
+    return normalize(rescale(x, rescale_factor), mean, std)
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """Deterministic eval pipeline (see :func:`preprocess_clip`); a picklable callable.
+
+    ``num_crops=3`` returns ``(3, T, C, H, W)``: the three crops of
+    :func:`three_crop` along the long side after the shortest-side resize
+    (TimeSformer/SlowFast 3-crop testing sets ``shortest_edge = crop_size``).
+    """
+
+    shortest_edge: int = 224
+    crop_size: int | tuple[int, int] = 224
+    mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
+    std: tuple[float, ...] = IMAGENET_DEFAULT_STD
+    rescale_factor: float = 1 / 255
+    num_crops: int = 1
+    antialias: bool = True
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.shortest_edge <= 0:
+            raise ConfigError(f"shortest_edge must be positive, got {self.shortest_edge}")
+        if self.num_crops not in (1, 3):
+            raise ConfigError(f"num_crops must be 1 or 3, got {self.num_crops}")
+
+    @property
+    def size_hint(self) -> int:
+        """Shortest side to ask the decoder for (frames are resized to this anyway)."""
+        return self.shortest_edge
+
+    def __call__(self, clip: np.ndarray | torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.num_crops == 1:
+            return preprocess_clip(
+                clip, self.shortest_edge, self.crop_size, self.mean, self.std, self.rescale_factor, self.antialias
+            )
+        x = to_clip_tensor(clip).to(torch.float32)
+        x = resize_shortest_side(x, self.shortest_edge, antialias=self.antialias)
+        views = [normalize(rescale(v, self.rescale_factor), self.mean, self.std) for v in three_crop(x, self.crop_size)]
+        return torch.stack(views)  # (3, T, C, H, W)
+
+
+@dataclass(frozen=True)
+class TrainTransform:
+    """Training augmentation; a picklable callable taking an optional ``torch.Generator``.
+
+    resize shortest side to ``shortest_edge`` (skipped when ``None``) -> random
+    resized crop to ``crop_size`` (``scale``, ``ratio``; one window for the whole
+    clip) -> horizontal flip with probability ``flip_p`` when ``flip`` -> rescale ->
+    normalise. Set ``flip=False`` for direction-sensitive classes ("moving
+    something left", Something-Something, gestures): a mirrored clip shows the
+    opposite class.
+    """
+
+    crop_size: int | tuple[int, int] = 224
+    shortest_edge: int | None = 256
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: bool = True
+    flip_p: float = 0.5
+    mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
+    std: tuple[float, ...] = IMAGENET_DEFAULT_STD
+    rescale_factor: float = 1 / 255
+    antialias: bool = True
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.shortest_edge is not None and self.shortest_edge <= 0:
+            raise ConfigError(f"shortest_edge must be positive or None, got {self.shortest_edge}")
+        object.__setattr__(self, "scale", _check_range("scale", self.scale, positive=True, upper=1.0))
+        object.__setattr__(self, "ratio", _check_range("ratio", self.ratio, positive=True))
+        if not 0.0 <= self.flip_p <= 1.0:
+            raise ConfigError(f"flip_p must be within [0, 1], got {self.flip_p}")
+
+    @property
+    def size_hint(self) -> int | None:
+        """Shortest side to ask the decoder for."""
+        return self.shortest_edge
+
+    def __call__(self, clip: np.ndarray | torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = to_clip_tensor(clip).to(torch.float32)
+        if self.shortest_edge is not None:
+            x = resize_shortest_side(x, self.shortest_edge, antialias=self.antialias)
+        x = random_resized_crop(x, self.crop_size, self.scale, self.ratio, generator, self.antialias)
+        if self.flip:
+            x = random_hflip(x, self.flip_p, generator)
+        return normalize(rescale(x, self.rescale_factor), self.mean, self.std)
+
+
+def eval_transform(
+    shortest_edge: int = 224,
+    crop_size: int | tuple[int, int] | None = None,
+    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+    std: Sequence[float] = IMAGENET_DEFAULT_STD,
+    rescale_factor: float = 1 / 255,
+    num_crops: int = 1,
+    antialias: bool = True,
+) -> EvalTransform:
+    """Build the eval pipeline; ``crop_size`` defaults to ``shortest_edge``."""
+    return EvalTransform(
+        shortest_edge, shortest_edge if crop_size is None else crop_size,
+        tuple(mean), tuple(std), rescale_factor, num_crops, antialias,
+    )  # fmt: skip
+
+
+def train_transform(
+    crop_size: int | tuple[int, int] = 224,
+    shortest_edge: int | None = None,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip: bool = True,
+    flip_p: float = 0.5,
+    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+    std: Sequence[float] = IMAGENET_DEFAULT_STD,
+    rescale_factor: float = 1 / 255,
+    antialias: bool = True,
+) -> TrainTransform:
+    """Build the training pipeline; ``shortest_edge`` defaults to ``crop / 0.875`` (256 for 224)."""
+    if shortest_edge is None:
+        shortest_edge = int(round(min(_pair(crop_size)) / 0.875))
+    return TrainTransform(
+        crop_size, shortest_edge, tuple(scale), tuple(ratio), flip, flip_p,
+        tuple(mean), tuple(std), rescale_factor, antialias,
+    )  # fmt: skip
+
+
+# -- helpers ------------------------------------------------------------------------
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
+
+
+def _check_range(
+    name: str, r: Sequence[float], positive: bool = False, upper: float | None = None
+) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in r)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} must be a (low, high) pair, got {r!r}") from exc
+    if lo > hi or (positive and lo <= 0) or (upper is not None and hi > upper):
+        bound = f" within (0, {upper}]" if upper is not None else (" > 0" if positive else "")
+        raise ConfigError(f"{name} must be (low, high) with low <= high{bound}, got {r!r}")
+    return lo, hi
+
+
+def _check_common(t: EvalTransform | TrainTransform) -> None:
+    th, tw = _pair(t.crop_size)
+    if th <= 0 or tw <= 0:
+        raise ConfigError(f"crop_size must be positive, got {t.crop_size}")
+    mean, std = tuple(float(x) for x in t.mean), tuple(float(x) for x in t.std)
+    if len(mean) != len(std) or not mean:
+        raise ConfigError(f"mean and std need one value per channel, got {mean} and {std}")
+    if any(s == 0 for s in std):
+        raise ConfigError(f"std cannot contain 0, got {std}")
+    object.__setattr__(t, "mean", mean)
+    object.__setattr__(t, "std", std)
+    if not isinstance(t.crop_size, int):
+        object.__setattr__(t, "crop_size", (th, tw))

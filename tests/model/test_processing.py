@@ -97,3 +97,14 @@ def test_model_card_snippet_runs_as_written(tmp_path, capsys):
     FALForVideoClassification(preset("tiny", id2label={0: "juggling", 1: "welding"})).save_pretrained(tmp_path)
     exec(compile(block.replace("path/to/model", str(tmp_path)), "README.md", "exec"), {})
     assert capsys.readouterr().out.startswith("Predicted class: ")
+
+
+def test_processor_equals_the_eval_transform_used_in_training():
+    """Inference and evaluation during training see the same pixels."""
+    from falv.data.transforms import eval_transform
+
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (4, 90, 130, 3), dtype=np.uint8)
+    ours = processor()(video).pixel_values[0]
+    theirs = eval_transform(shortest_edge=64, crop_size=64, mean=MEAN, std=STD)(video)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
