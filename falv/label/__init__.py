@@ -1,0 +1,1 @@
+"""Labeling: records, temporal segments and exporters (the lead fills the public API)."""

@@ -1,0 +1,305 @@
+"""Temporal segments from per-window scores: pure functions over plain data.
+
+A labeling run scores a video in windows ``(start, end, scores)`` (seconds, one
+score per class). :func:`windows_to_segments` turns that sequence into labeled
+segments the way temporal action detection post-processing usually does:
+
+1. **Smoothing.** Each class's score is replaced by its moving average over
+   ``smoothing`` neighbouring windows, centred on the window (``k // 2`` before,
+   ``(k - 1) // 2`` after). At the ends of the video the average runs over the
+   windows that exist. ``smoothing=1`` leaves the scores as they are.
+2. **Assignment.** Single-label: a window takes its top class when that class's
+   (smoothed) score is ``>= background_threshold``, otherwise it is background.
+   Multi-label: every class is thresholded on its own, so a window can carry
+   several classes or none.
+3. **Ownership.** Each window owns the stretch of time from the midpoint between
+   the previous window's end and its own start to the midpoint between its own end
+   and the next window's start; the first window owns from its start, the last up
+   to its end. With ``stride == window`` a window owns exactly itself; with
+   overlapping windows (``stride < window``) each overlap is split at its middle
+   (a window owns its centre ``+- stride / 2``); with gaps (``stride > window``)
+   each gap is split at its middle. Owned stretches tile ``[first start, last
+   end]`` without overlap, so a constant label yields one segment over all windows.
+4. **Merging.** Consecutive windows with the same label merge into one segment
+   from the first window's owned start to the last window's owned end. Its
+   ``score`` is the **mean** (default) or the max (``score_reduce="max"``) of that
+   class's smoothed score over the merged windows.
+5. **Short segments** (``end - start < min_duration``) are **dropped**, not merged
+   into a neighbour: dropping keeps the result monotonic in the threshold (raising
+   ``background_threshold`` never adds covered time) and never invents a label
+   for time the model did not give it.
+6. Segments are clipped to ``[0, duration]`` when ``duration`` is given and sorted
+   by ``(start, end, label)``.
+
+Single-label segments never overlap; multi-label segments of one class never
+overlap each other but may overlap segments of other classes.
+
+The module also holds the arithmetic the exporters and evaluation share:
+:func:`temporal_iou`, :func:`iou_matrix`, :func:`covered_duration` and
+:func:`frame_span` (seconds -> 1-based inclusive frame numbers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from falv.errors import ConfigError
+
+__all__ = [
+    "Segment",
+    "windows_to_segments",
+    "smooth_scores",
+    "owned_bounds",
+    "temporal_iou",
+    "iou_matrix",
+    "covered_duration",
+    "frame_span",
+    "SCORE_REDUCTIONS",
+]
+
+#: How a segment's score is computed from the scores of the windows it merges.
+SCORE_REDUCTIONS = ("mean", "max")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A labeled stretch of a video: ``[start, end]`` seconds, ``score`` of ``label``."""
+
+    label: str
+    start: float
+    end: float
+    score: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "start": self.start, "end": self.end, "score": self.score}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Segment:
+        return cls(
+            label=str(data["label"]),
+            start=float(data["start"]),
+            end=float(data["end"]),
+            score=float(data["score"]),
+        )
+
+
+WindowLike = tuple[float, float, Any]  # (start, end, per-class scores)
+
+
+def _as_arrays(windows: Sequence[WindowLike], num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Starts (N,), ends (N,) and scores (N, C) of ``windows``, sorted by start then end."""
+    n = len(windows)
+    starts = np.empty(n, dtype=np.float64)
+    ends = np.empty(n, dtype=np.float64)
+    scores = np.empty((n, num_classes), dtype=np.float64)
+    for i, window in enumerate(windows):
+        try:
+            start, end, row = window
+        except (TypeError, ValueError):
+            raise ValueError(f"window {i} is not a (start, end, scores) triple") from None
+        row = np.asarray(row, dtype=np.float64).reshape(-1)
+        if row.shape[0] != num_classes:
+            raise ValueError(f"window {i} has {row.shape[0]} scores but there are {num_classes} labels")
+        starts[i], ends[i], scores[i] = float(start), float(end), row
+    if not (np.all(np.isfinite(starts)) and np.all(np.isfinite(ends)) and np.all(np.isfinite(scores))):
+        raise ValueError("window times and scores must be finite numbers")
+    bad = np.nonzero(ends <= starts)[0]
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"window {i} ends ({ends[i]}) at or before it starts ({starts[i]})")
+    order = np.lexsort((ends, starts))
+    return starts[order], ends[order], scores[order]
+
+
+def smooth_scores(scores: np.ndarray, k: int) -> np.ndarray:
+    """Centred moving average of ``scores`` (N, C) over ``k`` windows along axis 0.
+
+    Window ``i`` averages rows ``i - k // 2 .. i + (k - 1) // 2`` that exist, so the
+    ends of the sequence are averaged over fewer windows instead of being padded.
+    """
+    if k < 1:
+        raise ConfigError(f"smoothing must be >= 1 window, got {k}")
+    scores = np.asarray(scores, dtype=np.float64)
+    n = scores.shape[0]
+    if k == 1 or n == 0:
+        return scores.copy()
+    csum = np.concatenate([np.zeros((1,) + scores.shape[1:]), np.cumsum(scores, axis=0)])
+    idx = np.arange(n)
+    lo = np.clip(idx - k // 2, 0, n)
+    hi = np.clip(idx + (k - 1) // 2 + 1, 0, n)
+    counts = (hi - lo).reshape((n,) + (1,) * (scores.ndim - 1))
+    return (csum[hi] - csum[lo]) / counts
+
+
+def owned_bounds(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Boundaries ``b`` (N + 1,) such that window ``i`` owns ``[b[i], b[i + 1]]``.
+
+    ``b[0]`` is the first start, ``b[N]`` the latest end, and every inner boundary
+    is the midpoint between one window's end and the next window's start (the
+    middle of an overlap or of a gap). Boundaries are made non-decreasing so that
+    nested windows cannot produce negative stretches.
+    """
+    n = len(starts)
+    if n == 0:
+        return np.zeros(0)
+    bounds = np.empty(n + 1, dtype=np.float64)
+    bounds[0] = starts[0]
+    bounds[1:n] = (ends[:-1] + starts[1:]) / 2.0
+    bounds[n] = ends.max()  # the last window's stretch reaches the latest end
+    return np.maximum.accumulate(bounds)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``[first, last]`` index pairs of the runs of True in a 1-D boolean array."""
+    if mask.size == 0:
+        return []
+    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    change = np.diff(padded)
+    firsts = np.nonzero(change == 1)[0]
+    lasts = np.nonzero(change == -1)[0] - 1
+    return list(zip(firsts.tolist(), lasts.tolist()))
+
+
+def windows_to_segments(
+    windows: Sequence[WindowLike],
+    labels: Sequence[str],
+    *,
+    smoothing: int = 1,
+    min_duration: float = 0.0,
+    background_threshold: float = 0.5,
+    multilabel: bool = False,
+    duration: float | None = None,
+    score_reduce: str = "mean",
+) -> list[Segment]:
+    """Labeled segments from per-window class scores (see the module docstring).
+
+    ``windows`` is a sequence of ``(start, end, scores)`` with times in seconds and
+    ``scores`` a per-class array aligned with ``labels``; windows may be given in
+    any order and may overlap. Returns segments sorted by ``(start, end, label)``.
+    """
+    labels = [str(label) for label in labels]
+    if len(set(labels)) != len(labels):
+        raise ConfigError("labels must be unique")
+    if score_reduce not in SCORE_REDUCTIONS:
+        raise ConfigError(f"score_reduce must be one of {', '.join(SCORE_REDUCTIONS)}, got {score_reduce!r}")
+    if not (isinstance(smoothing, (int, np.integer)) and smoothing >= 1):
+        raise ConfigError(f"smoothing must be a whole number of windows >= 1, got {smoothing!r}")
+    if not (min_duration >= 0.0):
+        raise ConfigError(f"min_duration must be >= 0 seconds, got {min_duration!r}")
+    if not math.isfinite(background_threshold):
+        raise ConfigError(f"background_threshold must be a finite number, got {background_threshold!r}")
+    if duration is not None and not (duration >= 0.0):
+        raise ConfigError(f"duration must be >= 0 seconds, got {duration!r}")
+    if not windows or not labels:
+        return []
+
+    starts, ends, scores = _as_arrays(windows, len(labels))
+    smoothed = smooth_scores(scores, int(smoothing))  # (N, C)
+    bounds = owned_bounds(starts, ends)  # (N + 1,)
+
+    # (N, C) mask of the windows each class is assigned to.
+    if multilabel:
+        active = smoothed >= background_threshold
+    else:
+        top = np.argmax(smoothed, axis=1)
+        keep = smoothed[np.arange(len(top)), top] >= background_threshold
+        active = np.zeros_like(smoothed, dtype=bool)
+        active[np.nonzero(keep)[0], top[keep]] = True
+
+    reduce = np.mean if score_reduce == "mean" else np.max
+    segments: list[Segment] = []
+    for c, label in enumerate(labels):
+        for first, last in _runs(active[:, c]):
+            start, end = float(bounds[first]), float(bounds[last + 1])
+            if duration is not None:
+                start, end = min(max(start, 0.0), duration), min(max(end, 0.0), duration)
+            if end <= start or end - start < min_duration:
+                continue  # dropped, never merged into a neighbour (see step 5)
+            score = float(reduce(smoothed[first : last + 1, c]))
+            segments.append(Segment(label=label, start=start, end=end, score=score))
+    segments.sort(key=lambda s: (s.start, s.end, s.label))
+    return segments
+
+
+def _interval(item: Any) -> tuple[float, float]:
+    if isinstance(item, Segment):
+        return item.start, item.end
+    if isinstance(item, Mapping):
+        return float(item["start"]), float(item["end"])
+    start, end = item
+    return float(start), float(end)
+
+
+def temporal_iou(a: Any, b: Any) -> float:
+    """Intersection over union of two intervals (``Segment``, ``{"start", "end"}`` or pairs).
+
+    Two empty (zero-length) intervals have IoU 0. Same definition as ActivityNet's
+    ``segment_iou`` (Evaluation/utils.py).
+    """
+    a0, a1 = _interval(a)
+    b0, b1 = _interval(b)
+    inter = max(0.0, min(a1, b1) - max(a0, b0))
+    union = (a1 - a0) + (b1 - b0) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def iou_matrix(a: Iterable[Any], b: Iterable[Any]) -> np.ndarray:
+    """Pairwise temporal IoU, shape ``(len(a), len(b))``."""
+    aa = np.array([_interval(x) for x in a], dtype=np.float64).reshape(-1, 2)
+    bb = np.array([_interval(x) for x in b], dtype=np.float64).reshape(-1, 2)
+    inter = np.clip(
+        np.minimum(aa[:, None, 1], bb[None, :, 1]) - np.maximum(aa[:, None, 0], bb[None, :, 0]), 0.0, None
+    )
+    union = (aa[:, 1] - aa[:, 0])[:, None] + (bb[:, 1] - bb[:, 0])[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def covered_duration(segments: Iterable[Any], label: str | None = None) -> float:
+    """Total time covered by the union of ``segments`` (only ``label``'s when given)."""
+    spans = sorted(
+        _interval(s)
+        for s in segments
+        if label is None or (s.label if isinstance(s, Segment) else s["label"]) == label
+    )
+    total, cur_start, cur_end = 0.0, None, None
+    for start, end in spans:
+        if cur_end is None or start > cur_end:
+            if cur_end is not None:
+                total += cur_end - cur_start
+            cur_start, cur_end = start, end
+        else:
+            cur_end = max(cur_end, end)
+    if cur_end is not None:
+        total += cur_end - cur_start
+    return total
+
+
+def frame_span(start: float, end: float, fps: float, num_frames: int | None = None) -> tuple[int, int]:
+    """1-based inclusive ``(first, last)`` frame numbers of the frames ``[start, end)`` touches.
+
+    Frame ``n`` (1-based) is shown during ``[(n - 1) / fps, n / fps)``; the span runs
+    from the frame containing ``start`` to the last frame that starts before
+    ``end``, and is at least one frame long. With ``num_frames`` both ends are
+    clipped to ``[1, num_frames]``. This is the numbering of FiftyOne's
+    ``TemporalDetection.support`` and of Label Studio's video timeline (both 1-based).
+    """
+    if not (fps > 0 and math.isfinite(fps)):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    eps = 1e-6  # absorb float noise such as 5.0 * 30 = 150.00000000000003
+    first = int(math.floor(max(start, 0.0) * fps + eps)) + 1
+    last = int(math.ceil(max(end, 0.0) * fps - eps))
+    last = max(last, first)
+    if num_frames is not None and num_frames > 0:
+        first = min(max(first, 1), num_frames)
+        last = min(max(last, first), num_frames)
+    return first, last
