@@ -24,6 +24,7 @@ EXIT_ERROR = 3
 # command name -> "module:function"; each module holds one click command.
 COMMANDS = {
     "convert": "falv.cli.convert:convert",
+    "label": "falv.cli.label:label",
     "bench": "falv.cli.bench:bench",
     "presets": "falv.cli.presets:presets",
     "probe": "falv.cli.probe:probe",

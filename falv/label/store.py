@@ -29,6 +29,7 @@ class RecordStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.records: list[dict[str, Any]] = []
+        self._done: dict[str, dict[str, Any]] = {}
         self.dropped_partial_line = False
         self._load()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

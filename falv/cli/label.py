@@ -1,0 +1,142 @@
+"""``falv label INPUTS... --model M --out DIR``: label videos, resumably, in several formats."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED
+
+FORMAT_CHOICES = ("jsonl", "csv", "label-studio", "fiftyone", "activitynet", "webvtt")
+
+
+def _formats(value: tuple[str, ...]) -> list[str]:
+    names = []
+    for item in value:
+        names.extend(p.strip() for p in item.split(",") if p.strip())
+    from falv.label.formats import normalize_format
+
+    try:
+        return list(dict.fromkeys(normalize_format(n) for n in names))
+    except Exception as exc:  # UnknownFormatError: a usage error
+        raise click.BadParameter(str(exc), param_hint="--format") from None
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", "-m", required=True,
+              help="falv directory, transformers TimeSformer directory or hub id, or a TimeSformer .pyth file.")
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder; labels.jsonl there is appended to and makes runs resumable.")
+@click.option("--format", "-f", "formats", multiple=True, default=("jsonl",), show_default=True,
+              help=f"Output formats, repeatable or comma-separated: {', '.join(FORMAT_CHOICES)}.")
+@click.option("--clips", default=1, show_default=True, type=click.IntRange(1),
+              help="Temporal clips spread over each video; video scores are their average.")
+@click.option("--crops", default=1, show_default=True, type=click.Choice(["1", "3"]),
+              help="Spatial crops per clip (3: along the long side).")
+@click.option("--window", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Sliding windows of this many seconds instead of --clips.")
+@click.option("--stride", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stride of the sliding windows in seconds (default: --window).")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(1), help="Labels kept per video and window.")
+@click.option("--threshold", "background_threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Window scores below this are background when segmenting.")
+@click.option("--smoothing", default=1, show_default=True, type=click.IntRange(1),
+              help="Moving average over this many windows before segmenting.")
+@click.option("--min-duration", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Drop segments shorter than this many seconds.")
+@click.option("--embeddings", is_flag=True, help="Also write clip and video embeddings (safetensors).")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Clips per model call.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Decoding processes.")
+@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a decoding task may take before the file is reported as failed.")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="auto: bf16 on CPUs and GPUs that support it, else fp32.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--no-resume", is_flag=True, help="Label every input again even if labels.jsonl has it.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, background_threshold, smoothing,
+          min_duration, embeddings, batch_size, workers, timeout, precision, device, no_resume, quiet) -> int:
+    """Label INPUTS (video files, folders, glob patterns, or .txt/.csv lists of paths).
+
+    Writes DIR/labels.jsonl (one record per input, errors included) and the other
+    --format files. Exit code 0: all labelled; 1: some inputs failed (they have
+    error records); 2: usage error; 3: the run could not start (e.g. bad model).
+    """
+    from falv.label.engine import LabelOptions, label as run_label
+    from falv.label.export import export_formats, latest_records
+    from falv.label.store import record_key
+    from falv.label.inputs import collect_inputs
+    from falv.model.transformer import FALForVideoClassification
+
+    names = _formats(formats)
+    options = LabelOptions(clips=clips, crops=int(crops), window=window, stride=stride, top_k=top_k,
+                           batch_size=batch_size, workers=workers, timeout=timeout, smoothing=smoothing,
+                           min_duration=min_duration, background_threshold=background_threshold,
+                           embeddings=embeddings, precision=precision, device=device)
+    found = collect_inputs(list(inputs))
+    for item, reason in found.problems:
+        click.echo(f"skipping {item}: {reason}", err=True)
+    if not found.paths:
+        raise click.UsageError("no input videos found")
+    net = FALForVideoClassification.from_pretrained(model)
+    net.name_or_path = model
+    if no_resume:
+        _set_aside(out_dir)
+
+    show = not quiet and sys.stderr.isatty()
+    started = time.monotonic()
+    ok = failed = 0
+    with click.progressbar(length=len(found.paths), label="labelling", file=sys.stderr,
+                           item_show_func=lambda s: s, show_eta=True) if show else _NoBar() as bar:
+        for record in run_label(found.paths, net, out_dir=out_dir, options=options, resume=not no_resume,
+                                copy_model=False):
+            if record.error is None:
+                ok += 1
+            else:
+                failed += 1
+                if not quiet:
+                    click.echo(f"failed: {record.error.message}", err=True)
+            rate = (ok + failed) / max(time.monotonic() - started, 1e-9)
+            bar.update(1, f"{rate:.2f} videos/s")
+    written = export_formats(out_dir, names, classes=net.config.labels)
+    elapsed = time.monotonic() - started
+    skipped = len(found.paths) - ok - failed
+    # Inputs that failed in an earlier run of this output folder count as failed too.
+    keys = {record_key(p) for p in found.paths}
+    failed_total = sum(1 for r in latest_records(out_dir) if r.error is not None and record_key(r.path) in keys)
+    if not quiet:
+        click.echo(
+            f"{ok} labelled, {failed} failed, {skipped} already done, in {elapsed:.1f} s"
+            + (f" ({(ok + failed) / elapsed:.2f} videos/s)" if ok + failed else ""),
+            err=True,
+        )
+        for name, path in written.items():
+            click.echo(f"{name}: {path}")
+    return EXIT_SOME_FAILED if failed_total else EXIT_OK
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, *_):
+        pass
+
+
+def _set_aside(out_dir: Path) -> None:
+    """--no-resume: keep the previous labels.jsonl under a new name rather than deleting it."""
+    from falv.label.store import LABELS_NAME
+
+    old = out_dir / LABELS_NAME
+    if old.exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = out_dir / f"labels.{stamp}.jsonl"
+        old.rename(target)
+        click.echo(f"previous {LABELS_NAME} kept as {target.name}", err=True)

@@ -1,0 +1,321 @@
+"""The labeling engine: videos in, one record per video out.
+
+Stages are plain functions over plain, picklable data, so another executor (a
+Ray Data pipeline, a job queue) can run them unchanged:
+
+``plan_video``  (worker)  path -> probe + windows, or an error
+``decode_chunk`` (worker) path + windows -> uint8 frames at the model's short side
+``clip_tensor``  (main)   frames -> normalised crops, exactly the processor's pixels
+``aggregate``    (main)   per-window scores -> video labels, windows, segments
+
+:func:`label` wires them: decoding runs in worker processes (a crashing or hanging
+decoder becomes an error record for that file), clips from several videos are
+batched for the model in the main process, the number of decoded chunks in
+flight is bounded (memory stays bounded for 4K and hour-long inputs: windows are
+streamed in chunks), and every record is appended to ``labels.jsonl`` as soon as
+its video is done, which makes runs resumable.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from falv.data import transforms as T
+from falv.label.records import LabelRecord, record_error, record_ok, video_id_for
+from falv.label.segments import windows_to_segments
+from falv.label.stages import LabelOptions, ModelSpec, run_task
+from falv.label.store import LABELS_NAME, RecordStore
+from falv.video import VideoError, error_record
+
+log = logging.getLogger(__name__)
+
+
+# -- stages in the main process -------------------------------------------------------------------
+
+
+def clip_tensor(frames: np.ndarray, spec: ModelSpec, crops: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (crops, T, C, H, W) float32, the processor's pixels."""
+    clip = T.to_clip_tensor(frames).to(torch.float32)
+    clip = T.resize_shortest_side(clip, spec.short_side)  # no-op: the decoder already scaled
+    views = T.three_crop(clip, spec.crop) if crops == 3 else [T.center_crop(clip, spec.crop)]
+    return torch.stack([T.normalize(T.rescale(v, spec.rescale), spec.mean, spec.std) for v in views])
+
+
+def aggregate(
+    path: str,
+    info: dict[str, Any],
+    windows: Sequence[tuple[float, float]],
+    scores: np.ndarray,
+    labels: Sequence[str],
+    options: LabelOptions,
+    *,
+    multilabel: bool,
+    thresholds: Sequence[float] | None,
+    model_id: str,
+    warnings: Sequence[str] = (),
+    embeddings: dict[str, Any] | None = None,
+) -> LabelRecord:
+    """Per-window class scores (W, K) (crops already averaged) -> the video's record."""
+    video_scores = scores.mean(axis=0)
+    order = np.argsort(-video_scores, kind="stable")
+    if multilabel:  # the classes over their own thresholds, best first
+        cut = np.asarray(thresholds if thresholds is not None else [0.5] * len(labels))
+        order = np.array([i for i in order if video_scores[i] >= cut[i]], dtype=int)
+    top = [(labels[i], float(video_scores[i])) for i in order[: options.top_k]]
+    k = min(options.top_k, len(labels))
+    window_rows = []
+    for (start, end), row in zip(windows, scores):
+        best = np.argsort(-row, kind="stable")[:k]
+        window_rows.append((start, end, [(labels[i], float(row[i])) for i in best]))
+    segments = windows_to_segments(
+        [(start, end, row) for (start, end), row in zip(windows, scores)],
+        list(labels),
+        smoothing=options.smoothing,
+        min_duration=options.min_duration,
+        background_threshold=options.background_threshold,
+        multilabel=multilabel,
+        duration=info.get("duration"),
+    )
+    extra = {"damaged": True, "warnings": list(warnings)[:5]} if warnings else {}
+    return record_ok(
+        path, top, info=info, windows=window_rows, segments=segments, embeddings=embeddings,
+        model=model_id, multilabel=multilabel, threshold=options.background_threshold, **extra,
+    )
+
+
+def write_embeddings(out_dir: Path, path: str, windows: Sequence[tuple[float, float]],
+                     window_embeddings: np.ndarray) -> dict[str, Any]:
+    """Write ``embeddings/<video_id>.safetensors`` (window and video embeddings, window times)."""
+    from safetensors.numpy import save
+
+    from falv.hub.io import atomic_write_bytes
+
+    video_id = video_id_for(path)
+    rel = Path("embeddings") / f"{video_id}.safetensors"
+    tensors = {
+        "windows": window_embeddings.astype(np.float32),
+        "video": window_embeddings.mean(axis=0).astype(np.float32),
+        "times": np.asarray(windows, dtype=np.float64).reshape(-1, 2),
+    }
+    atomic_write_bytes(out_dir / rel, save(tensors, metadata={"path": str(path)}))
+    return {"file": rel.as_posix(), "format": "safetensors", "keys": ["windows", "video", "times"],
+            "dim": int(window_embeddings.shape[-1])}
+
+
+# -- the driver -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Video:
+    path: str
+    info: dict[str, Any]
+    windows: list[tuple[float, float]]
+    chunks_left: int
+    scores: list[np.ndarray | None]
+    embeds: list[np.ndarray | None]
+    warnings: list[str] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+
+
+class Engine:
+    """Runs :func:`label`; kept as a class so tests and benchmarks can read its counters."""
+
+    def __init__(self, model: Any, options: LabelOptions, out_dir: Path | None, model_id: str) -> None:
+        from falv.inference import prepare_for_inference
+        from falv.processing import FALImageProcessor
+
+        self.options = options
+        self.out_dir = out_dir
+        self.model_id = model_id
+        config = model.config
+        self.labels = config.labels
+        self.multilabel = config.is_multilabel
+        self.thresholds = config.thresholds
+        proc = FALImageProcessor.from_config(config)
+        self.spec = ModelSpec(
+            num_frames=config.num_frames, short_side=int(proc.size["shortest_edge"]),
+            crop=(int(proc.crop_size["height"]), int(proc.crop_size["width"])),
+            mean=tuple(proc.image_mean), std=tuple(proc.image_std), rescale=proc.rescale_factor,
+        )
+        self.runner = prepare_for_inference(model, device=options.device, precision=options.precision)
+        self.frames_decoded = 0
+        self.clips_run = 0
+
+    # one model call over a batch of (video, window, crop) clips
+    def _run_batch(self, batch: list[tuple[_Video, int, torch.Tensor]]) -> None:
+        pixels = torch.cat([b[2] for b in batch])  # (sum crops, T, C, H, W)
+        logits, embeds = self.runner.predict(pixels)
+        probs = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
+        self.clips_run += pixels.shape[0]
+        offset = 0
+        for video, w, clip in batch:
+            n = clip.shape[0]
+            video.scores[w] = probs[offset:offset + n].mean(0).numpy()
+            video.embeds[w] = embeds[offset:offset + n].mean(0).numpy()
+            offset += n
+
+    def _finish(self, video: _Video) -> LabelRecord:
+        if video.error is not None:
+            return record_error(video.path, video.error["type"], video.error["message"], info=video.info or None,
+                                model=self.model_id, multilabel=self.multilabel)
+        scores = np.stack(video.scores)
+        embeddings = None
+        if self.options.embeddings and self.out_dir is not None:
+            embeddings = write_embeddings(self.out_dir, video.path, video.windows, np.stack(video.embeds))
+        return aggregate(video.path, video.info, video.windows, scores, self.labels, self.options,
+                         multilabel=self.multilabel, thresholds=self.thresholds, model_id=self.model_id,
+                         warnings=video.warnings, embeddings=embeddings)
+
+    def run(self, paths: Sequence[str]) -> Iterator[LabelRecord]:
+        """Label ``paths``; yields records in completion order."""
+        from falv.video.pool import decode_in_workers
+
+        opts = self.options
+        videos: dict[str, _Video] = {}
+        pending_batch: list[tuple[_Video, int, torch.Tensor]] = []
+        done: deque[LabelRecord] = deque()
+
+        def tasks() -> Iterator[tuple[str, tuple]]:
+            # Plans first, lazily, so that decoding of early videos starts at once.
+            for path in paths:
+                yield ("plan", (path, self.spec, opts))
+
+        def flush(force: bool = False) -> None:
+            while pending_batch and (force or sum(c.shape[0] for *_, c in pending_batch) >= opts.batch_size):
+                take, size = [], 0
+                while pending_batch and (size < opts.batch_size or not take):
+                    item = pending_batch.pop(0)
+                    take.append(item)
+                    size += item[2].shape[0]
+                self._run_batch(take)
+                for video in {id(v): v for v, *_ in take}.values():
+                    if video.chunks_left == 0 and all(s is not None for s in video.scores):
+                        done.append(self._finish(video))
+                        videos.pop(video.path, None)
+
+        queue: deque[tuple[str, tuple]] = deque()
+        plan_iter = tasks()
+
+        def feed() -> Iterator[tuple[str, tuple]]:
+            while True:
+                if queue:
+                    yield queue.popleft()
+                    continue
+                nxt = next(plan_iter, None)
+                if nxt is None:
+                    return
+                yield nxt
+
+        # Workers pull tasks lazily (one each), so decoding runs ahead of the model by at most
+        # one task per worker: memory stays bounded however long the input list is.
+        for task, outcome in decode_in_workers(run_task, feed(), workers=max(opts.workers, 1),
+                                               timeout=opts.timeout):
+            kind, args = task
+            path = args[0]
+            if kind == "plan":
+                if isinstance(outcome, BaseException):
+                    done.append(record_error(path, **_error_fields(outcome, path), model=self.model_id,
+                                             multilabel=self.multilabel))
+                else:
+                    windows = outcome["windows"]
+                    chunks = [windows[i:i + opts.chunk_windows] for i in range(0, len(windows), opts.chunk_windows)]
+                    videos[path] = _Video(path, outcome["info"], [(a, b) for a, b, _ in windows], len(chunks),
+                                          [None] * len(windows), [None] * len(windows))
+                    for c, chunk in enumerate(chunks):
+                        first = c * opts.chunk_windows
+                        queue.append(("decode", (path, [ts for *_, ts in chunk], self.spec.short_side,
+                                                 opts.timeout, first)))
+            else:
+                video = videos[path]
+                video.chunks_left -= 1
+                if isinstance(outcome, BaseException):
+                    video.error = _error_fields(outcome, path)
+                    if video.chunks_left == 0:
+                        done.append(self._finish(video))
+                        videos.pop(path, None)
+                else:
+                    self.frames_decoded += outcome["frames_decoded"]
+                    video.warnings.extend(outcome["warnings"])
+                    first = args[4]
+                    for j, frames in enumerate(outcome["frames"]):
+                        if video.error is None:
+                            pending_batch.append((video, first + j, clip_tensor(frames, self.spec, opts.crops)))
+                    flush()
+            while done:
+                yield done.popleft()
+        flush(force=True)
+        for video in list(videos.values()):  # videos whose last chunk failed after others succeeded
+            done.append(self._finish(video))
+        while done:
+            yield done.popleft()
+
+
+def _error_fields(error: BaseException, path: str) -> dict[str, str]:
+    if isinstance(error, VideoError):
+        data = error_record(error, path)
+        return {"type": str(data.get("error") or "video_error"), "message": str(data.get("message") or error)}
+    return {"type": type(error).__name__, "message": str(error) or type(error).__name__}
+
+
+def label(
+    inputs: Iterable[str] | str,
+    model: Any,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    options: LabelOptions | None = None,
+    resume: bool = True,
+    copy_model: bool = True,
+    **option_overrides: Any,
+) -> Iterator[LabelRecord]:
+    """Label videos; yields one :class:`LabelRecord` per input, success or error.
+
+    ``inputs``: files, folders, globs or list files (see :mod:`falv.label.inputs`).
+    ``model``: a loaded :class:`falv.FALForVideoClassification` or anything
+    ``from_pretrained`` accepts. With ``out_dir`` the records are appended to
+    ``out_dir/labels.jsonl`` as they complete, and inputs already recorded there
+    are skipped (``resume=True``), so an interrupted run can simply be restarted.
+    A model passed as a module is copied first (``copy_model=False`` to let
+    inference cast and repack it in place).
+    """
+    from falv.label.inputs import collect_inputs
+    from falv.model.transformer import FALForVideoClassification
+
+    options = options or LabelOptions(**option_overrides)
+    if option_overrides and options is not None and not isinstance(options, LabelOptions):
+        raise TypeError("options must be a LabelOptions")
+    model_id = str(getattr(model, "name_or_path", None) or model)
+    if isinstance(model, torch.nn.Module):
+        if copy_model:
+            model = copy.deepcopy(model)  # inference casts and repacks the model in place
+    else:
+        model = FALForVideoClassification.from_pretrained(model)
+    found = collect_inputs(inputs if not isinstance(inputs, str) else [inputs])
+    out = Path(out_dir) if out_dir is not None else None
+    store = RecordStore(out / LABELS_NAME) if out is not None else None
+    try:
+        for item, reason in found.problems:
+            log.warning("skipping %s: %s", item, reason)
+        paths = [os.path.abspath(p) for p in found.paths]  # records name inputs unambiguously
+        todo = [p for p in paths if not (store is not None and resume and store.done(p))]
+        engine = Engine(model, options, out, model_id)
+        for record in engine.run(todo):
+            if store is not None:
+                store.append(record.to_dict())
+            yield record
+    finally:
+        if store is not None:
+            store.close()
+
+
+__all__ = ["Engine", "LabelOptions", "ModelSpec", "aggregate", "clip_tensor", "decode_chunk", "label",
+           "plan_video", "write_embeddings"]

@@ -1,0 +1,97 @@
+"""Worker-side stages of the labeling engine and the options they need.
+
+Nothing here imports torch, so decoding processes start fast and stay small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from falv.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """How to label. Preprocessing (frames, size, mean/std) comes from the model."""
+
+    clips: int = 1                 # temporal clips over the whole video (video-level protocol)
+    crops: int = 1                 # 1 (centre) or 3 (three crops along the long side)
+    window: float | None = None    # sliding windows of this many seconds instead of clips
+    stride: float | None = None    # their stride (default: window)
+    top_k: int = 5
+    batch_size: int = 8            # clips per model call
+    workers: int = 1               # decoding processes
+    timeout: float = 120.0         # seconds per decoding task before the file is given up
+    chunk_windows: int = 64        # windows decoded per task (bounds memory per task)
+    smoothing: int = 1             # moving average over windows before segmenting
+    min_duration: float = 0.0      # drop segments shorter than this (seconds)
+    background_threshold: float = 0.5
+    embeddings: bool = False
+    precision: str = "auto"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.crops not in (1, 3):
+            raise ConfigError(f"crops must be 1 or 3, got {self.crops}")
+        if self.clips < 1 or self.top_k < 1 or self.batch_size < 1 or self.workers < 0:
+            raise ConfigError("clips, top_k and batch_size must be >= 1 and workers >= 0")
+        if self.window is not None and self.window <= 0:
+            raise ConfigError(f"window must be > 0 seconds, got {self.window}")
+        if self.stride is not None and self.window is None:
+            raise ConfigError("--stride needs --window")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the worker stages need to know about the model (picklable)."""
+
+    num_frames: int
+    short_side: int
+    crop: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    rescale: float
+
+
+# -- stages run in workers ------------------------------------------------------------------------
+
+
+def plan_video(path: str, spec: ModelSpec, options: LabelOptions) -> dict[str, Any]:
+    """Probe the file and cut it into windows (seconds + timestamps to decode)."""
+    from falv.video import plan_windows, probe
+
+    info = probe(path)
+    if options.window is not None:
+        windows = plan_windows(info.duration, info.fps, spec.num_frames, window=options.window,
+                               stride=options.stride)
+    else:
+        windows = plan_windows(info.duration, info.fps, spec.num_frames, num_clips=options.clips)
+    return {
+        "path": path,
+        "info": info.to_dict(),
+        "windows": [(w.start, w.end, list(w.timestamps)) for w in windows],
+    }
+
+
+def decode_chunk(path: str, timestamps: list[list[float]], short_side: int, timeout: float) -> dict[str, Any]:
+    """Frames of some windows of one video, scaled by the decoder to the model's short side."""
+    from falv.video import read_clips
+
+    result = read_clips(path, timestamps, size=short_side, timeout=timeout)
+    return {
+        "frames": np.stack(result.clips),  # (W, T, H, W', 3) uint8
+        "damaged": result.damaged,
+        "warnings": list(result.warnings),
+        "frames_decoded": result.frames_decoded,
+    }
+
+
+def run_task(task: tuple[str, tuple]) -> Any:
+    """Worker entry point (top-level so it pickles)."""
+    kind, args = task
+    if kind == "plan":
+        return plan_video(*args)
+    return decode_chunk(*args[:4])  # args[4]: index of the chunk's first window, for the main process

@@ -1,0 +1,202 @@
+"""falv label end to end on generated videos with a tiny model."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from falv import FALForVideoClassification, preset
+from falv.cli.main import cli
+from falv.label.engine import LabelOptions, label
+from falv.label.records import read_records
+from falv.video.testing import write_test_video
+
+LABELS = {0: "red", 1: "green", 2: "grey"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    FALForVideoClassification(preset("tiny", id2label=LABELS)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    good = [write_test_video(root / f"clip {i} é.mp4", frames=24, fps=12, size=(64, 80)) for i in range(3)]
+    (root / "sub").mkdir()
+    good.append(write_test_video(root / "sub" / "deep.webm", frames=12, fps=12, size=(64, 64),
+                                 codec="libvpx-vp9"))
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "notes.mp4").write_text("not a video")
+    (root / "noise.mkv").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (root / "folder.mp4").mkdir()
+    bad = [root / "empty.mp4", root / "notes.mp4", root / "noise.mkv", root / "folder.mp4"]
+    return root, [str(p) for p in good], [str(p) for p in bad]
+
+
+def test_every_input_yields_exactly_one_record(model_dir, videos, tmp_path):
+    root, good, bad = videos
+    missing = str(root / "missing.mp4")
+    # a directory named like a video is only an input when named explicitly
+    inputs = [str(root), missing, str(root / "folder.mp4")]
+    records = list(label(inputs, str(model_dir), out_dir=tmp_path, clips=2, workers=2))
+    by_path = {r.path: r for r in records}
+    assert len(records) == len(by_path) == len(good) + len(bad) + 1
+    for path in good:
+        r = by_path[os.path.abspath(path)]
+        assert r.error is None and r.duration > 0 and r.fps > 0
+        assert [x.label for x in r.labels] and set(x.label for x in r.labels) <= set(LABELS.values())
+        assert abs(sum(x.score for x in r.labels) - 1) < 1e-3  # softmax, all 3 classes kept
+        assert len(r.windows) == 2 and r.windows[0].start == 0 and r.windows[-1].end == pytest.approx(r.duration)
+    errors = {os.path.basename(p): by_path[os.path.abspath(p)].error.type for p in bad + [missing]}
+    assert errors == {"empty.mp4": "not_a_video", "notes.mp4": "not_a_video", "noise.mkv": "not_a_video",
+                      "folder.mp4": "not_a_video", "missing.mp4": "not_found"}
+    on_disk = read_records(tmp_path / "labels.jsonl")
+    assert sorted(r.path for r in on_disk) == sorted(by_path)
+    # a second run skips everything already recorded
+    assert list(label(inputs, str(model_dir), out_dir=tmp_path)) == []
+
+
+def test_sliding_windows_and_embeddings(model_dir, videos, tmp_path):
+    from safetensors.numpy import load_file
+
+    _, good, _ = videos
+    [record] = label([good[0]], str(model_dir), out_dir=tmp_path, window=0.5, stride=0.25, embeddings=True)
+    assert record.duration == pytest.approx(2.0, abs=0.1)
+    starts = [w.start for w in record.windows]
+    assert starts[:3] == pytest.approx([0.0, 0.25, 0.5]) and record.windows[-1].end == pytest.approx(record.duration)
+    tensors = load_file(tmp_path / record.embeddings["file"])
+    assert tensors["windows"].shape == (len(record.windows), 128) and tensors["video"].shape == (128,)
+    np.testing.assert_allclose(tensors["times"][:, 0], starts)
+
+
+def test_three_crops_and_multilabel(tmp_path, videos):
+    torch.manual_seed(1)
+    cfg = preset("tiny", id2label=LABELS, problem_type="multi_label_classification", thresholds=[0.0, 1.1, 1.1])
+    model = FALForVideoClassification(cfg).eval()
+    _, good, _ = videos
+    [record] = label([good[0]], model, crops=3, clips=2)
+    assert record.multilabel and record.error is None
+    assert [x.label for x in record.labels] == ["red"]  # the only class over its threshold
+    assert all(0 <= x.score <= 1 for x in record.labels)
+
+
+class ColourOracle:
+    """Stands in for a trained model: class = dominant channel of the clip (grey when flat)."""
+
+    def predict(self, pixels):
+        mean = pixels.mean(dim=(1, 3, 4))  # (B, C)
+        spread = mean.max(dim=1).values - mean.min(dim=1).values
+        logits = torch.stack([mean[:, 0], mean[:, 1], torch.full_like(spread, 0.0)], dim=1)
+        logits = torch.where(spread[:, None] > 0.5, logits * 20, torch.tensor([0.0, 0.0, 5.0]))
+        return logits, torch.zeros(pixels.shape[0], 4)
+
+
+def write_untrimmed(path, seconds=30, fps=10):
+    """Grey video with red from 5 to 12 s and green from 20 to 26 s."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(seconds * fps):
+            t = i / fps
+            colour = (220, 20, 20) if 5 <= t < 12 else (20, 220, 20) if 20 <= t < 26 else (128, 128, 128)
+            frame = np.empty((64, 64, 3), np.uint8)
+            frame[:] = colour
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+
+
+def test_segments_recovered_on_an_untrimmed_video(model_dir, tmp_path, monkeypatch):
+    video = tmp_path / "untrimmed.mp4"
+    write_untrimmed(video)
+    import falv.label.engine as engine
+
+    monkeypatch.setattr(engine, "prepare_for_inference", lambda *a, **k: ColourOracle(), raising=False)
+    import falv.inference
+
+    monkeypatch.setattr(falv.inference, "prepare_for_inference", lambda *a, **k: ColourOracle())
+    [record] = label([str(video)], str(model_dir), window=1.0, stride=1.0, background_threshold=0.9)
+    segments = [(s.label, s.start, s.end) for s in record.segments if s.label != "grey"]
+    assert [s[0] for s in segments] == ["red", "green"]
+    for (_, start, end), (t0, t1) in zip(segments, [(5, 12), (20, 26)]):
+        assert abs(start - t0) <= 1.0 and abs(end - t1) <= 1.0
+
+
+def test_cli_formats_exit_codes_and_summary(model_dir, videos, tmp_path):
+    root, good, bad = videos
+    runner = CliRunner()
+    out = tmp_path / "out"
+    args = ["label", *good[:2], bad[1], "--model", str(model_dir), "--out", str(out),
+            "--format", "jsonl,csv,label-studio", "--format", "fiftyone", "-f", "activitynet", "-f", "webvtt"]
+    result = runner.invoke(cli, args, standalone_mode=False)
+    assert result.exception is None and result.return_value == 1  # one input failed
+    files = {p.name for p in out.iterdir()}
+    assert {"labels.jsonl", "labels.csv", "label_studio_tasks.json", "activitynet_results.json",
+            "fiftyone", "webvtt"} <= files
+    tasks = json.loads((out / "label_studio_tasks.json").read_text())
+    assert len(tasks) == 2 and tasks[0]["predictions"][0]["result"][0]["type"] == "choices"
+    rows = list(csv.DictReader((out / "labels.csv").open()))
+    assert {r["path"] for r in rows} == {os.path.abspath(p) for p in good[:2] + bad[1:2]}
+    assert json.loads((out / "activitynet_results.json").read_text())["version"]
+    assert all(p.read_text().startswith("WEBVTT") for p in (out / "webvtt").iterdir())
+    # a rerun labels nothing new and still reports the earlier failure
+    again = runner.invoke(cli, args, standalone_mode=False)
+    assert again.return_value == 1 and "0 labelled, 0 failed, 3 already done" in again.output
+    ok_only = runner.invoke(cli, ["label", good[0], "-m", str(model_dir), "-o", str(tmp_path / "ok")],
+                            standalone_mode=False)
+    assert ok_only.return_value == 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--format", "xml"], "valid formats"),
+    (["--crops", "2"], "--crops"),
+    (["--stride", "1"], "--stride needs --window"),
+])
+def test_usage_errors(model_dir, videos, tmp_path, args, message):
+    from falv.cli.main import main
+
+    _, good, _ = videos
+    with pytest.raises(SystemExit) as code:
+        main(["label", good[0], "-m", str(model_dir), "-o", str(tmp_path), *args])
+    assert code.value.code in (2, 3)
+
+
+def test_resume_after_sigkill_loses_and_duplicates_nothing(model_dir, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    paths = [str(write_test_video(folder / f"v{i:02d}.mp4", frames=24, fps=12, size=(64, 64))) for i in range(8)]
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "falv", "label", str(folder), "-m", str(model_dir), "-o", str(out),
+           "--clips", "4", "--batch-size", "1", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    labels = out / "labels.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if labels.exists() and labels.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = read_records(labels)
+    assert 0 < len(first) < len(paths), "the run should have been killed mid-way"
+    with open(labels, "ab") as handle:  # as if the kill had landed in the middle of a write
+        handle.write(b'{"schema": 1, "path": "/half/writ')
+    assert subprocess.run(cmd, timeout=300).returncode == 0
+    final = [r.path for r in read_records(labels)]
+    assert sorted(final) == sorted(os.path.abspath(p) for p in paths)
+    assert len(final) == len(set(final)) == len(paths)
