@@ -1,0 +1,363 @@
+"""Fast inference: device and precision choice, and a prepared model with ``predict``.
+
+The labeling engine and ``falv bench`` share this one path::
+
+    runner = prepare_for_inference(model, device="auto", precision="auto")
+    logits, embeddings = runner.predict(pixel_values)   # both float32
+
+``precision="auto"`` picks bf16 on CPUs with native bf16 dot products
+(AVX512-BF16 or AMX) and on CUDA devices that support it, fp32 elsewhere.
+In bf16 the weights themselves are cast (``mode="weights"``), which measured
+faster on CPU than autocast (docs/performance.md), and on CPU every
+``nn.Linear`` is replaced by a oneDNN linear with its weight reordered once
+(prepacked) and, in the MLP, GELU (exact) fused into the first matmul; short
+attention groups use the model's explicit-softmax attention, faster on CPU than
+SDPA's flash kernel at 8 and 197 tokens. LayerNorm and softmax keep float
+accumulation inside their bf16 kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from falv.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BF16_MODES = ("auto", "weights", "autocast")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# -- hardware ------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 dot products (AVX512-BF16 or AMX-BF16).
+
+    Without them torch still runs bf16, but by conversion to fp32, which is slower
+    than fp32 itself. On non-Linux systems (no /proc/cpuinfo) this answers False.
+    """
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not capability.startswith("AVX512"):
+        return False
+    flags = _cpu_flags()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def choose_device(requested: str | torch.device | None = None) -> torch.device:
+    """``None`` or ``"auto"``: CUDA when available, else CPU; any other value is used as given."""
+    if requested is None or str(requested) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device {requested!r}; use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was requested but torch sees no CUDA device; use --device cpu")
+    return device
+
+
+def device_supports_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return cpu_supports_bf16()
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype:
+    """The compute dtype for a precision name on a device.
+
+    ========  ==========================  ==========================
+    name      CPU                          CUDA
+    ========  ==========================  ==========================
+    auto      bf16 if native bf16, fp32   bf16 if supported, fp32
+    fp32      fp32                         fp32
+    bf16      bf16 (slow without native)  bf16
+    fp16      error (no fast CPU kernels)  fp16
+    ========  ==========================  ==========================
+    """
+    device = torch.device(device)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; valid values: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return torch.bfloat16 if device_supports_bf16(device) else torch.float32
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("fp16 is only supported on CUDA; use bf16 or fp32 on CPU")
+    return _DTYPES[precision]
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in _DTYPES.items()}[dtype]
+
+
+def default_num_threads() -> int:
+    """CPU cores this process may run on (what torch should use for intra-op threads)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+# -- prepacked oneDNN linears -----------------------------------------------------------------------
+
+
+def _longest_group(model: nn.Module) -> int | None:
+    """Longest attention sequence (group length + CLS) of a FAL model at its own clip shape."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "attention_type"):
+        return None
+    from falv.model.schemes import scheme_steps
+
+    side = config.image_size // config.patch_size
+    longest = 0
+    for _name, grouping, cls_mode, _fc in scheme_steps(config.attention_type):
+        for idx in grouping(config.num_frames, side, side):
+            longest = max(longest, idx.shape[1] + (cls_mode != "none"))
+    return longest
+
+
+#: Above this sequence length "auto" keeps SDPA (the explicit softmax needs L x L memory per head).
+REFERENCE_ATTENTION_MAX_LEN = 512
+
+
+def _auto_attention_backend(model: nn.Module, device: torch.device, mode: str) -> str | None:
+    """On CPU in bf16, the explicit-softmax attention measured faster than SDPA's flash kernel for
+    short groups (divided 8x224: 8 and 197 tokens; docs/performance.md); elsewhere keep the model's."""
+    if device.type != "cpu" or mode != "weights" or not hasattr(model, "set_attention_backend"):
+        return None
+    longest = _longest_group(model)
+    if longest is not None and longest <= REFERENCE_ATTENTION_MAX_LEN:
+        return "reference"
+    return None
+
+
+def _onednn_linear_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+class PackedLinear(nn.Module):
+    """An ``nn.Linear`` whose weight is reordered once into oneDNN's blocked layout.
+
+    ``activation`` ("none", "gelu", "gelu_tanh", "relu") is fused into the matmul.
+    Inference only: the packed weight is no parameter (no grad, not in state_dict).
+    """
+
+    _ATTRS = {"none": ("none", ""), "gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh"), "relu": ("relu", "")}
+
+    def __init__(self, linear: nn.Linear, activation: str = "none", rows_hint: int = 1024) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.activation = activation
+        self._attr, self._algorithm = self._ATTRS[activation]
+        weight = linear.weight.detach()
+        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
+        self.bias = None if linear.bias is None else linear.bias.detach().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, self._attr, [], self._algorithm)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+
+
+def _gelu_kind(module: nn.Module) -> str | None:
+    if isinstance(module, nn.GELU):
+        return "gelu" if module.approximate == "none" else "gelu_tanh"
+    if isinstance(module, nn.ReLU):
+        return "relu"
+    return None
+
+
+def pack_linears(model: nn.Module, rows_hint: int = 1024, fuse_activation: bool = True) -> int:
+    """Replace every ``nn.Linear`` of ``model`` (CPU, fp32 or bf16) by a :class:`PackedLinear`,
+    fusing the activation of ``fc1 -> act -> fc2`` MLPs; returns how many were replaced."""
+    count = 0
+    if fuse_activation:
+        for module in list(model.modules()):
+            fc1, act = getattr(module, "fc1", None), getattr(module, "act", None)
+            kind = _gelu_kind(act) if act is not None else None
+            if type(fc1) is nn.Linear and kind is not None:
+                module.fc1 = PackedLinear(fc1, kind, rows_hint)
+                module.act = nn.Identity()
+                count += 1
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Linear:
+                setattr(module, name, PackedLinear(child, "none", rows_hint))
+                count += 1
+    return count
+
+
+def _packing_works(dtype: torch.dtype) -> bool:
+    """Try the oneDNN op once on a small input (some builds or CPUs lack a kernel)."""
+    if not _onednn_linear_available():
+        return False
+    try:
+        lin = nn.Linear(16, 8).to(dtype)
+        x = torch.randn(3, 16, dtype=dtype)
+        torch.testing.assert_close(PackedLinear(lin, "gelu")(x), nn.functional.gelu(lin(x)), rtol=0.05, atol=0.05)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: keep nn.Linear
+        return False
+
+
+# -- the prepared model ---------------------------------------------------------------------------
+
+
+@dataclass
+class InferenceModel:
+    """A model made ready for inference on one device in one precision.
+
+    ``mode``: ``"fp32"`` (plain), ``"weights"`` (weights and inputs cast to ``dtype``)
+    or ``"autocast"`` (fp32 weights, matmuls in ``dtype`` under torch.autocast).
+    """
+
+    model: nn.Module
+    device: torch.device
+    dtype: torch.dtype
+    mode: str
+    packed_linears: int = 0
+    compiled: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> str:
+        return precision_name(self.dtype)
+
+    def _context(self) -> contextlib.AbstractContextManager:
+        if self.mode == "autocast":
+            return torch.autocast(self.device.type, dtype=self.dtype)
+        return contextlib.nullcontext()
+
+    def _input(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        dtype = self.dtype if self.mode == "weights" else torch.float32
+        return pixel_values.to(self.device, dtype, non_blocking=True)
+
+    def forward(self, pixel_values: torch.Tensor) -> Any:
+        """The model's own output object (tensors in the compute dtype)."""
+        with torch.inference_mode(), self._context():
+            return self._call(self._input(pixel_values))
+
+    def _call(self, x: torch.Tensor) -> Any:
+        return self.model(x)
+
+    def predict(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, T, C, H, W)`` clips -> ``(logits, embeddings)``, both float32 on the model's device."""
+        out = self.forward(pixel_values)
+        return out.logits.float(), out.embeddings.float()
+
+    __call__ = predict
+
+
+def prepare_for_inference(
+    model: nn.Module,
+    device: str | torch.device | None = "auto",
+    precision: str = "auto",
+    *,
+    bf16_mode: str = "auto",
+    pack: bool | None = None,
+    attention_backend: str | None = "auto",
+    num_threads: int | None = None,
+    compile: bool = False,
+) -> InferenceModel:
+    """Move ``model`` to ``device``, cast it for ``precision`` and return an :class:`InferenceModel`.
+
+    The model is converted **in place** (like ``Module.to``), and on CPU its linears
+    are replaced by prepacked ones; pass ``copy.deepcopy(model)`` to keep the original
+    trainable. ``bf16_mode`` "auto" means "weights" (measured faster than autocast on
+    CPU). ``attention_backend`` "auto" picks the explicit-softmax attention on CPU in bf16
+when every attention group is at most :data:`REFERENCE_ATTENTION_MAX_LEN` tokens long
+(faster there than SDPA's flash kernel), None keeps the model's. ``pack`` (None: on CPU in bf16) prepacks linears for oneDNN. ``num_threads``
+    sets torch's intra-op threads (None: leave torch's default, one per core).
+    ``compile`` wraps the model in ``torch.compile`` (slow first call, opt-in).
+    """
+    device = choose_device(device)
+    dtype = resolve_precision(precision, device)
+    if bf16_mode not in BF16_MODES:
+        raise ConfigError(f"unknown bf16 mode {bf16_mode!r}; valid values: {', '.join(BF16_MODES)}")
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    if dtype == torch.float32:
+        mode = "fp32"
+    else:
+        mode = "weights" if bf16_mode == "auto" else bf16_mode
+    model.eval()
+    model.to(device=device, dtype=dtype if mode == "weights" else torch.float32)
+    if attention_backend == "auto":
+        attention_backend = _auto_attention_backend(model, device, mode)
+    if attention_backend is not None and hasattr(model, "set_attention_backend"):
+        model.set_attention_backend(attention_backend)
+    if pack is None:
+        pack = device.type == "cpu" and mode == "weights" and dtype == torch.bfloat16
+    packed = 0
+    if pack:
+        if device.type != "cpu":
+            raise ConfigError("prepacked linears are a CPU (oneDNN) feature; use pack=False on CUDA")
+        weight_dtype = dtype if mode == "weights" else torch.float32
+        if _packing_works(weight_dtype):
+            with torch.no_grad():
+                packed = pack_linears(model)
+    runner = InferenceModel(model, device, dtype, mode, packed,
+                            options=dict(bf16_mode=bf16_mode, pack=pack, attention_backend=attention_backend,
+                                         num_threads=torch.get_num_threads(), compile=compile))
+    if compile:
+        compiled = torch.compile(model, dynamic=False)
+        runner._call = compiled  # type: ignore[method-assign]
+        runner.compiled = True
+    return runner
+
+
+# -- timing helpers shared by falv bench and benchmarks/ ------------------------------------------
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(
+    dtype: torch.dtype = torch.bfloat16,
+    sizes: tuple[int, ...] = (2048, 3072),
+    repeats: int = 5,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Best measured GFLOP/s of square ``n x n @ n x n`` matmuls (2*n^3 FLOPs), best over
+    ``sizes`` and ``repeats``; returns ``{"gflops", "size", "per_size"}``."""
+    import time
+
+    device = torch.device(device)
+    per_size = {}
+    with torch.inference_mode():
+        for n in sizes:
+            a = torch.randn(n, n, device=device).to(dtype)
+            b = torch.randn(n, n, device=device).to(dtype)
+            a @ b
+            best = float("inf")
+            for _ in range(repeats):
+                synchronize(device)
+                t0 = time.perf_counter()
+                a @ b
+                synchronize(device)
+                best = min(best, time.perf_counter() - t0)
+            per_size[n] = 2 * n**3 / best / 1e9
+    size = max(per_size, key=per_size.get)
+    return {"gflops": per_size[size], "size": size, "per_size": per_size}
