@@ -178,7 +178,7 @@ class Engine:
 
     def run(self, paths: Sequence[str]) -> Iterator[LabelRecord]:
         """Label ``paths``; yields records in completion order."""
-        from falv.video.pool import decode_in_workers
+        from falv.video.pool import WAIT, decode_in_workers
 
         opts = self.options
         videos: dict[str, _Video] = {}
@@ -205,16 +205,24 @@ class Engine:
 
         queue: deque[tuple[str, tuple]] = deque()
         plan_iter = tasks()
+        plans_in_flight = 0
 
-        def feed() -> Iterator[tuple[str, tuple]]:
+        def feed() -> Iterator[Any]:
+            # Decode tasks of planned videos first, then the next plan; while plans are
+            # still out, their decode tasks may yet come: WAIT instead of ending.
+            nonlocal plans_in_flight
             while True:
                 if queue:
                     yield queue.popleft()
                     continue
                 nxt = next(plan_iter, None)
-                if nxt is None:
+                if nxt is not None:
+                    plans_in_flight += 1
+                    yield nxt
+                elif plans_in_flight:
+                    yield WAIT
+                else:
                     return
-                yield nxt
 
         # Workers pull tasks lazily (one each), so decoding runs ahead of the model by at most
         # one task per worker: memory stays bounded however long the input list is.
@@ -223,6 +231,7 @@ class Engine:
             kind, args = task
             path = args[0]
             if kind == "plan":
+                plans_in_flight -= 1
                 if isinstance(outcome, BaseException):
                     done.append(record_error(path, **_error_fields(outcome, path), model=self.model_id,
                                              multilabel=self.multilabel))

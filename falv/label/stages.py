@@ -80,7 +80,8 @@ def decode_chunk(path: str, timestamps: list[list[float]], short_side: int, time
     """Frames of some windows of one video, scaled by the decoder to the model's short side."""
     from falv.video import read_clips
 
-    result = read_clips(path, timestamps, size=short_side, timeout=timeout)
+    # One decoder thread per worker: the model in the main process needs the cores.
+    result = read_clips(path, timestamps, size=short_side, timeout=timeout, threads=1)
     return {
         "frames": np.stack(result.clips),  # (W, T, H, W', 3) uint8
         "damaged": result.damaged,
