@@ -23,6 +23,8 @@ _EXPORTS = {
     "preset": "falv.model.presets",
     "PRESETS": "falv.model.presets",
     "convert": "falv.hub.convert",
+    "label": "falv.labeling.engine",
+    "LabelOptions": "falv.labeling.engine",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -30,6 +32,7 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:  # pragma: no cover
     from falv.config import ATTENTION_TYPES, FALConfig
     from falv.hub.convert import convert
+    from falv.labeling.engine import LabelOptions, label
     from falv.model.presets import PRESETS, preset
     from falv.model.transformer import (
         FALForVideoClassification,

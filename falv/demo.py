@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     from falv import FALForVideoClassification, preset
     from falv.data.sources import load_source
     from falv.data.synth import SynthConfig, generate
-    from falv.label.engine import label
-    from falv.label.export import export_formats
+    from falv.labeling.engine import label
+    from falv.labeling.export import export_formats
 
     started = time.monotonic()
     out = Path(args.out)

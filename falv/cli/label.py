@@ -17,7 +17,7 @@ def _formats(value: tuple[str, ...]) -> list[str]:
     names = []
     for item in value:
         names.extend(p.strip() for p in item.split(",") if p.strip())
-    from falv.label.formats import normalize_format
+    from falv.labeling.formats import normalize_format
 
     try:
         return list(dict.fromkeys(normalize_format(n) for n in names))
@@ -66,10 +66,10 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
     --format files. Exit code 0: all labelled; 1: some inputs failed (they have
     error records); 2: usage error; 3: the run could not start (e.g. bad model).
     """
-    from falv.label.engine import LabelOptions, label as run_label
-    from falv.label.export import export_formats, latest_records
-    from falv.label.store import record_key
-    from falv.label.inputs import collect_inputs
+    from falv.labeling.engine import LabelOptions, label as run_label
+    from falv.labeling.export import export_formats, latest_records
+    from falv.labeling.store import record_key
+    from falv.labeling.inputs import collect_inputs
     from falv.model.transformer import FALForVideoClassification
 
     names = _formats(formats)
@@ -132,7 +132,7 @@ class _NoBar:
 
 def _set_aside(out_dir: Path) -> None:
     """--no-resume: keep the previous labels.jsonl under a new name rather than deleting it."""
-    from falv.label.store import LABELS_NAME
+    from falv.labeling.store import LABELS_NAME
 
     old = out_dir / LABELS_NAME
     if old.exists():

@@ -1,4 +1,4 @@
-"""Tests of falv.label.segments: tables for the arithmetic, properties for the merging."""
+"""Tests of falv.labeling.segments: tables for the arithmetic, properties for the merging."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from falv.errors import ConfigError, FalvError
-from falv.label.segments import (
+from falv.labeling.segments import (
     Segment,
     covered_duration,
     frame_span,

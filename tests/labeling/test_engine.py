@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from falv import FALForVideoClassification, preset
 from falv.cli.main import cli
-from falv.label.engine import LabelOptions, label
-from falv.label.records import read_records
+from falv.labeling.engine import LabelOptions, label
+from falv.labeling.records import read_records
 from falv.video.testing import write_test_video
 
 LABELS = {0: "red", 1: "green", 2: "grey"}
@@ -124,7 +124,7 @@ def write_untrimmed(path, seconds=30, fps=10):
 def test_segments_recovered_on_an_untrimmed_video(model_dir, tmp_path, monkeypatch):
     video = tmp_path / "untrimmed.mp4"
     write_untrimmed(video)
-    import falv.label.engine as engine
+    import falv.labeling.engine as engine
 
     monkeypatch.setattr(engine, "prepare_for_inference", lambda *a, **k: ColourOracle(), raising=False)
     import falv.inference

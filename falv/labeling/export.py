@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from falv.label.formats import write_formats
-from falv.label.records import LabelRecord, read_records
-from falv.label.store import LABELS_NAME, record_key
+from falv.labeling.formats import write_formats
+from falv.labeling.records import LabelRecord, read_records
+from falv.labeling.store import LABELS_NAME, record_key
 
 
 def latest_records(out_dir: str | os.PathLike) -> list[LabelRecord]:

@@ -1,4 +1,4 @@
-"""Tests of falv.label.records and falv.label.formats.
+"""Tests of falv.labeling.records and falv.labeling.formats.
 
 Every export is written for a handful of awkward records (unicode and commas in
 paths and labels, multi-label overlaps, unknown fps, an error, a long video),
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from falv.errors import FalvError
-from falv.label.formats import (
+from falv.labeling.formats import (
     FORMATS,
     LABELS_CSV_COLUMNS,
     SEGMENTS_CSV_COLUMNS,
@@ -39,7 +39,7 @@ from falv.label.formats import (
     vtt_cues,
     write_formats,
 )
-from falv.label.records import (
+from falv.labeling.records import (
     SCHEMA_VERSION,
     LabelRecord,
     RecordFormatError,
@@ -53,7 +53,7 @@ from falv.label.records import (
     video_id_for,
     write_records,
 )
-from falv.label.segments import Segment, frame_span
+from falv.labeling.segments import Segment, frame_span
 
 UNICODE_PATH = "/data/vidéos/réunion, part 1 \"final\".mp4"
 UNICODE_LABEL = "café, crème"

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from falv.data import transforms as T
-from falv.label.records import LabelRecord, record_error, record_ok, video_id_for
-from falv.label.segments import windows_to_segments
-from falv.label.stages import LabelOptions, ModelSpec, run_task
-from falv.label.store import LABELS_NAME, RecordStore
+from falv.labeling.records import LabelRecord, record_error, record_ok, video_id_for
+from falv.labeling.segments import windows_to_segments
+from falv.labeling.stages import LabelOptions, ModelSpec, run_task
+from falv.labeling.store import LABELS_NAME, RecordStore
 from falv.video import VideoError, error_record
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def label(
 ) -> Iterator[LabelRecord]:
     """Label videos; yields one :class:`LabelRecord` per input, success or error.
 
-    ``inputs``: files, folders, globs or list files (see :mod:`falv.label.inputs`).
+    ``inputs``: files, folders, globs or list files (see :mod:`falv.labeling.inputs`).
     ``model``: a loaded :class:`falv.FALForVideoClassification` or anything
     ``from_pretrained`` accepts. With ``out_dir`` the records are appended to
     ``out_dir/labels.jsonl`` as they complete, and inputs already recorded there
@@ -296,7 +296,7 @@ def label(
     A model passed as a module is copied first (``copy_model=False`` to let
     inference cast and repack it in place).
     """
-    from falv.label.inputs import collect_inputs
+    from falv.labeling.inputs import collect_inputs
     from falv.model.transformer import FALForVideoClassification
 
     options = options or LabelOptions(**option_overrides)

@@ -44,8 +44,8 @@ from xml.sax.saxutils import quoteattr
 
 from falv.errors import FalvError
 from falv.hub.io import atomic_open, atomic_write_text
-from falv.label.records import LabelRecord, coerce_record, record_to_json_line
-from falv.label.segments import Segment, frame_span
+from falv.labeling.records import LabelRecord, coerce_record, record_to_json_line
+from falv.labeling.segments import Segment, frame_span
 
 __all__ = [
     "FORMATS",

@@ -26,7 +26,7 @@ from typing import Any
 
 from falv.errors import FalvError
 from falv.hub.io import atomic_write_text
-from falv.label.segments import Segment
+from falv.labeling.segments import Segment
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -405,7 +405,7 @@ def record_ok(
     ``info`` (a :class:`falv.video.VideoInfo` or a dict with the same keys) and
     are overridden by the explicit keywords; an fps of 0 means unknown (null).
     ``windows`` are ``(start, end, labels)``; ``segments`` are
-    :class:`~falv.label.segments.Segment` or dicts. ``video_id`` defaults to
+    :class:`~falv.labeling.segments.Segment` or dicts. ``video_id`` defaults to
     :func:`video_id_for` of the path. ``extra`` keys are stored as additional JSON
     keys (they may not shadow documented ones).
     """

@@ -1,1 +1,0 @@
-"""Labeling: records, temporal segments and exporters (the lead fills the public API)."""
