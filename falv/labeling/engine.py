@@ -151,18 +151,17 @@ class Engine:
         self.frames_decoded = 0
         self.clips_run = 0
 
-    # one model call over a batch of (video, window, crop) clips
-    def _run_batch(self, batch: list[tuple[_Video, int, torch.Tensor]]) -> None:
-        pixels = torch.cat([b[2] for b in batch])  # (sum crops, T, C, H, W)
+    # one model call over a batch of windows (each window = `crops` clips)
+    def _run_batch(self, batch: list[tuple[_Video, int, np.ndarray]]) -> None:
+        # Frames wait as uint8; they become float pixels only here, a batch at a time.
+        n = self.options.crops
+        pixels = torch.cat([clip_tensor(frames, self.spec, n) for *_, frames in batch])  # (B*crops, T, C, H, W)
         logits, embeds = self.runner.predict(pixels)
         probs = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
         self.clips_run += pixels.shape[0]
-        offset = 0
-        for video, w, clip in batch:
-            n = clip.shape[0]
-            video.scores[w] = probs[offset:offset + n].mean(0).numpy()
-            video.embeds[w] = embeds[offset:offset + n].mean(0).numpy()
-            offset += n
+        for i, (video, w, _) in enumerate(batch):
+            video.scores[w] = probs[i * n:(i + 1) * n].mean(0).cpu().numpy()  # average over crops
+            video.embeds[w] = embeds[i * n:(i + 1) * n].mean(0).cpu().numpy()
 
     def _finish(self, video: _Video) -> LabelRecord:
         if video.error is not None:
@@ -182,7 +181,8 @@ class Engine:
 
         opts = self.options
         videos: dict[str, _Video] = {}
-        pending_batch: list[tuple[_Video, int, torch.Tensor]] = []
+        pending_batch: deque[tuple[_Video, int, np.ndarray]] = deque()
+        per_batch = max(1, opts.batch_size // opts.crops)  # windows per model call
         done: deque[LabelRecord] = deque()
 
         def tasks() -> Iterator[tuple[str, tuple]]:
@@ -191,12 +191,8 @@ class Engine:
                 yield ("plan", (path, self.spec, opts))
 
         def flush(force: bool = False) -> None:
-            while pending_batch and (force or sum(c.shape[0] for *_, c in pending_batch) >= opts.batch_size):
-                take, size = [], 0
-                while pending_batch and (size < opts.batch_size or not take):
-                    item = pending_batch.pop(0)
-                    take.append(item)
-                    size += item[2].shape[0]
+            while pending_batch and (force or len(pending_batch) >= per_batch):
+                take = [pending_batch.popleft() for _ in range(min(per_batch, len(pending_batch)))]
                 self._run_batch(take)
                 for video in {id(v): v for v, *_ in take}.values():
                     if video.chunks_left == 0 and all(s is not None for s in video.scores):
@@ -258,7 +254,7 @@ class Engine:
                     first = args[4]
                     for j, frames in enumerate(outcome["frames"]):
                         if video.error is None:
-                            pending_batch.append((video, first + j, clip_tensor(frames, self.spec, opts.crops)))
+                            pending_batch.append((video, first + j, frames))
                     flush()
             while done:
                 yield done.popleft()

@@ -25,7 +25,10 @@ class LabelOptions:
     batch_size: int = 8            # clips per model call
     workers: int = 1               # decoding processes
     timeout: float = 120.0         # seconds per decoding task before the file is given up
-    chunk_windows: int = 64        # windows decoded per task (bounds memory per task)
+    # Windows decoded per task: bounds memory (64 x 8 frames at 224 short side: ~140 MB of
+    # uint8). Within a task no frame is decoded twice; between two tasks of one long video
+    # the frames from the keyframe before the next window may be decoded again.
+    chunk_windows: int = 64
     smoothing: int = 1             # moving average over windows before segmenting
     min_duration: float = 0.0      # drop segments shorter than this (seconds)
     background_threshold: float = 0.5
