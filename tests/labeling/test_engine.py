@@ -18,7 +18,7 @@ from falv import FALForVideoClassification, preset
 from falv.cli.main import cli
 from falv.labeling.engine import LabelOptions, label
 from falv.labeling.records import read_records
-from falv.video.testing import write_test_video
+from falv.video.testing import truncate_file, write_test_audio, write_test_video
 
 LABELS = {0: "red", 1: "green", 2: "grey"}
 
@@ -42,7 +42,10 @@ def videos(tmp_path_factory):
     (root / "notes.mp4").write_text("not a video")
     (root / "noise.mkv").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     (root / "folder.mp4").mkdir()
-    bad = [root / "empty.mp4", root / "notes.mp4", root / "noise.mkv", root / "folder.mp4"]
+    truncate_file(write_test_video(root / "truncated.mp4", frames=24, fps=12, size=(64, 64)), keep=0.5)
+    write_test_audio(root / "audio only.mp4")
+    bad = [root / "empty.mp4", root / "notes.mp4", root / "noise.mkv", root / "folder.mp4",
+           root / "truncated.mp4", root / "audio only.mp4"]
     return root, [str(p) for p in good], [str(p) for p in bad]
 
 
@@ -62,7 +65,8 @@ def test_every_input_yields_exactly_one_record(model_dir, videos, tmp_path):
         assert len(r.windows) == 2 and r.windows[0].start == 0 and r.windows[-1].end == pytest.approx(r.duration)
     errors = {os.path.basename(p): by_path[os.path.abspath(p)].error.type for p in bad + [missing]}
     assert errors == {"empty.mp4": "not_a_video", "notes.mp4": "not_a_video", "noise.mkv": "not_a_video",
-                      "folder.mp4": "not_a_video", "missing.mp4": "not_found"}
+                      "folder.mp4": "not_a_video", "missing.mp4": "not_found", "truncated.mp4": "corrupt",
+                      "audio only.mp4": "no_video_stream"}
     on_disk = read_records(tmp_path / "labels.jsonl")
     assert sorted(r.path for r in on_disk) == sorted(by_path)
     # a second run skips everything already recorded
