@@ -22,6 +22,7 @@ import copy
 import logging
 import os
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,14 +191,27 @@ class Engine:
             for path in paths:
                 yield ("plan", (path, self.spec, opts))
 
+        # The model runs on one background thread, at most two batches out, so that this
+        # thread keeps collecting results and handing decode tasks to idle workers meanwhile.
+        model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="falv-model")
+        in_flight: deque[tuple[Future, list[tuple[_Video, int, np.ndarray]]]] = deque()
+
+        def settle(block: bool, keep: int = 0) -> None:
+            while len(in_flight) > keep and (block or in_flight[0][0].done()):
+                future, take = in_flight.popleft()
+                future.result()  # a model error surfaces here
+                for video in {id(v): v for v, *_ in take}.values():
+                    if (video.path in videos and video.chunks_left == 0
+                            and all(s is not None for s in video.scores)):
+                        done.append(self._finish(video))
+                        videos.pop(video.path, None)
+
         def flush(force: bool = False) -> None:
             while pending_batch and (force or len(pending_batch) >= per_batch):
                 take = [pending_batch.popleft() for _ in range(min(per_batch, len(pending_batch)))]
-                self._run_batch(take)
-                for video in {id(v): v for v, *_ in take}.values():
-                    if video.chunks_left == 0 and all(s is not None for s in video.scores):
-                        done.append(self._finish(video))
-                        videos.pop(video.path, None)
+                settle(block=True, keep=1)
+                in_flight.append((model_thread.submit(self._run_batch, take), take))
+            settle(block=force)
 
         queue: deque[tuple[str, tuple]] = deque()
         plan_iter = tasks()
@@ -220,49 +234,53 @@ class Engine:
                 else:
                     return
 
-        # Workers pull tasks lazily (one each), so decoding runs ahead of the model by at most
-        # one task per worker: memory stays bounded however long the input list is.
-        for task, outcome in decode_in_workers(run_task, feed(), workers=max(opts.workers, 1),
-                                               timeout=opts.timeout):
-            kind, args = task
-            path = args[0]
-            if kind == "plan":
-                plans_in_flight -= 1
-                if isinstance(outcome, BaseException):
-                    done.append(record_error(path, **_error_fields(outcome, path), model=self.model_id,
-                                             multilabel=self.multilabel))
+        try:
+            # Workers pull tasks lazily (one each), so decoding runs ahead of the model by at most
+            # one task per worker: memory stays bounded however long the input list is.
+            for task, outcome in decode_in_workers(run_task, feed(), workers=max(opts.workers, 1),
+                                                   timeout=opts.timeout):
+                kind, args = task
+                path = args[0]
+                if kind == "plan":
+                    plans_in_flight -= 1
+                    if isinstance(outcome, BaseException):
+                        done.append(record_error(path, **_error_fields(outcome, path), model=self.model_id,
+                                                 multilabel=self.multilabel))
+                    else:
+                        windows = outcome["windows"]
+                        chunks = [windows[i:i + opts.chunk_windows] for i in range(0, len(windows), opts.chunk_windows)]
+                        videos[path] = _Video(path, outcome["info"], [(a, b) for a, b, _ in windows], len(chunks),
+                                              [None] * len(windows), [None] * len(windows))
+                        for c, chunk in enumerate(chunks):
+                            first = c * opts.chunk_windows
+                            queue.append(("decode", (path, [ts for *_, ts in chunk], self.spec.short_side,
+                                                     opts.timeout, first)))
                 else:
-                    windows = outcome["windows"]
-                    chunks = [windows[i:i + opts.chunk_windows] for i in range(0, len(windows), opts.chunk_windows)]
-                    videos[path] = _Video(path, outcome["info"], [(a, b) for a, b, _ in windows], len(chunks),
-                                          [None] * len(windows), [None] * len(windows))
-                    for c, chunk in enumerate(chunks):
-                        first = c * opts.chunk_windows
-                        queue.append(("decode", (path, [ts for *_, ts in chunk], self.spec.short_side,
-                                                 opts.timeout, first)))
-            else:
-                video = videos[path]
-                video.chunks_left -= 1
-                if isinstance(outcome, BaseException):
-                    video.error = _error_fields(outcome, path)
-                    if video.chunks_left == 0:
-                        done.append(self._finish(video))
-                        videos.pop(path, None)
-                else:
-                    self.frames_decoded += outcome["frames_decoded"]
-                    video.warnings.extend(outcome["warnings"])
-                    first = args[4]
-                    for j, frames in enumerate(outcome["frames"]):
-                        if video.error is None:
-                            pending_batch.append((video, first + j, frames))
-                    flush()
+                    video = videos[path]
+                    video.chunks_left -= 1
+                    if isinstance(outcome, BaseException):
+                        video.error = _error_fields(outcome, path)
+                        if video.chunks_left == 0:
+                            done.append(self._finish(video))
+                            videos.pop(path, None)
+                    else:
+                        self.frames_decoded += outcome["frames_decoded"]
+                        video.warnings.extend(outcome["warnings"])
+                        first = args[4]
+                        for j, frames in enumerate(outcome["frames"]):
+                            if video.error is None:
+                                pending_batch.append((video, first + j, frames))
+                        flush()
+                settle(block=False)
+                while done:
+                    yield done.popleft()
+            flush(force=True)
+            for video in list(videos.values()):  # videos whose last chunk failed after others succeeded
+                done.append(self._finish(video))
             while done:
                 yield done.popleft()
-        flush(force=True)
-        for video in list(videos.values()):  # videos whose last chunk failed after others succeeded
-            done.append(self._finish(video))
-        while done:
-            yield done.popleft()
+        finally:  # also when the caller stops reading records early
+            model_thread.shutdown(wait=True, cancel_futures=True)
 
 
 def _error_fields(error: BaseException, path: str) -> dict[str, str]:
