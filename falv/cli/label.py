@@ -50,7 +50,7 @@ def _formats(value: tuple[str, ...]) -> list[str]:
               help="Drop segments shorter than this many seconds.")
 @click.option("--embeddings", is_flag=True, help="Also write clip and video embeddings (safetensors).")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Clips per model call.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Decoding processes.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="Decoding processes.")
 @click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Seconds a decoding task may take before the file is reported as failed.")
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),

@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -69,6 +70,8 @@ from falv.video.info import DEFAULT_LIMITS, VideoInfo, VideoLimits
 SEEK_MIN_GAP_FRAMES = 16
 #: Smallest tolerance (seconds) when comparing a wanted time to a frame's pts.
 TIME_TOLERANCE_S = 1e-6
+#: Packets read ahead to decide whether a frame can be skipped (covers B-frame reordering).
+LOOKAHEAD_PACKETS = 8
 #: At most this many decoder error messages are kept in ``warnings``.
 MAX_WARNINGS = 20
 
@@ -187,6 +190,43 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+class _Lookahead:
+    """A packet iterator that can show the next few packets; a demuxer error is
+    raised only once the packets read before it have been handed out."""
+
+    def __init__(self, packets: Any, size: int = LOOKAHEAD_PACKETS) -> None:
+        self._packets = packets
+        self._size = size
+        self._buffer: deque[Any] = deque()
+        self._error: BaseException | None = None
+        self._ended = False
+
+    def _fill(self) -> None:
+        while not self._ended and self._error is None and len(self._buffer) < self._size:
+            try:
+                self._buffer.append(next(self._packets))
+            except StopIteration:
+                self._ended = True
+            except (av.error.FFmpegError, OSError) as exc:
+                self._error = exc
+
+    def __iter__(self) -> _Lookahead:
+        return self
+
+    def __next__(self) -> Any:
+        self._fill()
+        if self._buffer:
+            return self._buffer.popleft()
+        if self._error is not None:
+            error, self._error, self._ended = self._error, None, True
+            raise error
+        raise StopIteration
+
+    def upcoming(self) -> deque[Any]:
+        self._fill()
+        return self._buffer
+
+
 class _ClipReader:
     """One forward pass over one stream; holds all mutable decoding state."""
 
@@ -253,6 +293,7 @@ class _ClipReader:
         self.hold_seeks_until = 0  # after an overshoot, no new seek before this target is resolved
         self.seeked_for = -1  # the wanted time the last seek was for
         self.resume_pts: float | None = None  # last frame decoded before the latest seek
+        self.skip_mode = "DEFAULT"
 
     def _start_pts(self) -> Fraction:
         if self.stream.start_time is not None:
@@ -278,23 +319,24 @@ class _ClipReader:
         pos = self.index_first if self.index_first is not None else float(self.start_pts)
         if self._should_seek(pos):
             self._seek(self.targets[0])
-        packets = self.container.demux(self.stream)
+        packets = _Lookahead(self.container.demux(self.stream))
         while self.i < self.n:
             self._check_deadline()
             try:
                 packet = next(packets)
             except StopIteration:
                 if self._resume_after_failed_seek():
-                    packets = self.container.demux(self.stream)
+                    packets = _Lookahead(self.container.demux(self.stream))
                     continue
                 break
             except (av.error.FFmpegError, OSError) as exc:
                 self._damage(f"stopped reading at a damaged or truncated part of the file ({_reason(exc)})")
                 self._drain()
                 if self._resume_after_failed_seek():
-                    packets = self.container.demux(self.stream)
+                    packets = _Lookahead(self.container.demux(self.stream))
                     continue
                 break
+            self._choose_skip(packet, packets.upcoming())
             reseek = self._feed(packet)
             if self.i >= self.n:
                 break
@@ -302,7 +344,7 @@ class _ClipReader:
                 reseek = self.targets[self.i]
             if reseek is not None:
                 self._seek(reseek)
-                packets = self.container.demux(self.stream)
+                packets = _Lookahead(self.container.demux(self.stream))
         # end of stream: what is still wanted lies after the last frame
         if self.i < self.n and self.prev is not None:
             self._check_complete()
@@ -325,6 +367,19 @@ class _ClipReader:
         self._seek(target)
         self.can_seek = False
         return True
+
+    def _choose_skip(self, packet: Any, upcoming: deque[Any]) -> None:
+        """Let the decoder skip this packet's frame if it is not a reference frame and a
+        later frame is still at or before the next wanted time (see step 7 above)."""
+        skip = False
+        if packet.pts is not None and self.i < self.n:
+            limit = self.targets[self.i] + self.tol
+            pts = packet.pts
+            skip = pts < limit and any(q.pts is not None and pts < q.pts <= limit for q in upcoming)
+        mode = "NONREF" if skip else "DEFAULT"
+        if mode != self.skip_mode:
+            self.stream.codec_context.skip_frame = mode
+            self.skip_mode = mode
 
     def _feed(self, packet: Any) -> float | None:
         """Decode one packet; returns a timestamp to seek back to after an overshoot."""

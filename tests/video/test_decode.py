@@ -232,3 +232,19 @@ def test_intact_file_is_not_damaged_when_reading_past_the_end(videos):
     for name in ["h264.mp4", "vfr.mp4", "h264.mkv", "vp9.webm"]:
         result = read_clips(videos[name], [[0.0, 50.0]])
         assert not result.damaged, (name, result.warnings)
+
+
+def test_non_reference_frames_nobody_wants_are_skipped_without_changing_any_frame(tmp_path):
+    """x264's non-reference B-frames between wanted times are not decoded; the frames
+    returned are pixel-identical to decoding every frame and picking."""
+    from falv.video.testing import write_test_video
+
+    path = write_test_video(tmp_path / "bframes.mp4", frames=90, fps=30, size=(96, 128), texture=True, gop=45)
+    with av.open(str(path)) as container:
+        everything = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    wanted = [[0.0, 0.5, 1.0], [1.5, 2.0, 2.95]]
+    result = read_clips(path, wanted, threads=1)
+    for clip, times in zip(result.clips, wanted):
+        for frame, t in zip(clip, times):
+            np.testing.assert_array_equal(frame, everything[min(int(round(t * 30)), 89)])
+    assert result.frames_decoded < 60  # far fewer than the 90 a decode-all pass needs
