@@ -75,12 +75,8 @@ def _load() -> None:
     import torch as _torch
 
     np, torch, av = _np, _torch, _av
-    try:  # the package was renamed falv.label -> falv.labeling; accept both
-        from falv.labeling.engine import Engine, clip_tensor, label
-        from falv.labeling.stages import LabelOptions, decode_chunk, plan_video
-    except ImportError:  # pragma: no cover - older tree
-        from falv.label.engine import Engine, clip_tensor, label  # type: ignore[no-redef]
-        from falv.label.stages import LabelOptions, decode_chunk, plan_video  # type: ignore[no-redef]
+    from falv.labeling.engine import Engine, clip_tensor, label
+    from falv.labeling.stages import LabelOptions, decode_chunk, plan_video
     from falv.inference import prepare_for_inference
     from falv.model.presets import preset
     from falv.model.transformer import FALForVideoClassification
@@ -514,7 +510,9 @@ def print_report(r: dict[str, Any], batch_sizes: list[int]) -> None:
               f"(each at most once: {max(long['engine_frames_decoded'], long['decode_chunk_frames_decoded']) <= long['num_frames']})")
     if ref:
         best = max(r["falv_runs"], key=lambda x: x["videos_per_s"])
-        default = next((x for x in r["falv_runs"] if x["batch_size"] == 8 and x["workers"] == 1), best)
+        defaults = LabelOptions()
+        default = next((x for x in r["falv_runs"]
+                        if x["batch_size"] == defaults.batch_size and x["workers"] == defaults.workers), best)
         a = r["agreement"]["falv_default_vs_ref"]
         print()
         if r["preset"] != "base":
@@ -525,7 +523,8 @@ def print_report(r: dict[str, Any], batch_sizes: list[int]) -> None:
         print(f"| videos/s vs transformers guide (best: batch {best['batch_size']}, workers {best['workers']}) "
               f"| >= 3x | {sp:.2f}x | {'yes' if sp >= 3 else 'no'} |")
         sp_d = ref["seconds"] / default["seconds"]
-        print(f"| same, CLI defaults (batch 8, workers 1) | >= 3x | {sp_d:.2f}x | {'yes' if sp_d >= 3 else 'no'} |")
+        print(f"| same, defaults (batch {default['batch_size']}, workers {default['workers']}) | >= 3x | {sp_d:.2f}x "
+              f"| {'yes' if sp_d >= 3 else 'no'} |")
         ov = min(x["e2e_over_compute"] for x in r["falv_runs"])
         print(f"| e2e / model compute (best) | <= 1.15x | {ov:.2f}x | {'yes' if ov <= 1.15 else 'no'} |")
         print(f"| e2e / model compute (defaults) | <= 1.15x | {default['e2e_over_compute']:.2f}x "

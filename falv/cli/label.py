@@ -49,7 +49,7 @@ def _formats(value: tuple[str, ...]) -> list[str]:
 @click.option("--min-duration", default=0.0, show_default=True, type=click.FloatRange(0),
               help="Drop segments shorter than this many seconds.")
 @click.option("--embeddings", is_flag=True, help="Also write clip and video embeddings (safetensors).")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Clips per model call.")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1), help="Clips per model call.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="Decoding processes.")
 @click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Seconds a decoding task may take before the file is reported as failed.")
