@@ -3,7 +3,7 @@
 1. ``falv synth``: a small appearance set of real H.264 videos, plus untrimmed
    videos with several actions and their ground truth.
 2. Fit the ``tiny`` FAL preset on the training split for a few epochs: a short,
-   plain AdamW loop, enough for a demo (``falv train`` is the full recipe).
+   plain AdamW loop, enough for a demo (not a training recipe).
 3. ``falv label`` the held-out videos and the untrimmed ones into every format,
    and report the held-out top-1 accuracy.
 
@@ -13,6 +13,7 @@ Usage: ``python -m falv.demo [OUT_DIR] [--epochs N]``.
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     out = Path(args.out)
     data, model_dir, labels_dir = out / "data", out / "model", out / "labels"
+    shutil.rmtree(labels_dir, ignore_errors=True)  # labels of an earlier demo run came from another model
     torch.manual_seed(0)
 
     _say(f"1/3 synthesising videos into {data}")
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     test = load_source(data, split="test")
     truth = {str(Path(e.path).resolve()): e.labels[0] for e in test.entries}
     untrimmed = sorted(str(p) for p in (data / "untrimmed").glob("*.mp4"))
-    records = list(label(list(truth), str(model_dir), out_dir=labels_dir, clips=2, resume=False))
+    records = list(label(list(truth), str(model_dir), out_dir=labels_dir, clips=2))
     records += list(label(untrimmed, str(model_dir), out_dir=labels_dir, window=2.0, stride=1.0,
                           smoothing=3, min_duration=1.5, embeddings=True))
     written = export_formats(labels_dir, ["jsonl", "csv", "label-studio", "fiftyone", "activitynet", "webvtt"],

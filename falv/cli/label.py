@@ -33,8 +33,9 @@ def _formats(value: tuple[str, ...]) -> list[str]:
               help="Output folder; labels.jsonl there is appended to and makes runs resumable.")
 @click.option("--format", "-f", "formats", multiple=True, default=("jsonl",), show_default=True,
               help=f"Output formats, repeatable or comma-separated: {', '.join(FORMAT_CHOICES)}.")
-@click.option("--clips", default=1, show_default=True, type=click.IntRange(1),
-              help="Temporal clips spread over each video; video scores are their average.")
+@click.option("--clips", default=None, type=click.IntRange(1),
+              help="Temporal clips spread over each video (default 1); video scores are their average. "
+                   "With --window: that many windows of --window seconds spread over the video.")
 @click.option("--crops", default=1, show_default=True, type=click.Choice(["1", "3"]),
               help="Spatial crops per clip (3: along the long side).")
 @click.option("--window", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -66,6 +67,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
     --format files. Exit code 0: all labelled; 1: some inputs failed (they have
     error records); 2: usage error; 3: the run could not start (e.g. bad model).
     """
+    from falv.errors import ConfigError
     from falv.labeling.engine import LabelOptions, label as run_label
     from falv.labeling.export import export_formats, latest_records
     from falv.labeling.store import record_key
@@ -73,10 +75,13 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
     from falv.model.transformer import FALForVideoClassification
 
     names = _formats(formats)
-    options = LabelOptions(clips=clips, crops=int(crops), window=window, stride=stride, top_k=top_k,
-                           batch_size=batch_size, workers=workers, timeout=timeout, smoothing=smoothing,
-                           min_duration=min_duration, background_threshold=background_threshold,
-                           embeddings=embeddings, precision=precision, device=device)
+    try:
+        options = LabelOptions(clips=clips, crops=int(crops), window=window, stride=stride, top_k=top_k,
+                               batch_size=batch_size, workers=workers, timeout=timeout, smoothing=smoothing,
+                               min_duration=min_duration, background_threshold=background_threshold,
+                               embeddings=embeddings, precision=precision, device=device)
+    except ConfigError as exc:  # contradictory options: a usage error
+        raise click.UsageError(str(exc)) from None
     found = collect_inputs(list(inputs))
     for item, reason in found.problems:
         click.echo(f"skipping {item}: {reason}", err=True)
@@ -99,7 +104,10 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
             else:
                 failed += 1
                 if not quiet:
-                    click.echo(f"failed: {record.error.message}", err=True)
+                    message = record.error.message
+                    if record.path not in message:
+                        message = f"{record.path}: {message}"
+                    click.echo(f"failed: {message}", err=True)
             rate = (ok + failed) / max(time.monotonic() - started, 1e-9)
             bar.update(1, f"{rate:.2f} videos/s")
     written = export_formats(out_dir, names, classes=net.config.labels)

@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     except FalvError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
+    except OSError as exc:  # disk full, permissions, a file where a folder should be, ...
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)

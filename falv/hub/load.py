@@ -96,7 +96,13 @@ def _config_from_dir(path: Path) -> FALConfig:
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file as _load_file
+
+    def load_file(file: str) -> dict[str, torch.Tensor]:
+        try:
+            return _load_file(file)
+        except Exception as exc:  # SafetensorError, OSError: one clear line
+            raise CheckpointError(f"cannot read weights {file}: {exc}") from exc
 
     index = path / f"{WEIGHTS_NAME}.index.json"
     if (path / WEIGHTS_NAME).is_file():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.util
 import sys
+import warnings
 from collections.abc import Callable
 
 _HOOKS: dict[str, list[Callable[[], None]]] = {}
@@ -42,7 +43,7 @@ class _HookedLoader(importlib.abc.Loader):
     def exec_module(self, module) -> None:
         self._loader.exec_module(module)
         for callback in _HOOKS.pop(self._fullname, []):
-            callback()
+            _run(callback)
 
     def __getattr__(self, name):
         return getattr(self._loader, name)
@@ -51,13 +52,21 @@ class _HookedLoader(importlib.abc.Loader):
 def when_imported(module: str, callback: Callable[[], None]) -> None:
     """Call ``callback`` now if ``module`` is imported, else right after it is."""
     if module in sys.modules:
-        callback()
+        _run(callback)
         return
     if importlib.util.find_spec(module) is None:
         return  # not installed
     _HOOKS.setdefault(module, []).append(callback)
     if not any(isinstance(f, _PostImportFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _PostImportFinder())
+
+
+def _run(callback: Callable[[], None]) -> None:
+    """An integration that fails must never break the user's own import."""
+    try:
+        callback()
+    except Exception as exc:  # e.g. an unsupported version of the other library
+        warnings.warn(f"falv: integration {getattr(callback, '__name__', callback)} disabled: {exc}", stacklevel=2)
 
 
 def _register_transformers() -> None:

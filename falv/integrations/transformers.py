@@ -101,7 +101,11 @@ def register() -> None:
         return
     AutoConfig.register(MODEL_TYPE, FALTransformersConfig, exist_ok=True)
     AutoModelForVideoClassification.register(FALTransformersConfig, FALTransformersModel, exist_ok=True)
-    AutoImageProcessor.register(FALTransformersConfig, image_processor_classes={"pil": FALImageProcessor,
-                                                                                 "torchvision": FALImageProcessor},
-                                exist_ok=True)
+    import inspect
+
+    if "image_processor_classes" in inspect.signature(AutoImageProcessor.register).parameters:  # transformers 5
+        AutoImageProcessor.register(FALTransformersConfig, exist_ok=True,
+                                    image_processor_classes={"pil": FALImageProcessor, "torchvision": FALImageProcessor})
+    else:  # transformers 4
+        AutoImageProcessor.register(FALTransformersConfig, slow_image_processor_class=FALImageProcessor, exist_ok=True)
     _registered = True

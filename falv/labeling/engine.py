@@ -19,6 +19,7 @@ its video is done, which makes runs resumable.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 from collections import deque
@@ -34,7 +35,8 @@ import torch
 from falv.data import transforms as T
 from falv.labeling.records import LabelRecord, record_error, record_ok, video_id_for
 from falv.labeling.segments import windows_to_segments
-from falv.labeling.stages import LabelOptions, ModelSpec, run_task
+from falv.errors import ConfigError
+from falv.labeling.stages import LabelOptions, ModelSpec, decode_chunk, plan_video, run_task
 from falv.labeling.store import LABELS_NAME, RecordStore
 from falv.video import VideoError, error_record
 
@@ -122,6 +124,7 @@ class _Video:
     info: dict[str, Any]
     windows: list[tuple[float, float]]
     chunks_left: int
+    windows_left: int  # windows not scored yet, counted on the main thread
     scores: list[np.ndarray | None]
     embeds: list[np.ndarray | None]
     warnings: list[str] = field(default_factory=list)
@@ -131,7 +134,8 @@ class _Video:
 class Engine:
     """Runs :func:`label`; kept as a class so tests and benchmarks can read its counters."""
 
-    def __init__(self, model: Any, options: LabelOptions, out_dir: Path | None, model_id: str) -> None:
+    def __init__(self, model: Any, options: LabelOptions, out_dir: Path | None, model_id: str,
+                 processor: Any = None) -> None:
         from falv.inference import prepare_for_inference
         from falv.processing import FALImageProcessor
 
@@ -142,7 +146,9 @@ class Engine:
         self.labels = config.labels
         self.multilabel = config.is_multilabel
         self.thresholds = config.thresholds
-        proc = FALImageProcessor.from_config(config)
+        proc = processor or FALImageProcessor.from_config(config)
+        if "shortest_edge" not in proc.size:
+            raise ConfigError("falv label needs a processor that resizes the shortest edge (size.shortest_edge)")
         self.spec = ModelSpec(
             num_frames=config.num_frames, short_side=int(proc.size["shortest_edge"]),
             crop=(int(proc.crop_size["height"]), int(proc.crop_size["width"])),
@@ -200,9 +206,10 @@ class Engine:
             while len(in_flight) > keep and (block or in_flight[0][0].done()):
                 future, take = in_flight.popleft()
                 future.result()  # a model error surfaces here
+                for video, *_ in take:
+                    video.windows_left -= 1
                 for video in {id(v): v for v, *_ in take}.values():
-                    if (video.path in videos and video.chunks_left == 0
-                            and all(s is not None for s in video.scores)):
+                    if video.path in videos and video.chunks_left == 0 and video.windows_left == 0:
                         done.append(self._finish(video))
                         videos.pop(video.path, None)
 
@@ -249,8 +256,9 @@ class Engine:
                     else:
                         windows = outcome["windows"]
                         chunks = [windows[i:i + opts.chunk_windows] for i in range(0, len(windows), opts.chunk_windows)]
-                        videos[path] = _Video(path, outcome["info"], [(a, b) for a, b, _ in windows], len(chunks),
-                                              [None] * len(windows), [None] * len(windows))
+                        videos[path] = _Video(path, outcome["info"], [(a, b) for a, b, _ in windows],
+                                              len(chunks), len(windows), [None] * len(windows),
+                                              [None] * len(windows))
                         for c, chunk in enumerate(chunks):
                             first = c * opts.chunk_windows
                             queue.append(("decode", (path, [ts for *_, ts in chunk], self.spec.short_side,
@@ -260,17 +268,16 @@ class Engine:
                     video.chunks_left -= 1
                     if isinstance(outcome, BaseException):
                         video.error = _error_fields(outcome, path)
-                        if video.chunks_left == 0:
-                            done.append(self._finish(video))
-                            videos.pop(path, None)
                     else:
                         self.frames_decoded += outcome["frames_decoded"]
                         video.warnings.extend(outcome["warnings"])
-                        first = args[4]
-                        for j, frames in enumerate(outcome["frames"]):
-                            if video.error is None:
-                                pending_batch.append((video, first + j, frames))
-                        flush()
+                        if video.error is None:
+                            for j, frames in enumerate(outcome["frames"]):
+                                pending_batch.append((video, args[4] + j, frames))
+                    if video.error is not None and video.chunks_left == 0:
+                        done.append(self._finish(video))  # windows of it still queued are dropped
+                        videos.pop(path, None)
+                    flush()
                 settle(block=False)
                 while done:
                     yield done.popleft()
@@ -312,15 +319,22 @@ def label(
     """
     from falv.labeling.inputs import collect_inputs
     from falv.model.transformer import FALForVideoClassification
+    from falv.processing import FALImageProcessor
 
-    options = options or LabelOptions(**option_overrides)
-    if option_overrides and options is not None and not isinstance(options, LabelOptions):
+    if options is None:
+        options = LabelOptions(**option_overrides)
+    elif not isinstance(options, LabelOptions):
         raise TypeError("options must be a LabelOptions")
-    model_id = str(getattr(model, "name_or_path", None) or model)
+    elif option_overrides:
+        options = dataclasses.replace(options, **option_overrides)
+    processor = None
     if isinstance(model, torch.nn.Module):
+        model_id = str(getattr(model, "name_or_path", None) or type(model).__name__)
         if copy_model:
             model = copy.deepcopy(model)  # inference casts and repacks the model in place
     else:
+        model_id = str(model)
+        processor = FALImageProcessor.from_pretrained(model)  # the checkpoint's own preprocessing
         model = FALForVideoClassification.from_pretrained(model)
     found = collect_inputs(inputs if not isinstance(inputs, str) else [inputs])
     out = Path(out_dir) if out_dir is not None else None
@@ -330,7 +344,7 @@ def label(
             log.warning("skipping %s: %s", item, reason)
         paths = [os.path.abspath(p) for p in found.paths]  # records name inputs unambiguously
         todo = [p for p in paths if not (store is not None and resume and store.done(p))]
-        engine = Engine(model, options, out, model_id)
+        engine = Engine(model, options, out, model_id, processor=processor)
         for record in engine.run(todo):
             if store is not None:
                 store.append(record.to_dict())

@@ -17,7 +17,7 @@ from falv.errors import ConfigError
 class LabelOptions:
     """How to label. Preprocessing (frames, size, mean/std) comes from the model."""
 
-    clips: int = 1                 # temporal clips over the whole video (video-level protocol)
+    clips: int | None = None       # temporal clips over the whole video (default 1; with window: K windows)
     crops: int = 1                 # 1 (centre) or 3 (three crops along the long side)
     window: float | None = None    # sliding windows of this many seconds instead of clips
     stride: float | None = None    # their stride (default: window)
@@ -39,8 +39,13 @@ class LabelOptions:
     def __post_init__(self) -> None:
         if self.crops not in (1, 3):
             raise ConfigError(f"crops must be 1 or 3, got {self.crops}")
-        if self.clips < 1 or self.top_k < 1 or self.batch_size < 1 or self.workers < 0:
+        if (self.clips is not None and self.clips < 1) or self.top_k < 1 or self.batch_size < 1 or self.workers < 0:
             raise ConfigError("clips, top_k and batch_size must be >= 1 and workers >= 0")
+        if self.stride is not None and self.window is not None and self.stride > self.window:
+            raise ConfigError(f"--stride ({self.stride:g} s) must not exceed --window ({self.window:g} s): "
+                              "windows would leave gaps")
+        if self.clips is not None and self.stride is not None:
+            raise ConfigError("give --clips (K windows spread over the video) or --stride, not both")
         if self.window is not None and self.window <= 0:
             raise ConfigError(f"window must be > 0 seconds, got {self.window}")
         if self.stride is not None and self.window is None:
@@ -67,11 +72,9 @@ def plan_video(path: str, spec: ModelSpec, options: LabelOptions) -> dict[str, A
     from falv.video import plan_windows, probe
 
     info = probe(path)
-    if options.window is not None:
-        windows = plan_windows(info.duration, info.fps, spec.num_frames, window=options.window,
-                               stride=options.stride)
-    else:
-        windows = plan_windows(info.duration, info.fps, spec.num_frames, num_clips=options.clips)
+    clips = options.clips if options.clips is not None or options.window is not None else 1
+    windows = plan_windows(info.duration, info.fps, spec.num_frames, num_clips=clips,
+                           window=options.window, stride=options.stride)
     return {
         "path": path,
         "info": info.to_dict(),

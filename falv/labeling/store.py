@@ -4,7 +4,8 @@ Each record is one line written with a single ``write`` on an ``O_APPEND``
 descriptor and fsynced, so a run killed at any moment (SIGKILL included) leaves
 whole records plus at most one partial last line. Opening the store again drops
 that partial line, reads which inputs are done, and appends after them: a
-restarted run loses nothing and duplicates nothing.
+restarted run loses nothing and duplicates nothing. Inputs whose record is an
+error are not done: a rerun tries them again and appends a newer record.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ class RecordStore:
                     self.records.append(json.loads(line))
                 except json.JSONDecodeError:
                     self.dropped_partial_line = True  # never written by falv; skip it
-        self._done = {record_key(r["path"]): r for r in self.records if "path" in r}
+        # Only successes count as done: a rerun retries inputs that failed (a later record
+        # for the same input supersedes the earlier one; see falv.labeling.export).
+        self._done = {record_key(r["path"]): r for r in self.records if "path" in r and not r.get("error")}
 
     def done(self, path: str) -> bool:
         return record_key(path) in self._done
@@ -63,7 +66,8 @@ class RecordStore:
             raise OSError(f"short write to {self.path}")
         os.fsync(self._fd)
         self.records.append(record)
-        self._done[record_key(record["path"])] = record
+        if not record.get("error"):
+            self._done[record_key(record["path"])] = record
 
     def close(self) -> None:
         if self._fd >= 0:

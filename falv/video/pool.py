@@ -32,10 +32,15 @@ from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
+from falv.errors import FalvError
 from falv.video.errors import DecoderCrashedError, DecodeTimeoutError, UnexpectedDecodeError, VideoError
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+class WorkerStartError(FalvError):
+    """The worker processes die before taking any item: a setup problem, not a bad file."""
+
 
 #: Seconds a worker gets to exit after SIGTERM before SIGKILL.
 KILL_GRACE_S = 1.0
@@ -94,6 +99,7 @@ class _Worker:
         child.close()
         self.task: tuple[int, Any] | None = None
         self.started = 0.0
+        self.ready = False  # set once the process has taken its first task
 
     def submit(self, task_id: int, item: Any) -> None:
         self.task = (task_id, item)
@@ -199,6 +205,12 @@ def decode_in_workers(
                 if outcome is None:  # the worker died: report and replace it
                     w.stop(kill=True)
                     pool.remove(w)
+                    if not w.ready:  # it never got as far as its first item: no file is to blame
+                        raise WorkerStartError(
+                            "decoding worker processes could not start (they exited before taking any "
+                            "work). If falv is called from a script, put the call under "
+                            "`if __name__ == \"__main__\":` (worker processes re-import the main module)."
+                        )
                     yield item, DecoderCrashedError(item_path(item), _exit_description(w.process.exitcode))
                     continue
                 w.task = None
@@ -207,6 +219,14 @@ def decode_in_workers(
                 now = time.monotonic()
                 for w in [w for w in pool if w.task is not None and now - w.started > timeout]:
                     _, item = w.task  # type: ignore[misc]
+                    # The result may be waiting unread (the consumer was busy): take it if so.
+                    outcome = _collect(w)
+                    if outcome is not _NOT_YET and outcome is not None:
+                        w.task = None
+                        yield item, outcome
+                        continue
+                    if outcome is _NOT_YET and time.monotonic() - w.started <= timeout:
+                        continue  # its clock was only just started
                     w.stop(kill=True)
                     pool.remove(w)
                     yield item, DecodeTimeoutError(
@@ -230,6 +250,7 @@ def _collect(worker: _Worker) -> Any:
                 continue
             if kind == "start":
                 worker.started = time.monotonic()
+                worker.ready = True
                 continue
             return value
     except (EOFError, OSError):
@@ -242,4 +263,4 @@ def _collect(worker: _Worker) -> Any:
     return None
 
 
-__all__ = ["WAIT", "decode_in_workers", "default_start_method", "item_path"]
+__all__ = ["WAIT", "WorkerStartError", "decode_in_workers", "default_start_method", "item_path"]

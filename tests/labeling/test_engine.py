@@ -69,8 +69,12 @@ def test_every_input_yields_exactly_one_record(model_dir, videos, tmp_path):
                       "audio only.mp4": "no_video_stream"}
     on_disk = read_records(tmp_path / "labels.jsonl")
     assert sorted(r.path for r in on_disk) == sorted(by_path)
-    # a second run skips everything already recorded
-    assert list(label(inputs, str(model_dir), out_dir=tmp_path)) == []
+    # a second run skips what was labelled and tries the failed inputs again
+    again = list(label(inputs, str(model_dir), out_dir=tmp_path))
+    assert sorted(r.path for r in again) == sorted(os.path.abspath(p) for p in bad + [missing])
+    from falv.labeling.export import latest_records
+
+    assert sorted(r.path for r in latest_records(tmp_path)) == sorted(by_path)  # one per input
 
 
 def test_sliding_windows_and_embeddings(model_dir, videos, tmp_path):
@@ -158,26 +162,54 @@ def test_cli_formats_exit_codes_and_summary(model_dir, videos, tmp_path):
     assert {r["path"] for r in rows} == {os.path.abspath(p) for p in good[:2] + bad[1:2]}
     assert json.loads((out / "activitynet_results.json").read_text())["version"]
     assert all(p.read_text().startswith("WEBVTT") for p in (out / "webvtt").iterdir())
-    # a rerun labels nothing new and still reports the earlier failure
+    # a rerun skips the labelled videos, retries the failed one, and still reports it
     again = runner.invoke(cli, args, standalone_mode=False)
-    assert again.return_value == 1 and "0 labelled, 0 failed, 3 already done" in again.output
+    assert again.return_value == 1 and "0 labelled, 1 failed, 2 already done" in again.output
     ok_only = runner.invoke(cli, ["label", good[0], "-m", str(model_dir), "-o", str(tmp_path / "ok")],
                             standalone_mode=False)
     assert ok_only.return_value == 0
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--format", "xml"], "valid formats"),
-    (["--crops", "2"], "--crops"),
-    (["--stride", "1"], "--stride needs --window"),
+@pytest.mark.parametrize("args,code,message", [
+    (["--format", "xml"], 2, "valid formats"),
+    (["--crops", "2"], 2, "--crops"),
+    (["--stride", "1"], 2, "--stride needs --window"),
+    (["--window", "1", "--stride", "2"], 2, "must not exceed --window"),
+    (["--clips", "2", "--window", "1", "--stride", "1"], 2, "not both"),
+    (["--precision", "fp64"], 2, "--precision"),
 ])
-def test_usage_errors(model_dir, videos, tmp_path, args, message):
+def test_usage_errors_are_one_line(model_dir, videos, tmp_path, args, code, message, capsys):
     from falv.cli.main import main
 
     _, good, _ = videos
-    with pytest.raises(SystemExit) as code:
-        main(["label", good[0], "-m", str(model_dir), "-o", str(tmp_path), *args])
-    assert code.value.code in (2, 3)
+    with pytest.raises(SystemExit) as exit_:
+        main(["label", good[0], "-m", str(model_dir), "-o", str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == code and message in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "labels.jsonl").exists()
+
+
+def test_window_with_clips_spreads_that_many_windows(model_dir, videos):
+    _, good, _ = videos
+    [record] = label([good[0]], str(model_dir), window=0.5, clips=3)
+    assert len(record.windows) == 3 and all(w.end - w.start == pytest.approx(0.5) for w in record.windows)
+    assert record.windows[0].start == 0 and record.windows[-1].end == pytest.approx(record.duration)
+
+
+def test_long_videos_are_decoded_in_several_chunks(model_dir, videos):
+    _, good, _ = videos
+    options = LabelOptions(window=0.25, chunk_windows=3, embeddings=False)
+    [record] = label([good[0]], str(model_dir), options=options, batch_size=2)
+    assert record.error is None and len(record.windows) == 8  # 3 chunks: 3 + 3 + 2 windows
+    assert [w.start for w in record.windows] == pytest.approx([0.25 * i for i in range(8)])
+
+
+def test_a_script_without_main_guard_gets_one_clear_error(model_dir, videos, tmp_path):
+    _, good, _ = videos
+    script = tmp_path / "script.py"
+    script.write_text(f"import falv\nfor r in falv.label([{good[0]!r}], {str(model_dir)!r}):\n    print(r.error)\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "__main__" in result.stderr
 
 
 def test_resume_after_sigkill_loses_and_duplicates_nothing(model_dir, tmp_path):

@@ -124,3 +124,13 @@ def test_waiting_with_nothing_in_flight_is_an_error():
 
     with pytest.raises(RuntimeError, match="WAIT"):
         list(decode_in_workers(abs, iter([WAIT]), workers=1, timeout=5))
+
+
+def test_a_finished_result_is_not_reported_as_timeout_when_the_consumer_is_slow():
+    """The consumer (e.g. the model) may take longer than the timeout between two results;
+    a worker that finished meanwhile must not be killed as if it hung."""
+    results = []
+    for item, value in decode_in_workers(abs, [-1, -2, -3, -4], workers=2, timeout=0.5):
+        results.append((item, value))
+        time.sleep(1.0)  # busy elsewhere, longer than the timeout
+    assert sorted(results) == [(-4, 4), (-3, 3), (-2, 2), (-1, 1)]
