@@ -236,3 +236,14 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(model_dir, tmp_path):
     final = [r.path for r in read_records(labels)]
     assert sorted(final) == sorted(os.path.abspath(p) for p in paths)
     assert len(final) == len(set(final)) == len(paths)
+
+
+def test_no_resume_keeps_the_previous_labels_file(model_dir, videos, tmp_path):
+    _, good, _ = videos
+    out = tmp_path / "out"
+    args = ["label", good[0], "-m", str(model_dir), "-o", str(out), "-q"]
+    assert CliRunner().invoke(cli, args, standalone_mode=False).return_value == 0
+    assert CliRunner().invoke(cli, args + ["--no-resume"], standalone_mode=False).return_value == 0
+    kept = [p.name for p in out.glob("labels.*.jsonl")]
+    assert len(kept) == 1 and len(read_records(out / kept[0])) == 1
+    assert len(read_records(out / "labels.jsonl")) == 1
