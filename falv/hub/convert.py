@@ -226,9 +226,10 @@ def read_original_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint not found: {path}") from exc
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for bad files
+        # torch's own message advises weights_only=False, which falv never does: keep it out.
         raise CheckpointError(
-            f"cannot read {path} as a weights-only PyTorch checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); falv never unpickles arbitrary objects"
+            f"cannot read {path}: not a PyTorch checkpoint, or one that holds objects other than "
+            f"tensors ({type(exc).__name__}); falv never unpickles arbitrary objects"
         ) from exc
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} does not hold a dict of tensors")
