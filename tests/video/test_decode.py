@@ -98,16 +98,21 @@ def test_size(videos, size, shape):
 
 
 def test_scaling_happens_in_the_decoder(videos, monkeypatch):
+    """swscale resizes while converting to RGB (no full-size RGB frame is made)."""
+    from av.video.reformatter import VideoReformatter
+
     calls = []
-    original = av.VideoFrame.to_ndarray
+    original = VideoReformatter.reformat
 
-    def spy(self, *args, **kwargs):
-        calls.append(kwargs)
-        return original(self, *args, **kwargs)
+    def spy(self, frame, *args, **kwargs):
+        calls.append(((frame.width, frame.height), kwargs))
+        return original(self, frame, *args, **kwargs)
 
-    monkeypatch.setattr(av.VideoFrame, "to_ndarray", spy)
+    monkeypatch.setattr(VideoReformatter, "reformat", spy)
     read_frames(videos["uhd.mp4"], [0.0], size=224)
-    assert calls == [{"width": 398, "height": 224, "format": "rgb24"}]
+    assert len(calls) == 1
+    (src_w, _), kwargs = calls[0]
+    assert src_w > 398 and kwargs == {"width": 398, "height": 224, "format": "rgb24"}
 
 
 def test_output_size_rule():
