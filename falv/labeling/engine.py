@@ -71,7 +71,7 @@ def aggregate(
     """Per-window class scores (W, K) (crops already averaged) -> the video's record."""
     video_scores = scores.mean(axis=0)
     order = np.argsort(-video_scores, kind="stable")
-    if multilabel:  # the classes over their own thresholds, best first
+    if multilabel and options.apply_thresholds:  # the classes over their own thresholds, best first
         cut = np.asarray(thresholds if thresholds is not None else [0.5] * len(labels))
         order = np.array([i for i in order if video_scores[i] >= cut[i]], dtype=int)
     top = [(labels[i], float(video_scores[i])) for i in order[: options.top_k]]

@@ -22,6 +22,9 @@ class LabelOptions:
     window: float | None = None    # sliding windows of this many seconds instead of clips
     stride: float | None = None    # their stride (default: window)
     top_k: int = 5
+    # Multi-label models keep only the classes over their thresholds in the video labels;
+    # False keeps the top_k best classes whatever their score (evaluation needs every score).
+    apply_thresholds: bool = True
     batch_size: int = 4            # clips per model call (1-4 measured fastest on CPU)
     workers: int = 2               # decoding processes (2 measured fastest on a 2-core machine)
     timeout: float = 120.0         # seconds per decoding task before the file is given up
