@@ -29,6 +29,10 @@ COMMANDS = {
     "presets": "falv.cli.presets:presets",
     "probe": "falv.cli.probe:probe",
     "synth": "falv.cli.synth:synth",
+    "train": "falv.cli.train:train",
+    "evaluate": "falv.cli.evaluate:evaluate",
+    "explain": "falv.cli.explain:explain",
+    "report": "falv.cli.report:report",
 }
 
 

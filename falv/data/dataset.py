@@ -102,6 +102,11 @@ class VideoClipDataset(Dataset):
         on_error: ``"substitute"``, ``"skip"`` or ``"raise"``, see the module docstring.
         check: ``None``, ``"exists"`` or ``"probe"``: filter the source with
             :meth:`DatasetSource.check` up front (one warning lists what was dropped).
+        cache_bytes: keep every frame of each video decoded (at ``size_hint``) in
+            memory, up to this many bytes per process, so later epochs do not decode
+            again; videos past the budget are read from disk each time. Frames are
+            looked up on the video's nominal frame grid (exact for constant frame rate).
+            0 disables the cache.
     """
 
     def __init__(
@@ -117,6 +122,7 @@ class VideoClipDataset(Dataset):
         frame_stride: int = 4,
         on_error: str = "substitute",
         check: str | None = None,
+        cache_bytes: int = 0,
     ) -> None:
         if num_frames <= 0:
             raise ConfigError(f"num_frames must be positive, got {num_frames}")
@@ -150,6 +156,9 @@ class VideoClipDataset(Dataset):
         self.failures: dict[str, str] = {}
         self._bad: set[int] = set()
         self._info: dict[str, tuple[float, float]] = {}
+        self.cache_bytes = int(cache_bytes)
+        self._cache: dict[str, np.ndarray] = {}
+        self._cached_bytes = 0
 
     # -- epochs ----------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -229,18 +238,41 @@ class VideoClipDataset(Dataset):
     def _duration_fps(self, entry: VideoEntry) -> tuple[float, float]:
         if entry.duration is not None:
             return entry.duration, entry.fps or 0.0
-        cached = self._info.get(entry.path)
-        if cached is None:
-            from falv.video import probe
-
-            info = probe(entry.path)
-            cached = self._info[entry.path] = (float(info.duration), float(info.fps or 0.0))
-        return cached
+        return self._info.get(entry.path) or self._probe(entry.path)
 
     def _read(self, path: str, timestamps: Sequence[float]) -> np.ndarray:
         from falv.video import read_frames
 
+        if self.cache_bytes > 0:
+            frames = self._cache.get(path)
+            if frames is None and self._cached_bytes < self.cache_bytes:
+                frames = self._decode_all(path)
+            if frames is not None:
+                _, fps = self._info.get(path) or self._probe(path)
+                index = np.floor(np.asarray(timestamps, dtype=np.float64) * fps + 1e-6).astype(np.int64)
+                return frames[np.clip(index, 0, len(frames) - 1)]
         return read_frames(path, timestamps, size=self.size_hint)
+
+    def _probe(self, path: str) -> tuple[float, float]:
+        from falv.video import probe
+
+        info = probe(path)
+        cached = self._info[path] = (float(info.duration), float(info.fps or 0.0))
+        return cached
+
+    def _decode_all(self, path: str) -> np.ndarray | None:
+        """Every frame of ``path`` on its nominal grid (frame ``i`` shown at ``(i + 0.5) / fps``)."""
+        from falv.video import probe, read_frames
+
+        info = probe(path)
+        self._info[path] = (float(info.duration), float(info.fps or 0.0))
+        if not info.fps or info.num_frames < 1:
+            return None
+        frames = read_frames(path, [(i + 0.5) / info.fps for i in range(info.num_frames)], size=self.size_hint)
+        if self._cached_bytes + frames.nbytes <= self.cache_bytes:
+            self._cache[path] = frames
+            self._cached_bytes += frames.nbytes
+        return frames
 
     def _apply_transform(self, frames: np.ndarray, seed: int) -> torch.Tensor:
         if self.transform is None:

@@ -1,0 +1,81 @@
+"""``falv train --data SRC --out RUN_DIR``: train or fine-tune a FAL model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from falv.cli.main import EXIT_OK
+
+
+def _floats(value: str, name: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected MIN,MAX, got {value!r}", param_hint=name) from None
+    return lo, hi
+
+
+@click.command()
+@click.option("--data", "-d", help="Training videos: a folder per class, a CSV/TSV list, a `falv synth` folder, "
+              "Kinetics/UCF101/SSv2 annotations.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: log.jsonl, plots/, checkpoint/, best/ (a falv model directory).")
+@click.option("--val", help="Validation videos (default: the data's val split, else a stratified hold-out).")
+@click.option("--val-fraction", default=0.15, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Share of each class held out for validation when there is no --val.")
+@click.option("--split", help="Split of --data to train on (default: train when the data has one).")
+@click.option("--preset", default="tiny", show_default=True, help="Model preset when training from scratch.")
+@click.option("--attention", help="Attention scheme (divided_space_time, joint_space_time, space_only, "
+              "sparse_local_global, axial).")
+@click.option("--init", help="Start from a falv directory, TimeSformer directory/hub id or .pyth checkpoint "
+              "(a new head for these classes; position embeddings resized).")
+@click.option("--freeze-backbone", is_flag=True, help="Train only the classification head.")
+@click.option("--frames", "num_frames", type=click.IntRange(1), help="Frames per clip (default: the model's).")
+@click.option("--image-size", type=click.IntRange(8), help="Frame size (default: the model's).")
+@click.option("--epochs", type=click.IntRange(1), help="Default: scaled to the dataset size.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Global batch size.")
+@click.option("--accumulate", default=1, show_default=True, type=click.IntRange(1),
+              help="Micro-batches per optimizer step (gradient accumulation).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Peak learning rate (default: 1e-3 per 16 clips; a tenth with --init).")
+@click.option("--weight-decay", default=0.05, show_default=True, type=click.FloatRange(0))
+@click.option("--warmup-epochs", type=click.FloatRange(0), help="Default: 10% of the epochs, at least one.")
+@click.option("--label-smoothing", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--mixup", default=0.0, show_default=True, type=click.FloatRange(0), help="Mixup alpha (0: off).")
+@click.option("--cutmix", default=0.0, show_default=True, type=click.FloatRange(0), help="CutMix alpha (0: off).")
+@click.option("--clip-grad", default=1.0, show_default=True, type=click.FloatRange(0), help="Gradient norm limit (0: off).")
+@click.option("--drop-path", type=click.FloatRange(0, 1, max_open=True), help="Stochastic depth rate.")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]))
+@click.option("--ema", type=click.FloatRange(0, 1, min_open=True, max_open=True), help="EMA decay of the weights, e.g. 0.999.")
+@click.option("--scale", default="0.5,1.0", show_default=True, help="Random resized crop area range MIN,MAX.")
+@click.option("--flip/--no-flip", default=False, show_default=True,
+              help="Random horizontal flips (leave off when classes have a direction: left/right).")
+@click.option("--metric", default="auto", show_default=True, type=click.Choice(["auto", "val_top1", "val_loss", "val_map"]),
+              help="Validation metric for the best checkpoint and early stopping.")
+@click.option("--patience", type=click.IntRange(1), help="Stop after this many epochs without improvement.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--workers", type=click.IntRange(0), help="Data loading processes (default: 0 with cached frames, else 2).")
+@click.option("--cache", default="auto", show_default=True, type=click.Choice(["auto", "on", "off"]),
+              help="Keep decoded frames in memory (auto: when the whole set fits --cache-gb).")
+@click.option("--cache-gb", default=2.0, show_default=True, type=click.FloatRange(0))
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (its saved options apply).")
+def train(resume: bool, out: Path, data: str | None, scale: str, flip: bool, clip_grad: float, **options) -> int:
+    """Train a FAL model on a dataset; the best model is written to OUT/best/.
+
+    Several processes (CPU or GPU): torchrun --nproc_per_node N -m falv train ...
+    """
+    from falv.training import TrainConfig
+    from falv.training import train as run
+
+    if not resume and not data:
+        raise click.UsageError("--data is required (or --resume to continue a run)")
+    config = TrainConfig(data=data or "", out=str(out), scale=_floats(scale, "--scale"),
+                         flip="on" if flip else "off", clip_grad=clip_grad or None, **options)
+    result = run(config, resume=resume, echo=lambda m: click.echo(m))
+    summary = {"best_dir": str(result.best_dir), "best_epoch": result.best_epoch,
+               result.best_metric: result.best_value, "epochs": result.epochs_run, "seconds": round(result.seconds, 1)}
+    click.echo(json.dumps(summary))
+    return EXIT_OK

@@ -1,0 +1,150 @@
+"""End-to-end training on generated videos with a very small FAL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from falv import FALForVideoClassification
+from falv.errors import ConfigError
+from falv.training import TrainConfig, TrainingInterrupted, train
+
+from .conftest import SMALL
+
+
+def _config(data, out, **kw):
+    base = dict(data=str(data), out=str(out), epochs=3, batch_size=4, lr=3e-3, seed=1, log_every=1,
+                precision="fp32", model_overrides=dict(SMALL), num_frames=SMALL["num_frames"],
+                image_size=SMALL["image_size"])
+    base["model_overrides"] = {k: v for k, v in SMALL.items() if k not in ("num_frames", "image_size")}
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _events(run_dir: Path, kind: str) -> list[dict]:
+    lines = (run_dir / "log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == kind]
+
+
+def test_train_writes_a_run_that_label_and_evaluate_can_use(synth_set, tmp_path):
+    run = tmp_path / "run"
+    result = train(_config(synth_set, run, epochs=4), echo=None)
+    assert result.best_dir == run / "best" and result.epochs_run == 4
+    # the best model is a falv directory
+    model = FALForVideoClassification.from_pretrained(result.best_dir)
+    assert model.config.labels == (synth_set / "labels.txt").read_text().split()
+    assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= {p.name for p in result.best_dir.iterdir()}
+    # logs: step lines, epoch lines with the documented keys, an end line
+    epochs = _events(run, "epoch")
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+    assert {"train_loss", "train_top1", "val_loss", "val_top1", "lr", "step", "time"} <= set(epochs[0])
+    assert len(_events(run, "step")) == result.steps
+    assert _events(run, "end")[0]["best_epoch"] == result.best_epoch
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["epochs"] == 4 and saved["lr"] == 3e-3
+    split = json.loads((run / "split.json").read_text())
+    assert split["how"]["kind"] == "split"  # the synth set's own val list
+    assert {p.name for p in (run / "plots").iterdir()} >= {"loss.png", "accuracy.png", "lr.png"}
+
+
+def test_learns_an_easy_set_above_chance(synth_set, tmp_path):
+    result = train(_config(synth_set, tmp_path / "run", epochs=8, lr=3e-3), echo=None)
+    assert result.best_metric == "val_top1"
+    assert result.best_value > 0.5  # two classes: chance is 0.5
+
+
+def test_holdout_split_without_val(synth_set, tmp_path):
+    run = tmp_path / "run"
+    train(_config(synth_set / "train.csv", run, epochs=1, val_fraction=0.25), echo=None)
+    how = json.loads((run / "split.json").read_text())["how"]
+    assert how["kind"] == "holdout" and how["fraction"] == 0.25 and len(how["val"]) >= 2
+
+
+def test_resume_is_exact(synth_set, tmp_path):
+    """Interrupted mid-epoch and resumed, a run ends with the same weights as one that was not."""
+    whole = train(_config(synth_set, tmp_path / "whole", epochs=3, mixup=0.5, drop_path=0.1), echo=None)
+
+    def stop_at(step):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    cut = tmp_path / "cut"
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        train(_config(synth_set, cut, epochs=3, mixup=0.5, drop_path=0.1), on_step=stop_at, echo=None)
+    resumed = train(TrainConfig(out=str(cut)), resume=True, echo=None)
+    assert resumed.steps == whole.steps
+    a = load_file(str(whole.best_dir / "model.safetensors"))
+    b = load_file(str(resumed.best_dir / "model.safetensors"))
+    final_a = load_file(str(next((tmp_path / "whole" / "checkpoint").glob("step-*")) / "model.safetensors"))
+    final_b = load_file(str(next((cut / "checkpoint").glob("step-*")) / "model.safetensors"))
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the log has no duplicated steps after the resume
+    steps = [e["step"] for e in _events(cut, "step")]
+    assert steps == sorted(set(steps)) and len(steps) == whole.steps
+
+
+def test_refuses_to_overwrite_a_run(synth_set, tmp_path):
+    run = tmp_path / "run"
+    train(_config(synth_set, run, epochs=1), echo=None)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(_config(synth_set, run, epochs=1), echo=None)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train(TrainConfig(out=str(tmp_path / "empty")), resume=True, echo=None)
+
+
+def test_accumulation_ema_early_stopping(synth_set, tmp_path):
+    run = tmp_path / "run"
+    # min_delta too large to ever beat: the first epoch stays best and patience 1 stops at epoch 2
+    result = train(_config(synth_set, run, epochs=6, accumulate=2, ema=0.9, patience=1, metric="val_loss",
+                           min_delta=10.0), echo=None)
+    assert result.best_metric == "val_loss" and result.best_epoch == 1
+    assert result.epochs_run == 2
+    assert result.steps == 2 * 2  # 16 training videos / (batch 4 x 2 micro-batches) = 2 steps an epoch
+    ckpt = load_file(str(next((run / "checkpoint").glob("step-*")) / "ema.safetensors"))
+    weights = load_file(str(next((run / "checkpoint").glob("step-*")) / "model.safetensors"))
+    assert ckpt.keys() == weights.keys() and not all(torch.equal(ckpt[k], weights[k]) for k in ckpt)
+
+
+def test_multilabel_trains_with_bce_and_map(multilabel_set, tmp_path):
+    run = tmp_path / "run"
+    result = train(_config(multilabel_set, run, epochs=2), echo=None)
+    assert result.best_metric == "val_map"
+    model = FALForVideoClassification.from_pretrained(result.best_dir)
+    assert model.config.problem_type == "multi_label_classification"
+    epoch = _events(run, "epoch")[-1]
+    assert epoch["val_map"] is not None and epoch["train_top1"] is None
+
+
+def test_fine_tune_from_a_falv_directory_with_new_classes(synth_set, tmp_path):
+    first = train(_config(synth_set, tmp_path / "a", epochs=1), echo=None)
+    result = train(_config(synth_set, tmp_path / "b", epochs=1, init=str(first.best_dir), freeze_backbone=True,
+                           model_overrides={}), echo=None)
+    a = FALForVideoClassification.from_pretrained(first.best_dir).state_dict()
+    b = FALForVideoClassification.from_pretrained(result.best_dir).state_dict()
+    backbone = [k for k in a if not k.startswith("head.")]
+    assert all(torch.equal(a[k], b[k]) for k in backbone)  # frozen
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("head."))
+
+
+def test_cli_train_and_usage_errors(synth_set, tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    args = [sys.executable, "-m", "falv", "train", "--data", str(synth_set), "--out", str(tmp_path / "run"),
+            "--epochs", "1", "--batch-size", "4", "--frames", "4", "--image-size", "32", "--precision", "fp32"]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert Path(summary["best_dir"]).is_dir() and "val_top1" in summary
+    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 3 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    missing = subprocess.run([sys.executable, "-m", "falv", "train", "--out", str(tmp_path / "x")],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert missing.returncode == 2 and "--data" in missing.stderr
