@@ -261,3 +261,32 @@ def test_bad_arguments(videos, kwargs):
     args = {"num_frames": 2, **kwargs}
     with pytest.raises(ConfigError):
         VideoClipDataset(load_source(videos), **args)
+
+
+# -- in-memory frame cache -----------------------------------------------------------------
+@pytest.mark.parametrize("train", [False, True])
+def test_frame_cache_gives_the_same_items(videos, train):
+    """Cached frames are the frames the decoder gives for the same timestamps (constant fps)."""
+    plain = VideoClipDataset(videos, 5, None, train=train, seed=3)
+    cached = VideoClipDataset(videos, 5, None, train=train, seed=3, cache_bytes=2**30)
+    for epoch in range(2):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(plain)):
+            assert torch.equal(plain[i]["pixel_values"], cached[i]["pixel_values"])
+    assert len(cached._cache) == len(cached)
+
+
+def test_frame_cache_budget_is_respected(videos, monkeypatch):
+    one_video = FRAMES * 48 * 64 * 3
+    ds = VideoClipDataset(videos, 4, None, cache_bytes=2 * one_video)
+    for i in range(len(ds)):
+        ds[i]
+    assert len(ds._cache) == 2 and ds._cached_bytes <= 2 * one_video
+    calls = []
+    import falv.video as fv
+
+    original = fv.read_frames
+    monkeypatch.setattr(fv, "read_frames", lambda *a, **k: calls.append(a[0]) or original(*a, **k))
+    ds[0], ds[5]
+    assert calls == [ds.source.entries[5].path]  # the cached video is not decoded again
