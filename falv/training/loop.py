@@ -320,7 +320,6 @@ def train(
 
 
 def _train(config, run_dir, ctx, model, resume, on_step, say) -> TrainResult:
-    started = time.monotonic()
     checkpoint = None
     if resume:
         ckpt_path = latest_checkpoint(run_dir)
@@ -333,203 +332,246 @@ def _train(config, run_dir, ctx, model, resume, on_step, say) -> TrainResult:
         raise ConfigError(f"{run_dir} already holds a training run: pass --resume to continue it, "
                           "or choose another --out")
     ctx.barrier()
+    return Trainer(config, run_dir, ctx, model, checkpoint, on_step, say).run()
 
-    train_src, val_src, how = open_sources(config)
-    multilabel = train_src.multilabel
-    if model is None:
-        torch.manual_seed(config.seed)  # the initial weights depend on the seed only
-        model = build_model(config, train_src.classes, multilabel)
-    if config.freeze_backbone:
-        _freeze_backbone(model)
-    mcfg = model.config
-    epochs = config.epochs or default_epochs(len(train_src))
-    fine_tune = config.init is not None
-    micro = max(1, config.batch_size // ctx.world_size)
-    lr = config.lr or default_lr(config.batch_size, config.accumulate, fine_tune)
-    resolved = replace(config, epochs=epochs, lr=lr,
-                       warmup_epochs=config.warmup_epochs if config.warmup_epochs is not None
-                       else max(1.0, round(0.1 * epochs, 2)))
-    metric = _metric_name(resolved, multilabel)
-    if metric == "val_map" and not multilabel:
-        raise ConfigError("val_map needs multi-label data; use val_top1 or val_loss")
 
-    from falv.data.transforms import eval_transform, train_transform
+class Trainer:
+    """One training run: built from a config (and a checkpoint when resuming), then :meth:`run`."""
 
-    size = mcfg.image_size
-    mean, std = tuple(mcfg.image_mean), tuple(mcfg.image_std)
-    ttf = train_transform(crop_size=size, scale=resolved.scale, flip=resolved.flip == "on", mean=mean, std=std)
-    etf = eval_transform(shortest_edge=size, mean=mean, std=std)
-    budget = _cache_budget(resolved, train_src, ttf.shortest_edge or size)
-    train_ds = VideoClipDataset(train_src, mcfg.num_frames, ttf, train=True, seed=resolved.seed, cache_bytes=budget)
-    val_ds = VideoClipDataset(val_src, mcfg.num_frames, etf, train=False, seed=resolved.seed,
-                              cache_bytes=budget and int(budget * len(val_src) / max(1, len(train_src))) + 2**20)
-    workers = resolved.workers if resolved.workers is not None else (0 if budget else 2)
-
-    device, amp = ctx.device, _precision(resolved, ctx.device)
-    model.to(device)
-    net: nn.Module = model
-    if ctx.enabled:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(param_groups(model.named_parameters(), resolved.weight_decay), lr=lr,
-                                  betas=(0.9, 0.999))
-    scaler = torch.amp.GradScaler("cuda") if amp is torch.float16 else None
-    ema = ModelEMA(model, resolved.ema) if resolved.ema else None
-
-    steps_per_epoch = math.ceil(len(_epoch_batches(len(train_src), micro, 0, 0, ctx.rank, ctx.world_size))
-                                / resolved.accumulate)
-    total_steps = epochs * steps_per_epoch
-    warmup_steps = min(total_steps - 1, int(round(resolved.warmup_epochs * steps_per_epoch)))
-
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "bad_epochs": 0}
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["state"]["optimizer"])
-        if scaler is not None and checkpoint["state"].get("scaler"):
-            scaler.load_state_dict(checkpoint["state"]["scaler"])
-        if ema is not None and checkpoint["ema"] is not None:
-            ema.load_state_dict(checkpoint["ema"])
-        state.update(checkpoint["state"]["trainer"])
-    log = _Log(run_dir / LOG_NAME, ctx.is_main, started - state.get("elapsed", 0.0))
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if checkpoint is None:
-            (run_dir / LOG_NAME).unlink(missing_ok=True)
-            atomic_write_text(run_dir / CONFIG_NAME, resolved.to_json())
-            atomic_write_text(run_dir / "split.json", json.dumps(
-                {"train": train_src.to_dict(), "val": val_src.to_dict(), "how": how}, indent=1) + "\n")
-        else:
-            log.truncate_after(state["step"], state["epoch"])
-    say(f"training {type(model).__name__} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
-        f"{mcfg.attention_type if hasattr(mcfg, 'attention_type') else 'cnn'}) on {len(train_src)} videos, "
-        f"validating on {len(val_src)}; {epochs} epochs x {steps_per_epoch} steps, lr {lr:.2g}, "
-        f"{'bf16' if amp is torch.bfloat16 else 'fp16' if amp is torch.float16 else 'fp32'}"
-        f"{f', {ctx.world_size} processes' if ctx.enabled else ''}"
-        f"{', frames cached in memory' if budget else ''}"
-        + (f"; resuming at epoch {state['epoch'] + 1}" if checkpoint is not None else ""))
-
-    def snapshot() -> None:
+    def __init__(self, config, run_dir, ctx, model, checkpoint, on_step, say) -> None:
+        self.run_dir, self.ctx, self.on_step, self.say = run_dir, ctx, on_step, say
+        started = time.monotonic()
+        self.train_src, self.val_src, how = open_sources(config)
+        self.multilabel = self.train_src.multilabel
+        if model is None:
+            torch.manual_seed(config.seed)  # the initial weights depend on the seed only
+            model = build_model(config, self.train_src.classes, self.multilabel)
+        if config.freeze_backbone:
+            _freeze_backbone(model)
+        self.model = model
+        epochs = config.epochs or default_epochs(len(self.train_src))
+        lr = config.lr or default_lr(config.batch_size, config.accumulate, fine_tune=config.init is not None)
+        warmup = config.warmup_epochs if config.warmup_epochs is not None else max(1.0, round(0.1 * epochs, 2))
+        self.config = cfg = replace(config, epochs=epochs, lr=lr, warmup_epochs=warmup)
+        self.metric = _metric_name(cfg, self.multilabel)
+        if self.metric == "val_map" and not self.multilabel:
+            raise ConfigError("val_map needs multi-label data; use val_top1 or val_loss")
+        self.micro = max(1, cfg.batch_size // ctx.world_size)  # clips per process per micro-batch
+        self._build_data()
+        self._build_optimisation()
+        self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "bad_epochs": 0}
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.log = _Log(run_dir / LOG_NAME, ctx.is_main, started - self.state.get("elapsed", 0.0))
         if ctx.is_main:
-            st = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                  "trainer": {**state, "elapsed": time.monotonic() - log.started}}
-            save_checkpoint(run_dir, state["step"], model=model.state_dict(), state=st,
-                            ema=ema.state_dict() if ema else None)
-        ctx.barrier()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if checkpoint is None:
+                (run_dir / LOG_NAME).unlink(missing_ok=True)
+                atomic_write_text(run_dir / CONFIG_NAME, cfg.to_json())
+                atomic_write_text(run_dir / "split.json", json.dumps(
+                    {"train": self.train_src.to_dict(), "val": self.val_src.to_dict(), "how": how}, indent=1) + "\n")
+            else:
+                self.log.truncate_after(self.state["step"], self.state["epoch"])
+        self._announce(resumed=checkpoint is not None)
 
-    stop_signal: list[int] = []
-    previous = None
-    if ctx.is_main and hasattr(signal, "SIGTERM"):
+    # -- setup ---------------------------------------------------------------------------
+    def _build_data(self) -> None:
+        from falv.data.transforms import eval_transform, train_transform
+
+        cfg, mcfg = self.config, self.model.config
+        size, mean, std = mcfg.image_size, tuple(mcfg.image_mean), tuple(mcfg.image_std)
+        ttf = train_transform(crop_size=size, scale=cfg.scale, flip=cfg.flip == "on", mean=mean, std=std)
+        etf = eval_transform(shortest_edge=size, mean=mean, std=std)
+        self.cache = _cache_budget(cfg, self.train_src, ttf.shortest_edge or size)
+        val_cache = self.cache and int(self.cache * len(self.val_src) / max(1, len(self.train_src))) + 2**20
+        self.train_ds = VideoClipDataset(self.train_src, mcfg.num_frames, ttf, train=True, seed=cfg.seed,
+                                         cache_bytes=self.cache)
+        self.val_ds = VideoClipDataset(self.val_src, mcfg.num_frames, etf, train=False, seed=cfg.seed,
+                                       cache_bytes=val_cache)
+        self.workers = cfg.workers if cfg.workers is not None else (0 if self.cache else 2)
+        batches = _epoch_batches(len(self.train_src), self.micro, 0, 0, self.ctx.rank, self.ctx.world_size)
+        self.steps_per_epoch = math.ceil(len(batches) / cfg.accumulate)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.warmup_steps = min(self.total_steps - 1, int(round(cfg.warmup_epochs * self.steps_per_epoch)))
+
+    def _build_optimisation(self) -> None:
+        cfg, ctx, model = self.config, self.ctx, self.model
+        self.device, self.amp = ctx.device, _precision(cfg, ctx.device)
+        model.to(self.device)
+        self.net: nn.Module = model
+        if ctx.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.optimizer = torch.optim.AdamW(param_groups(model.named_parameters(), cfg.weight_decay), lr=cfg.lr,
+                                           betas=(0.9, 0.999))
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp is torch.float16 else None
+        self.ema = ModelEMA(model, cfg.ema) if cfg.ema else None
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["state"]["optimizer"])
+        if self.scaler is not None and checkpoint["state"].get("scaler"):
+            self.scaler.load_state_dict(checkpoint["state"]["scaler"])
+        if self.ema is not None and checkpoint["ema"] is not None:
+            self.ema.load_state_dict(checkpoint["ema"])
+        self.state.update(checkpoint["state"]["trainer"])
+
+    def _announce(self, resumed: bool) -> None:
+        cfg, mcfg = self.config, self.model.config
+        params = sum(p.numel() for p in self.model.parameters()) / 1e6
+        precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp, "fp32")
+        self.say(f"training {type(self.model).__name__} ({params:.2f} M parameters, "
+                 f"{getattr(mcfg, 'attention_type', 'cnn')}) on {len(self.train_src)} videos, validating on "
+                 f"{len(self.val_src)}; {cfg.epochs} epochs x {self.steps_per_epoch} steps, lr {cfg.lr:.2g}, {precision}"
+                 f"{f', {self.ctx.world_size} processes' if self.ctx.enabled else ''}"
+                 f"{', frames cached in memory' if self.cache else ''}"
+                 + (f"; resuming at epoch {self.state['epoch'] + 1}" if resumed else ""))
+
+    def snapshot(self) -> None:
+        """Checkpoint the current state (rank 0 writes; every process waits for it)."""
+        if self.ctx.is_main:
+            st = {"optimizer": self.optimizer.state_dict(),
+                  "scaler": self.scaler.state_dict() if self.scaler else None,
+                  "trainer": {**self.state, "elapsed": time.monotonic() - self.log.started}}
+            save_checkpoint(self.run_dir, self.state["step"], model=self.model.state_dict(), state=st,
+                            ema=self.ema.state_dict() if self.ema else None)
+        self.ctx.barrier()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg, state = self.config, self.state
+        stop_signal: list[int] = []
+        previous = None
+        if self.ctx.is_main:
+            try:
+                previous = signal.signal(signal.SIGTERM, lambda s, f: stop_signal.append(s))
+            except ValueError:  # not the main thread
+                previous = None
+        history: list[dict[str, Any]] = []
         try:
-            previous = signal.signal(signal.SIGTERM, lambda s, f: stop_signal.append(s))
-        except ValueError:  # not the main thread
-            previous = None
+            while state["epoch"] < cfg.epochs:
+                record = self.train_epoch(state["epoch"], stop_signal)
+                record.update(self.end_epoch(record["epoch"]))
+                self.log.write("epoch", **record)
+                history.append(record)
+                self.say(_epoch_line(record, cfg.epochs, self.metric, state, time.monotonic() - self.log.started))
+                self.snapshot()
+                if cfg.patience and state["bad_epochs"] >= cfg.patience:
+                    self.say(f"early stopping: {self.metric} has not improved for {cfg.patience} epochs")
+                    break
+        except KeyboardInterrupt:
+            self.snapshot()
+            raise TrainingInterrupted(f"training stopped at step {state['step']}; checkpoint saved. "
+                                      f"Continue with: falv train --resume --out {self.run_dir}") from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        elapsed = time.monotonic() - self.log.started
+        self.log.write("end", best_epoch=state["best_epoch"], best_metric=self.metric, best_value=state["best"])
+        best_dir = self.run_dir / "best"
+        if self.ctx.is_main:
+            _write_plots(self.run_dir)
+            self.say(f"best {self.metric} {state['best']:.4g} at epoch {state['best_epoch']}; model in {best_dir} "
+                     f"({elapsed:.0f} s)")
+        return TrainResult(run_dir=self.run_dir, best_dir=best_dir, best_epoch=state["best_epoch"],
+                           best_metric=self.metric, best_value=state["best"], epochs_run=state["epoch"],
+                           steps=state["step"], seconds=elapsed, history=history)
 
-    history: list[dict[str, Any]] = []
-    num_classes = len(train_src.classes)
-    best_dir = run_dir / "best"
-    try:
-        while state["epoch"] < epochs:
-            epoch = state["epoch"]
-            train_ds.set_epoch(epoch)
-            batches = _epoch_batches(len(train_src), micro, resolved.seed, epoch, ctx.rank, ctx.world_size)
-            done_in_epoch = state["step"] - epoch * steps_per_epoch  # optimizer steps already taken this epoch
-            groups = [batches[i:i + resolved.accumulate] for i in range(0, len(batches), resolved.accumulate)]
-            from torch.utils.data import DataLoader
+    def train_epoch(self, epoch: int, stop_signal: list[int]) -> dict[str, Any]:
+        """The optimizer steps of ``epoch`` not yet taken; returns the epoch's training figures."""
+        from torch.utils.data import DataLoader
 
-            flat = [b for g in groups[done_in_epoch:] for b in g]
-            loader = DataLoader(train_ds, batch_sampler=flat, collate_fn=collate, num_workers=workers,
-                                persistent_workers=False)
-            it = iter(loader)
-            net.train()
-            loss_sum, correct, seen = 0.0, 0, 0
-            rate = lr_at(max(0, state["step"] - 1), total_steps, warmup_steps, lr, min(resolved.min_lr, lr))
-            for group in groups[done_in_epoch:]:
-                step = state["step"]
-                rate = lr_at(step, total_steps, warmup_steps, lr, min(resolved.min_lr, lr))
-                for g in optimizer.param_groups:
-                    g["lr"] = rate
-                torch.manual_seed(_step_seed(resolved.seed, step, ctx.rank))  # dropout / drop path
-                rng = np.random.default_rng(_step_seed(resolved.seed, step, 10_000 + ctx.rank))
-                for k in range(len(group)):
-                    batch = next(it)
-                    if batch is None:
-                        continue
-                    x = batch["pixel_values"].to(device, non_blocking=True)
-                    y = batch["labels"].to(device)
-                    target = soft_targets(y, num_classes, 0.0 if multilabel else resolved.label_smoothing)
-                    x, target = mix_batch(x, target, rng, mixup_alpha=resolved.mixup, cutmix_alpha=resolved.cutmix,
-                                          prob=resolved.mix_prob)
-                    sync = k == len(group) - 1 or not ctx.enabled
-                    with (nullcontext() if sync else net.no_sync()), _autocast(device, amp):
-                        logits = net(x).logits
-                        loss = soft_loss(logits, target, multilabel) / len(group)
-                    (scaler.scale(loss) if scaler else loss).backward()
-                    loss_sum += float(loss.detach()) * len(group) * len(y)
-                    seen += len(y)
-                    if not multilabel:
-                        correct += int((logits.detach().argmax(-1) == y).sum())
-                if scaler:
-                    scaler.unscale_(optimizer)
-                if resolved.clip_grad:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), resolved.clip_grad)
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if ema is not None:
-                    ema.update(model)
-                state["step"] = step + 1
-                if state["step"] % resolved.log_every == 0:
-                    log.write("step", epoch=epoch + 1, step=state["step"], loss=round(float(loss.detach()) * len(group), 5),
-                              lr=rate)
-                if on_step is not None:
-                    on_step(state["step"])
-                if stop_signal:
-                    raise KeyboardInterrupt
-            totals = ctx.all_sum([loss_sum, correct, seen])
-            train_loss = totals[0] / max(1.0, totals[2])
-            train_top1 = None if multilabel else totals[1] / max(1.0, totals[2])
-            state["epoch"] = epoch + 1
-            record: dict[str, Any] = {"epoch": epoch + 1, "step": state["step"], "lr": rate,
-                                      "train_loss": round(train_loss, 5),
-                                      "train_top1": None if train_top1 is None else round(train_top1, 5),
-                                      "val_loss": None, "val_top1": None, "val_map": None}
-            last = state["epoch"] == epochs
-            if (epoch + 1) % resolved.validate_every == 0 or last:
-                judged = ema.module if ema is not None else model
-                record.update(validate(judged, val_ds, ctx, amp, micro, multilabel))
-                value = record[metric]
-                if _better(metric, value, state["best"], resolved.min_delta):
-                    state.update(best=value, best_epoch=epoch + 1, bad_epochs=0)
-                    if ctx.is_main:
-                        _save_best(judged, best_dir)
-                else:
-                    state["bad_epochs"] += 1
-            log.write("epoch", **record)
-            history.append(record)
-            say(_epoch_line(record, epochs, metric, state, time.monotonic() - log.started))
-            snapshot()
-            if resolved.patience and state["bad_epochs"] >= resolved.patience:
-                say(f"early stopping: {metric} has not improved for {resolved.patience} epochs")
-                break
-    except KeyboardInterrupt:
-        snapshot()
-        raise TrainingInterrupted(f"training stopped at step {state['step']}; checkpoint saved. "
-                                  f"Continue with: falv train --resume --out {run_dir}") from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        cfg, ctx, state = self.config, self.ctx, self.state
+        self.train_ds.set_epoch(epoch)
+        batches = _epoch_batches(len(self.train_src), self.micro, cfg.seed, epoch, ctx.rank, ctx.world_size)
+        groups = [batches[i:i + cfg.accumulate] for i in range(0, len(batches), cfg.accumulate)]
+        groups = groups[state["step"] - epoch * self.steps_per_epoch:]  # steps already taken (resume)
+        loader = DataLoader(self.train_ds, batch_sampler=[b for g in groups for b in g], collate_fn=collate,
+                            num_workers=self.workers)
+        batches_in = iter(loader)
+        self.net.train()
+        sums = [0.0, 0.0, 0.0]  # loss x clips, correct, clips
+        rate = self._rate(max(0, state["step"] - 1))
+        for group in groups:
+            step = state["step"]
+            rate = self._rate(step)
+            for g in self.optimizer.param_groups:
+                g["lr"] = rate
+            torch.manual_seed(_step_seed(cfg.seed, step, ctx.rank))  # dropout / drop path
+            rng = np.random.default_rng(_step_seed(cfg.seed, step, 10_000 + ctx.rank))
+            loss = self._accumulate([next(batches_in) for _ in group], rng, sums)
+            self._optimizer_step()
+            state["step"] = step + 1
+            if state["step"] % cfg.log_every == 0:
+                self.log.write("step", epoch=epoch + 1, step=state["step"], loss=round(loss, 5), lr=rate)
+            if self.on_step is not None:
+                self.on_step(state["step"])
+            if stop_signal:
+                raise KeyboardInterrupt
+        loss_sum, correct, seen = ctx.all_sum(sums)
+        state["epoch"] = epoch + 1
+        return {"epoch": epoch + 1, "step": state["step"], "lr": rate,
+                "train_loss": round(loss_sum / max(1.0, seen), 5),
+                "train_top1": None if self.multilabel else round(correct / max(1.0, seen), 5),
+                "val_loss": None, "val_top1": None, "val_map": None}
 
-    elapsed = time.monotonic() - log.started
-    log.write("end", best_epoch=state["best_epoch"], best_metric=metric, best_value=state["best"])
-    if ctx.is_main:
-        _write_plots(run_dir)
-        say(f"best {metric} {state['best']:.4g} at epoch {state['best_epoch']}; model in {best_dir} "
-            f"({elapsed:.0f} s)")
-    return TrainResult(run_dir=run_dir, best_dir=best_dir, best_epoch=state["best_epoch"], best_metric=metric,
-                       best_value=state["best"], epochs_run=state["epoch"], steps=state["step"], seconds=elapsed,
-                       history=history)
+    def _rate(self, step: int) -> float:
+        cfg = self.config
+        return lr_at(step, self.total_steps, self.warmup_steps, cfg.lr, min(cfg.min_lr, cfg.lr))
+
+    def _accumulate(self, micro_batches: list[Any], rng: np.random.Generator, sums: list[float]) -> float:
+        """Forward and backward over the micro-batches of one step; returns the step's mean loss."""
+        cfg, num_classes = self.config, len(self.train_src.classes)
+        step_loss = 0.0
+        for k, batch in enumerate(micro_batches):
+            if batch is None:
+                continue
+            x = batch["pixel_values"].to(self.device, non_blocking=True)
+            y = batch["labels"].to(self.device)
+            target = soft_targets(y, num_classes, 0.0 if self.multilabel else cfg.label_smoothing)
+            x, target = mix_batch(x, target, rng, mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mix_prob)
+            sync = k == len(micro_batches) - 1 or not self.ctx.enabled  # DDP: all-reduce on the last only
+            with (nullcontext() if sync else self.net.no_sync()), _autocast(self.device, self.amp):
+                logits = self.net(x).logits
+                loss = soft_loss(logits, target, self.multilabel) / len(micro_batches)
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            value = float(loss.detach()) * len(micro_batches)
+            step_loss += value / len(micro_batches)
+            sums[0] += value * len(y)
+            sums[2] += len(y)
+            if not self.multilabel:
+                sums[1] += int((logits.detach().argmax(-1) == y).sum())
+        return step_loss
+
+    def _optimizer_step(self) -> None:
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.config.clip_grad:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        """Validate (every ``validate_every`` epochs and at the end), keep the best model, count bad epochs."""
+        cfg, state = self.config, self.state
+        if epoch % cfg.validate_every and epoch != cfg.epochs:
+            return {}
+        judged = self.ema.module if self.ema is not None else self.model
+        figures = validate(judged, self.val_ds, self.ctx, self.amp, self.micro, self.multilabel)
+        value = figures[self.metric]
+        if _better(self.metric, value, state["best"], cfg.min_delta):
+            state.update(best=value, best_epoch=epoch, bad_epochs=0)
+            if self.ctx.is_main:
+                _save_best(judged, self.run_dir / "best")
+        else:
+            state["bad_epochs"] += 1
+        return figures
 
 
 def _epoch_line(record: dict[str, Any], epochs: int, metric: str, state: dict[str, Any], elapsed: float) -> str:
