@@ -148,3 +148,19 @@ def test_cli_train_and_usage_errors(synth_set, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "falv", "train", "--out", str(tmp_path / "x")],
                              capture_output=True, text=True, env=env, timeout=60)
     assert missing.returncode == 2 and "--data" in missing.stderr
+
+
+def test_fine_tune_from_a_transformers_timesformer(synth_set, tmp_path):
+    """A TimeSformer checkpoint of 5 classes and 4 frames fine-tuned on 2 classes at 6 frames."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.TimesformerConfig(image_size=32, patch_size=8, num_frames=4, hidden_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                         num_labels=5)
+    transformers.TimesformerForVideoClassification(cfg).save_pretrained(tmp_path / "hf")
+    result = train(TrainConfig(data=str(synth_set), out=str(tmp_path / "run"), init=str(tmp_path / "hf"),
+                               num_frames=6, epochs=1, batch_size=4, precision="fp32"), echo=None)
+    model = FALForVideoClassification.from_pretrained(result.best_dir)
+    assert model.config.num_frames == 6 and model.config.num_labels == 2
+    assert model.config.labels == (synth_set / "labels.txt").read_text().split()
+    saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert saved["lr"] == pytest.approx(1e-3 * 4 / 16 / 10)  # linear scaling, a tenth when fine-tuning
