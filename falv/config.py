@@ -29,6 +29,9 @@ ATTENTION_TYPES = (
     "axial",
 )
 POSITION_EMBEDDINGS = ("none", "space", "space_time")
+#: Order of the two steps of divided attention: TimeSformer's time-then-space (the
+#: default, what public checkpoints hold) or space-then-time (the paper's order ablation).
+DIVIDED_ORDERS = ("time_space", "space_time")
 HEAD_TYPES = ("linear", "mlp")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification")
 
@@ -68,6 +71,8 @@ class FALConfig:
     layer_norm_eps: float = 1e-6
     qkv_bias: bool = True
     attention_type: str = "divided_space_time"
+    # divided_space_time only: "time_space" (TimeSformer, default) or "space_time" (order ablation).
+    divided_order: str = "time_space"
     position_embedding: str = "space_time"
     # Head: "linear" (TimeSformer) or "mlp" (the paper's 1-hidden-layer MLP, Sec. 3).
     head_type: str = "linear"
@@ -96,6 +101,12 @@ class FALConfig:
     # -- checks -----------------------------------------------------------
     def validate(self) -> None:
         check_choice("attention_type", self.attention_type, ATTENTION_TYPES)
+        check_choice("divided_order", self.divided_order, DIVIDED_ORDERS)
+        if self.divided_order != DIVIDED_ORDERS[0] and self.attention_type != "divided_space_time":
+            raise ConfigError(
+                f"divided_order={self.divided_order!r} applies only to attention_type "
+                f"'divided_space_time', not {self.attention_type!r}"
+            )
         check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
         check_choice("head_type", self.head_type, HEAD_TYPES)
         check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
@@ -152,7 +163,11 @@ class FALConfig:
 
     # -- JSON -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict. ``divided_order`` is written only when it is not the default,
+        so configs of default models stay exactly as they were before the option existed."""
         out = dataclasses.asdict(self)
+        if out["divided_order"] == DIVIDED_ORDERS[0]:
+            del out["divided_order"]
         out["id2label"] = {str(k): v for k, v in self.id2label.items()}
         out["image_mean"] = list(self.image_mean)
         out["image_std"] = list(self.image_std)

@@ -13,6 +13,8 @@ How the CLS token takes part (following the public TimeSformer where it exists):
 * ``divided_space_time``: temporal step without CLS, then a projection
   (``temporal_fc``); in the spatial step the CLS token is copied into every frame
   and the copies' outputs are averaged (TimeSformer, Bertasius et al. 2021).
+  ``divided_order="space_time"`` runs the same two steps, with the same
+  parameters, in the other order (the paper's order ablation).
 * ``space_only``: one CLS token per frame (K = T), never mixed across frames;
   the model averages over frames after the last block.
 * ``sparse_local_global`` and ``axial`` (no public implementation; falv's
@@ -34,7 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from falv.config import ATTENTION_TYPES, check_choice
+from falv.config import ATTENTION_TYPES, DIVIDED_ORDERS, check_choice
+from falv.errors import ConfigError
 from falv.model.attention import MultiHeadAttention
 
 Grid = tuple[int, int, int]  # (T, Hp, Wp)
@@ -248,24 +251,39 @@ _SCHEMES: dict[str, list[tuple[str, Grouping, str, bool]]] = {
 assert tuple(_SCHEMES) == ATTENTION_TYPES
 
 
-def scheme_steps(attention_type: str) -> list[tuple[str, Grouping, str, bool]]:
-    """The steps of a scheme; an unknown name raises an error listing the valid ones."""
+def scheme_steps(attention_type: str, divided_order: str = "time_space") -> list[tuple[str, Grouping, str, bool]]:
+    """The steps of a scheme; an unknown name raises an error listing the valid ones.
+
+    ``divided_order`` (divided_space_time only): ``"time_space"`` is TimeSformer's
+    order (Eq. 7 then Eq. 6); ``"space_time"`` swaps the two steps. Each step keeps
+    its own name, LayerNorm and projections (``temporal_fc`` stays with the time
+    step), so both orders have the same parameters under the same state-dict keys.
+    """
     check_choice("attention_type", attention_type, ATTENTION_TYPES)
-    return _SCHEMES[attention_type]
+    check_choice("divided_order", divided_order, DIVIDED_ORDERS)
+    steps = _SCHEMES[attention_type]
+    if divided_order == "time_space":
+        return steps
+    if attention_type != "divided_space_time":
+        raise ConfigError(
+            f"divided_order={divided_order!r} applies only to 'divided_space_time', not {attention_type!r}"
+        )
+    return steps[::-1]  # space (Eq. 6) first, then time (Eq. 7)
 
 
-def comparisons_per_patch(attention_type: str, grid: Grid) -> int:
+def comparisons_per_patch(attention_type: str, grid: Grid, divided_order: str = "time_space") -> int:
     """How many keys one patch query is compared with in one block, summed over steps.
 
     Counted from the groupings themselves (so a test of it checks them), with the
     CLS token as a key wherever it takes part. Joint: NF + 1 (Eq. 5). Divided:
     F + (N + 1) = N + F + 1. The paper writes N + F + 2 because its Eq. 7 also
     puts the CLS key in the temporal step; the public TimeSformer code, whose
-    checkpoints falv loads, leaves it out there, and so does falv.
+    checkpoints falv loads, leaves it out there, and so does falv. The order of the
+    steps (``divided_order``) does not change the count.
     """
     t, hp, wp = grid
     total = 0
-    for _name, grouping, cls_mode, _fc in scheme_steps(attention_type):
+    for _name, grouping, cls_mode, _fc in scheme_steps(attention_type, divided_order):
         for idx in grouping(t, hp, wp):
             if (idx == 0).any():  # the group of patch 0 in this step
                 total += idx.shape[1] + (cls_mode != "none")

@@ -66,7 +66,7 @@ class Block(nn.Module):
                     cls_mode=cls_mode,
                     out_fc=out_fc,
                 )
-                for name, grouping, cls_mode, out_fc in scheme_steps(config.attention_type)
+                for name, grouping, cls_mode, out_fc in scheme_steps(config.attention_type, config.divided_order)
             }
         )
         self.norm2 = nn.LayerNorm(d, eps=config.layer_norm_eps)
