@@ -59,6 +59,10 @@ class FALConfig:
     patch_size: int = 16
     num_channels: int = 3
     num_frames: int = 8
+    # Frames each patch token sees: 1 is TimeSformer (one frame's patch); 2 also embeds the
+    # same patch of the previous frame (the first frame repeats itself), a motion cue that
+    # lets small models trained from scratch learn direction (docs/model.md).
+    patch_frames: int = 1
     hidden_size: int = 768
     num_hidden_layers: int = 12
     num_attention_heads: int = 12
@@ -110,12 +114,14 @@ class FALConfig:
         check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
         check_choice("head_type", self.head_type, HEAD_TYPES)
         check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
-        positive = ("image_size", "patch_size", "num_channels", "num_frames", "hidden_size",
+        positive = ("image_size", "patch_size", "num_channels", "num_frames", "patch_frames", "hidden_size",
                     "num_hidden_layers", "num_attention_heads", "intermediate_size")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.patch_frames, int) and self.patch_frames > self.num_frames:
+            raise ConfigError(f"patch_frames ({self.patch_frames}) must not exceed num_frames ({self.num_frames})")
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"hidden_size ({self.hidden_size}) must be divisible by "
@@ -163,11 +169,14 @@ class FALConfig:
 
     # -- JSON -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict. ``divided_order`` is written only when it is not the default,
-        so configs of default models stay exactly as they were before the option existed."""
+        """A JSON-ready dict. ``divided_order`` and ``patch_frames`` are written only when they
+        are not the default, so configs of default models stay exactly as they were before
+        the options existed."""
         out = dataclasses.asdict(self)
         if out["divided_order"] == DIVIDED_ORDERS[0]:
             del out["divided_order"]
+        if out["patch_frames"] == 1:
+            del out["patch_frames"]
         out["id2label"] = {str(k): v for k, v in self.id2label.items()}
         out["image_mean"] = list(self.image_mean)
         out["image_std"] = list(self.image_std)

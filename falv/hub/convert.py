@@ -81,6 +81,10 @@ def timesformer_key_map(config: FALConfig, source: str) -> dict[str, tuple[str, 
             f"TimeSformer checkpoints have no {config.attention_type!r} attention; "
             f"they use one of {', '.join(SUPPORTED_TIMESFORMER_SCHEMES)}"
         )
+    if config.patch_frames != 1:
+        raise CheckpointError(
+            f"TimeSformer checkpoints embed one frame per patch token; this model has patch_frames={config.patch_frames}"
+        )
     col = {"transformers": 0, "original": 1}[source]
     layer_prefix = "timesformer.encoder.layer." if source == "transformers" else "model.blocks."
     main = "joint" if config.attention_type == "joint_space_time" else "space"

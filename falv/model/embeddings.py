@@ -42,18 +42,35 @@ def interpolate_time_embedding(time: torch.Tensor, frames: int, mode: str = "nea
     return out.transpose(1, 2).to(time.dtype)
 
 
+def stack_previous_frames(pixel_values: torch.Tensor, frames: int) -> torch.Tensor:
+    """(B, T, C, H, W) -> (B, T, frames*C, H, W): frame t, then t-1, ..., t-frames+1 on the
+    channel axis; before the first frame, the first frame repeats."""
+    if frames == 1:
+        return pixel_values
+    t = pixel_values.shape[1]
+    index = (torch.arange(t).unsqueeze(1) - torch.arange(frames)).clamp(min=0)  # (T, frames)
+    x = pixel_values[:, index.flatten()]  # (B, T*frames, C, H, W)
+    return x.reshape(pixel_values.shape[0], t, frames * pixel_values.shape[2], *pixel_values.shape[3:])
+
+
 class PatchEmbedding(nn.Module):
     """Cut frames into PxP patches and embed each linearly: E in R^{D x 3P^2} (Eq. 1-3).
 
     Written as a reshape and one matmul (no convolution); the weight is stored as
     ``(D, C*P*P)`` with the (channel, row, column) order of a patch, so a
     TimeSformer ``Conv2d`` kernel converts by a reshape.
+
+    With ``frames = k > 1`` (``FALConfig.patch_frames``) the token of frame t embeds
+    the same patch in frames t, t-1, ..., t-k+1 (weight ``(D, k*C*P*P)``, frame-major):
+    still one linear map per token and one token per frame and patch, so the
+    sequence, the attention schemes and the attention maps are unchanged.
     """
 
-    def __init__(self, patch_size: int, num_channels: int, dim: int) -> None:
+    def __init__(self, patch_size: int, num_channels: int, dim: int, frames: int = 1) -> None:
         super().__init__()
         self.patch_size = patch_size
-        self.proj = nn.Linear(num_channels * patch_size * patch_size, dim)
+        self.frames = frames
+        self.proj = nn.Linear(frames * num_channels * patch_size * patch_size, dim)
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """(B, T, C, H, W) -> patch embeddings (B, T*N, D) frame-major, and the grid (T, Hp, Wp)."""
@@ -62,8 +79,9 @@ class PatchEmbedding(nn.Module):
         hp, wp = h // p, w // p
         if hp == 0 or wp == 0:
             raise ValueError(f"frames of {h}x{w} are smaller than one {p}x{p} patch")
-        x = pixel_values[..., : hp * p, : wp * p]  # like a strided conv, drop the remainder
-        x = x.reshape(b, t, c, hp, p, wp, p).permute(0, 1, 3, 5, 2, 4, 6)  # (B, T, Hp, Wp, C, P, P)
+        x = stack_previous_frames(pixel_values[..., : hp * p, : wp * p], self.frames)  # drop the remainder
+        c = x.shape[2]
+        x = x.reshape(b, t, c, hp, p, wp, p).permute(0, 1, 3, 5, 2, 4, 6)  # (B, T, Hp, Wp, k*C, P, P)
         x = x.reshape(b, t * hp * wp, c * p * p)
         return self.proj(x), (t, hp, wp)
 
@@ -75,7 +93,7 @@ class Embeddings(nn.Module):
         super().__init__()
         d = config.hidden_size
         self.attention_type = config.attention_type
-        self.patch_embed = PatchEmbedding(config.patch_size, config.num_channels, d)
+        self.patch_embed = PatchEmbedding(config.patch_size, config.num_channels, d, config.patch_frames)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         use_space = config.position_embedding in ("space", "space_time")
         # TimeSformer's space-only model has no time embedding; falv keeps that.
