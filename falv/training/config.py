@@ -113,10 +113,10 @@ class TrainConfig:
 def default_epochs(num_train: int) -> int:
     """Epochs for a dataset of ``num_train`` videos when none are given: enough optimizer
     steps for a small transformer to learn from scratch on small sets (measured on falv synth
-    sets, docs/training.md), fewer passes as the set grows: 1200 clips' worth of passes
-    at the least, clamped to [15, 100] epochs... scaled as ``ceil(6000 / n)``.
+    sets, docs/training.md), fewer passes as the set grows: ``ceil(12000 / n)`` (about
+    12000 clips seen), clamped to [30, 100] epochs.
     """
-    return int(min(100, max(15, math.ceil(6000 / max(1, num_train)))))
+    return int(min(100, max(30, math.ceil(12000 / max(1, num_train)))))
 
 
 def default_lr(batch_size: int, accumulate: int, fine_tune: bool) -> float:

@@ -142,7 +142,7 @@ def test_split_needs_two_videos_of_some_class():
         stratified_split(_source({"a": 1, "b": 1}), 0.2, 0)
 
 
-@pytest.mark.parametrize("n, epochs", [(10, 100), (60, 100), (168, 36), (600, 15), (100_000, 15)])
+@pytest.mark.parametrize("n, epochs", [(10, 100), (100, 100), (168, 72), (420, 30), (600, 30), (100_000, 30)])
 def test_default_epochs_scale_with_data(n, epochs):
     assert default_epochs(n) == epochs
 
