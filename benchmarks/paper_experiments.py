@@ -414,31 +414,7 @@ def model_cost(kind: str, config: Any) -> tuple[int, float]:
         from falv.model.baseline import count_flops, count_parameters
     else:
         from falv.model.flops import count_flops, count_parameters
-    try:
-        flops = count_flops(config)
-    except AssertionError:
-        # falv.model.flops.count_flops fails for position_embedding="none" (torch's module
-        # tracker meets the CLS token, a no-grad view of a parameter, under torch.no_grad);
-        # the same count with autograd on gives the same numbers for the other settings.
-        flops = _count_flops_with_grad(kind, config)
-    return int(count_parameters(config)), flops / 1e9
-
-
-def _count_flops_with_grad(kind: str, config: Any) -> int:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    if kind == "cnn":
-        from falv.model.baseline import R2Plus1DForVideoClassification as cls
-    else:
-        from falv.model.transformer import FALForVideoClassification as cls
-    with torch.device("meta"):
-        model = cls(config).eval()
-        x = torch.empty(1, config.num_frames, config.num_channels, config.image_size, config.image_size)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(x)
-    return int(counter.get_total_flops())
+    return int(count_parameters(config)), count_flops(config) / 1e9
 
 
 # -- one run: train, then test --------------------------------------------------------------------

@@ -22,7 +22,9 @@ def count_flops(config: FALConfig, num_frames: int | None = None, image_size: in
     frames = num_frames or config.num_frames
     size = image_size or config.image_size
     with torch.device("meta"):
-        model = FALForVideoClassification(config).eval()
+        # no parameter requires grad: under no_grad a view of one (the expanded CLS token when
+        # nothing is added to it) would trip the counter's module tracker
+        model = FALForVideoClassification(config).eval().requires_grad_(False)
         x = torch.empty(batch_size, frames, config.num_channels, size, size)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():

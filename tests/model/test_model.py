@@ -157,3 +157,12 @@ def test_divided_is_cheaper_than_joint_and_grows_linearly():
     assert all(d < j for d, j in zip(divided, joint))
     assert joint[2] / joint[1] > divided[2] / divided[1]
     assert count_parameters(preset("base", id2label={i: str(i) for i in range(400)})) == 121_566_352
+
+
+@pytest.mark.parametrize("embedding", ["none", "space", "space_time"])
+@pytest.mark.parametrize("scheme", ["divided_space_time", "space_only"])
+def test_flops_are_counted_for_every_position_embedding(embedding, scheme):
+    cfg = tiny_config(position_embedding=embedding, attention_type=scheme)
+    flops = count_flops(cfg)
+    # the embedding adds no matmul: every setting counts the same
+    assert flops == count_flops(tiny_config(attention_type=scheme)) > 0
