@@ -247,3 +247,17 @@ def test_no_resume_keeps_the_previous_labels_file(model_dir, videos, tmp_path):
     kept = [p.name for p in out.glob("labels.*.jsonl")]
     assert len(kept) == 1 and len(read_records(out / kept[0])) == 1
     assert len(read_records(out / "labels.jsonl")) == 1
+
+
+def test_non_finite_scores_give_error_records_not_a_crash(videos, tmp_path):
+    _, good, _ = videos
+    model = FALForVideoClassification(preset("tiny", id2label=LABELS))
+    with torch.no_grad():
+        model.head.fc.bias[1] = float("nan")  # e.g. weights broken by an overflow in training
+    model.save_pretrained(tmp_path / "broken")
+    records = list(label(good[:2], str(tmp_path / "broken"), out_dir=tmp_path / "out", clips=2))
+    assert len(records) == 2
+    for r in records:
+        assert r.error is not None and r.error.type == "non_finite_scores"
+        assert "2 of 2 window(s)" in r.error.message and r.labels == []
+    assert len(read_records(tmp_path / "out" / "labels.jsonl")) == 2
