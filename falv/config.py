@@ -47,8 +47,70 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+class LabelFields:
+    """Label, problem-type and preprocessing handling shared by the configs of falv's models
+    (:class:`FALConfig` and the CNN baseline's), so the trainer and the labeler read either.
+    The dataclass using it declares ``id2label``, ``label2id``, ``problem_type``,
+    ``image_mean``, ``image_std``, ``num_channels`` and ``thresholds``."""
+
+    id2label: dict[int, str]
+    label2id: dict[str, int]
+    problem_type: str
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+    num_channels: int
+    thresholds: list[float] | None
+
+    def _normalise_labels(self) -> None:
+        """JSON gives string keys and lists: back to ``{int: str}``, ``{str: int}`` and tuples."""
+        self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+        if not self.label2id:
+            self.label2id = {v: k for k, v in self.id2label.items()}
+        else:
+            self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+        self.image_mean = tuple(float(x) for x in self.image_mean)
+        self.image_std = tuple(float(x) for x in self.image_std)
+
+    def _validate_labels(self) -> None:
+        check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
+        if len(self.id2label) < 1:
+            raise ConfigError("a model needs at least one label (id2label is empty)")
+        if sorted(self.id2label) != list(range(len(self.id2label))):
+            raise ConfigError("id2label keys must be 0..num_labels-1")
+        if len(self.image_mean) != self.num_channels or len(self.image_std) != self.num_channels:
+            raise ConfigError("image_mean and image_std need one value per channel")
+        if self.thresholds is not None and len(self.thresholds) != self.num_labels:
+            raise ConfigError(f"thresholds has {len(self.thresholds)} values for {self.num_labels} labels")
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names in index order."""
+        return [self.id2label[i] for i in range(self.num_labels)]
+
+    @property
+    def is_multilabel(self) -> bool:
+        return self.problem_type == "multi_label_classification"
+
+    def with_labels(self, labels: list[str]):  # -> the same config class
+        """A copy with a new label set (e.g. fine-tuning on your own classes)."""
+        return dataclasses.replace(self, id2label=dict(enumerate(labels)), label2id={}, thresholds=None)
+
+    def _labels_to_dict(self, out: dict[str, Any]) -> dict[str, Any]:
+        out["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        out["image_mean"] = list(self.image_mean)
+        out["image_std"] = list(self.image_std)
+        from falv import __version__
+
+        out["falv_version"] = __version__
+        return out
+
+
 @dataclass
-class FALConfig:
+class FALConfig(LabelFields):
     """Configuration of :class:`falv.FALForVideoClassification`.
 
     The defaults describe the ``base`` preset (ViT-B, 8 frames of 224x224,
@@ -93,13 +155,7 @@ class FALConfig:
     model_type: str = MODEL_TYPE
 
     def __post_init__(self) -> None:
-        self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
-        if not self.label2id:
-            self.label2id = {v: k for k, v in self.id2label.items()}
-        else:
-            self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
-        self.image_mean = tuple(float(x) for x in self.image_mean)
-        self.image_std = tuple(float(x) for x in self.image_std)
+        self._normalise_labels()
         self.validate()
 
     # -- checks -----------------------------------------------------------
@@ -113,7 +169,6 @@ class FALConfig:
             )
         check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
         check_choice("head_type", self.head_type, HEAD_TYPES)
-        check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
         positive = ("image_size", "patch_size", "num_channels", "num_frames", "patch_frames", "hidden_size",
                     "num_hidden_layers", "num_attention_heads", "intermediate_size")
         for name in positive:
@@ -131,25 +186,9 @@ class FALConfig:
             raise ConfigError(
                 f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})"
             )
-        if len(self.id2label) < 1:
-            raise ConfigError("a model needs at least one label (id2label is empty)")
-        if sorted(self.id2label) != list(range(len(self.id2label))):
-            raise ConfigError("id2label keys must be 0..num_labels-1")
-        if len(self.image_mean) != self.num_channels or len(self.image_std) != self.num_channels:
-            raise ConfigError("image_mean and image_std need one value per channel")
-        if self.thresholds is not None and len(self.thresholds) != self.num_labels:
-            raise ConfigError(f"thresholds has {len(self.thresholds)} values for {self.num_labels} labels")
+        self._validate_labels()
 
-    # -- derived ----------------------------------------------------------
-    @property
-    def num_labels(self) -> int:
-        return len(self.id2label)
-
-    @property
-    def labels(self) -> list[str]:
-        """Class names in index order."""
-        return [self.id2label[i] for i in range(self.num_labels)]
-
+    # -- derived (labels: LabelFields) ------------------------------------
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
@@ -157,15 +196,6 @@ class FALConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
-
-    @property
-    def is_multilabel(self) -> bool:
-        return self.problem_type == "multi_label_classification"
-
-    def with_labels(self, labels: list[str]) -> FALConfig:
-        """A copy with a new label set (e.g. fine-tuning on your own classes)."""
-        id2label = dict(enumerate(labels))
-        return dataclasses.replace(self, id2label=id2label, label2id={}, thresholds=None)
 
     # -- JSON -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -177,14 +207,8 @@ class FALConfig:
             del out["divided_order"]
         if out["patch_frames"] == 1:
             del out["patch_frames"]
-        out["id2label"] = {str(k): v for k, v in self.id2label.items()}
-        out["image_mean"] = list(self.image_mean)
-        out["image_std"] = list(self.image_std)
         out["architectures"] = ["FALForVideoClassification"]
-        from falv import __version__
-
-        out["falv_version"] = __version__
-        return out
+        return self._labels_to_dict(out)
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from falv.config import IMAGENET_MEAN, IMAGENET_STD, PROBLEM_TYPES, check_choice
+from falv.config import IMAGENET_MEAN, IMAGENET_STD, LabelFields
 from falv.errors import CheckpointError, ConfigError
 from falv.model.transformer import VideoClassifierOutput, classification_loss
 
@@ -46,7 +46,7 @@ WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass
-class R2Plus1DConfig:
+class R2Plus1DConfig(LabelFields):
     """Configuration of :class:`R2Plus1DForVideoClassification`.
 
     ``widths[i]`` channels and ``depths[i]`` residual blocks in stage ``i``; the
@@ -81,21 +81,15 @@ class R2Plus1DConfig:
     model_type: str = BASELINE_MODEL_TYPE
 
     def __post_init__(self) -> None:
-        self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
-        if not self.label2id:
-            self.label2id = {v: k for k, v in self.id2label.items()}
-        else:
-            self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
-        for name in ("widths", "depths", "spatial_strides", "temporal_strides", "image_mean", "image_std"):
+        self._normalise_labels()
+        for name in ("widths", "depths", "spatial_strides", "temporal_strides"):
             value = getattr(self, name)
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"{name} must be a list of numbers, got {value!r}")
-            cast = float if name.startswith("image_") else int
-            setattr(self, name, tuple(cast(x) for x in value))
+            setattr(self, name, tuple(int(x) for x in value))
         self.validate()
 
     def validate(self) -> None:
-        check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
         if self.model_type != BASELINE_MODEL_TYPE:
             raise ConfigError(f"model_type {self.model_type!r} is not {BASELINE_MODEL_TYPE!r}")
         for name in ("num_frames", "image_size", "num_channels", "stem_width", "stem_kernel",
@@ -114,51 +108,23 @@ class R2Plus1DConfig:
                 raise ConfigError(f"{name} must be positive, got {values}")
         if any(w <= 0 for w in self.widths):
             raise ConfigError(f"widths must be positive, got {self.widths}")
-        if len(self.id2label) < 1:
-            raise ConfigError("a model needs at least one label (id2label is empty)")
-        if sorted(self.id2label) != list(range(len(self.id2label))):
-            raise ConfigError("id2label keys must be 0..num_labels-1")
-        if len(self.image_mean) != self.num_channels or len(self.image_std) != self.num_channels:
-            raise ConfigError("image_mean and image_std need one value per channel")
-        if self.thresholds is not None and len(self.thresholds) != self.num_labels:
-            raise ConfigError(f"thresholds has {len(self.thresholds)} values for {self.num_labels} labels")
+        self._validate_labels()
         if not 0.0 <= self.head_dropout_prob < 1.0:
             raise ConfigError(f"head_dropout_prob must be in [0, 1), got {self.head_dropout_prob}")
 
-    # -- derived (the names FALConfig uses, so trainer and labeler read either) -------------------
-    @property
-    def num_labels(self) -> int:
-        return len(self.id2label)
-
-    @property
-    def labels(self) -> list[str]:
-        """Class names in index order."""
-        return [self.id2label[i] for i in range(self.num_labels)]
-
-    @property
-    def is_multilabel(self) -> bool:
-        return self.problem_type == "multi_label_classification"
-
+    # -- derived (labels: LabelFields, the names FALConfig uses) ---------------------------------
     @property
     def hidden_size(self) -> int:
         """Size of the clip embedding (the pooled features of the last stage)."""
         return self.widths[-1]
 
-    def with_labels(self, labels: list[str]) -> R2Plus1DConfig:
-        """A copy with a new label set (fine-tuning on other classes)."""
-        return dataclasses.replace(self, id2label=dict(enumerate(labels)), label2id={}, thresholds=None)
-
     # -- JSON ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["id2label"] = {str(k): v for k, v in self.id2label.items()}
-        for name in ("widths", "depths", "spatial_strides", "temporal_strides", "image_mean", "image_std"):
+        for name in ("widths", "depths", "spatial_strides", "temporal_strides"):
             out[name] = list(getattr(self, name))
         out["architectures"] = ["R2Plus1DForVideoClassification"]
-        from falv import __version__
-
-        out["falv_version"] = __version__
-        return out
+        return self._labels_to_dict(out)
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
