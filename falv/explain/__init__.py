@@ -11,9 +11,7 @@ heat maps on the frames.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from falv._lazy import lazy_exports
 from falv.errors import FalvError
 
 
@@ -38,14 +36,4 @@ _LAZY = {
 __all__ = ["ExplainError", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'falv.explain' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

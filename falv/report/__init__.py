@@ -10,9 +10,7 @@ Matplotlib and Pillow (the ``plots`` extra) are imported only when a picture is 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from falv._lazy import lazy_exports
 from falv.errors import FalvError
 
 
@@ -30,14 +28,4 @@ _LAZY = {
 __all__ = ["ReportError", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'falv.report' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
