@@ -101,6 +101,7 @@ def test_scaling_happens_in_the_decoder(videos, monkeypatch):
     """swscale resizes while converting to RGB (no full-size RGB frame is made)."""
     from av.video.reformatter import VideoReformatter
 
+    path = videos["uhd.mp4"]  # made (and encoded, which reformats too) before the spy goes in
     calls = []
     original = VideoReformatter.reformat
 
@@ -109,7 +110,7 @@ def test_scaling_happens_in_the_decoder(videos, monkeypatch):
         return original(self, frame, *args, **kwargs)
 
     monkeypatch.setattr(VideoReformatter, "reformat", spy)
-    read_frames(videos["uhd.mp4"], [0.0], size=224)
+    read_frames(path, [0.0], size=224)
     assert len(calls) == 1
     (src_w, _), kwargs = calls[0]
     assert src_w > 398 and kwargs == {"width": 398, "height": 224, "format": "rgb24"}
