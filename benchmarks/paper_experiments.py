@@ -574,8 +574,42 @@ def run_experiment(settings: Settings, name: str) -> dict[str, Any]:
             results[dname][arm.key] = entry
     data = experiment_json(settings, spec, arms, datasets, results, time.monotonic() - started)
     data["markdown"] = markdown_table(data)
-    write_json(settings.out / f"{('quick-' if settings.quick else '')}{name}.json", data)
+    stem = f"{('quick-' if settings.quick else '')}{name}"
+    write_json(settings.out / f"{stem}.json", data)
+    if name == "views":
+        plot_views(data, settings.out / f"{stem}.png")
     return data
+
+
+def plot_views(data: dict[str, Any], path: Path) -> Path:
+    """Figure 6 as a PNG: video-level top-1 against the number of test clips, one line per
+    dataset and metric, mean with the seeds' standard deviation as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for dname, by_arm in data["results"].items():
+        (entry,) = by_arm.values()
+        for metric, style in zip(VIEW_METRICS, ("-o", "--s")):
+            clips = [v["clips"] for v in entry["views"]]
+            mean = [100 * v[metric]["mean"] for v in entry["views"]]
+            std = [100 * (v[metric]["std"] or 0.0) for v in entry["views"]]
+            ax.errorbar(clips, mean, yerr=std, fmt=style, capsize=3,
+                        label=f"{DATASET_LABELS.get(dname, dname)}, {METRIC_LABELS[metric]}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(clips, [str(c) for c in clips])
+    ax.set_xlabel("test clips per video (K)")
+    ax.set_ylabel("video-level top-1 (%)")
+    ax.set_title(f"Accuracy against test clips, untrimmed synth videos ({len(data['seeds'])} seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def experiment_arms(settings: Settings, name: str) -> list[Arm]:

@@ -121,6 +121,7 @@ def _check_views(pe, out, table1, returned):
     assert entry["untrimmed"]["videos"] == pe.QUICK_UNTRIMMED["untrimmed"]
     assert entry["untrimmed"]["mean_actions_per_video"] >= 1
     assert "| 1 |" in data["markdown"] and "| 2 |" in data["markdown"]
+    assert (out / "quick-views.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # Figure 6 as a picture
 
 
 def _check_cnn(pe, out, returned):
