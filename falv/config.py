@@ -48,8 +48,9 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
 
 
 class LabelFields:
-    """Label, problem-type and preprocessing handling shared by the configs of falv's models
-    (:class:`FALConfig` and the CNN baseline's), so the trainer and the labeler read either.
+    """Label, problem-type and preprocessing handling, and config.json writing, shared by the
+    configs of falv's models (:class:`FALConfig` and the CNN baseline's), so the trainer and
+    the labeler read either. Subclasses provide ``to_dict``.
     The dataclass using it declares ``id2label``, ``label2id``, ``problem_type``,
     ``image_mean``, ``image_std``, ``num_channels`` and ``thresholds``."""
 
@@ -107,6 +108,17 @@ class LabelFields:
 
         out["falv_version"] = __version__
         return out
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"  # type: ignore[attr-defined]
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``directory/config.json`` atomically."""
+        from falv.hub.io import atomic_write_text
+
+        path = Path(directory) / CONFIG_NAME
+        atomic_write_text(path, self.to_json_string())
+        return path
 
 
 @dataclass
@@ -210,9 +222,6 @@ class FALConfig(LabelFields):
         out["architectures"] = ["FALForVideoClassification"]
         return self._labels_to_dict(out)
 
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FALConfig:
         """Build from a dict; keys that are not fields (e.g. ``architectures``) are ignored."""
@@ -224,13 +233,6 @@ class FALConfig(LabelFields):
                 "use falv.hub.load_config to convert TimeSformer configs"
             )
         return cls(**kwargs)
-
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        from falv.hub.io import atomic_write_text
-
-        path = Path(directory) / CONFIG_NAME
-        atomic_write_text(path, self.to_json_string())
-        return path
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> FALConfig:

@@ -160,7 +160,7 @@ def load_model(
     expected = model.state_dict()
     if source == "falv":
         state = source_state
-        _check_keys(state, expected, path)
+        check_state_keys(state, expected, path)
     else:
         state = convert_state_dict(source_state, config, source, expected)
 
@@ -198,7 +198,8 @@ def _is_falv_dir(path: Path) -> bool:
     return _read_json(path / CONFIG_NAME).get("model_type") == MODEL_TYPE
 
 
-def _check_keys(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path) -> None:
+def check_state_keys(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path) -> None:
+    """One error naming the missing, unexpected and mis-shaped keys of ``path``'s weights."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"

@@ -175,8 +175,9 @@ class Engine:
             return record_error(video.path, video.error["type"], video.error["message"], info=video.info or None,
                                 model=self.model_id, multilabel=self.multilabel)
         scores = np.stack(video.scores)
-        if not np.isfinite(scores).all():  # a model that overflowed (or broken weights): this video fails alone
-            bad = int((~np.isfinite(scores).all(axis=1)).sum())
+        finite = np.isfinite(scores).all(axis=1)  # per window
+        if not finite.all():  # a model that overflowed (or broken weights): this video fails alone
+            bad = int((~finite).sum())
             return record_error(video.path, "non_finite_scores",
                                 f"the model gave NaN or infinite scores for {bad} of {len(scores)} window(s)",
                                 info=video.info or None, model=self.model_id, multilabel=self.multilabel)

@@ -38,7 +38,9 @@ from torch import nn
 
 from falv.config import IMAGENET_MEAN, IMAGENET_STD, LabelFields
 from falv.errors import CheckpointError, ConfigError
-from falv.model.transformer import VideoClassifierOutput, classification_loss
+from falv.hub.load import check_state_keys
+from falv.model import flops
+from falv.model.transformer import ModelProperties, VideoClassifierOutput, classification_loss
 
 BASELINE_MODEL_TYPE = "falv_r2plus1d"
 CONFIG_NAME = "config.json"
@@ -126,21 +128,11 @@ class R2Plus1DConfig(LabelFields):
         out["architectures"] = ["R2Plus1DForVideoClassification"]
         return self._labels_to_dict(out)
 
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> R2Plus1DConfig:
         """Build from a dict; keys that are not fields (``architectures``, ...) are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        from falv.hub.io import atomic_write_text
-
-        path = Path(directory) / CONFIG_NAME
-        atomic_write_text(path, self.to_json_string())
-        return path
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> R2Plus1DConfig:
@@ -235,7 +227,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
-class R2Plus1DForVideoClassification(nn.Module):
+class R2Plus1DForVideoClassification(ModelProperties, nn.Module):
     """R(2+1)D-style 3D CNN with the interface of :class:`falv.FALForVideoClassification`."""
 
     config_class = R2Plus1DConfig
@@ -305,17 +297,6 @@ class R2Plus1DForVideoClassification(nn.Module):
         return classification_loss(logits, labels, self.config.is_multilabel)
 
     # -- properties -----------------------------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     # -- save / load ------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write config.json, model.safetensors (weights and BatchNorm statistics) and
@@ -357,16 +338,8 @@ class R2Plus1DForVideoClassification(nn.Module):
             config = config.with_labels(list(labels))
             state = {k: v for k, v in state.items() if not k.startswith("head.")}
         model = cls(config)
-        expected = model.state_dict()
-        missing = sorted(k for k in set(expected) - set(state) if not (labels is not None and k.startswith("head.")))
-        unexpected = sorted(set(state) - set(expected))
-        wrong = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-                 for k in state if k in expected and state[k].shape != expected[k].shape]
-        if missing or unexpected or wrong:
-            raise CheckpointError(
-                f"{directory / WEIGHTS_NAME} does not match its config.json: "
-                f"missing {missing[:8]}, unexpected {unexpected[:8]}, shape mismatch {wrong[:8]}"
-            )
+        expected = {k: v for k, v in model.state_dict().items() if not (labels is not None and k.startswith("head."))}
+        check_state_keys(state, expected, directory)  # a fresh head is not expected in the file
         model.load_state_dict(state, strict=False)
         model.eval()
         if device is not None or dtype is not None:
@@ -377,23 +350,11 @@ class R2Plus1DForVideoClassification(nn.Module):
 
 def count_flops(config: R2Plus1DConfig, num_frames: int | None = None, image_size: int | None = None,
                 batch_size: int = 1) -> int:
-    """FLOPs of one forward pass, counted as :func:`falv.model.flops.count_flops` counts FAL's:
+    """FLOPs of one forward pass, counted as FAL's are (:func:`falv.model.flops.count_flops`:
     torch's FLOP counter on the meta device, a multiply-add = 2 FLOPs, convolutions and
-    matmuls only."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    frames = num_frames or config.num_frames
-    size = image_size or config.image_size
-    with torch.device("meta"):
-        model = R2Plus1DForVideoClassification(config).eval()
-        x = torch.empty(batch_size, frames, config.num_channels, size, size)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
-    return int(counter.get_total_flops())
+    matmuls only)."""
+    return flops.count_flops(config, num_frames, image_size, batch_size, model_class=R2Plus1DForVideoClassification)
 
 
 def count_parameters(config: R2Plus1DConfig) -> int:
-    with torch.device("meta"):
-        model = R2Plus1DForVideoClassification(config)
-    return sum(p.numel() for p in model.parameters())
+    return flops.count_parameters(config, model_class=R2Plus1DForVideoClassification)

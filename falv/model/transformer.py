@@ -191,7 +191,23 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, multilabel: 
     return F.cross_entropy(logits.float(), labels.long())
 
 
-class FALForVideoClassification(nn.Module):
+class ModelProperties:
+    """``device``, ``dtype`` and ``num_parameters()`` of an ``nn.Module`` classifier, as
+    transformers' models have them (FAL and the CNN baseline)."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device  # type: ignore[attr-defined]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype  # type: ignore[attr-defined]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # type: ignore[attr-defined]
+
+
+class FALForVideoClassification(ModelProperties, nn.Module):
     """FAL video classifier with HF-style ``from_pretrained`` / ``save_pretrained``.
 
     ``forward`` computes in the dtype it is given, like any torch module;
@@ -275,17 +291,6 @@ class FALForVideoClassification(nn.Module):
             if hasattr(module, "backend"):
                 module.backend = backend
         return self
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     # -- hub --------------------------------------------------------------
     @classmethod

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_script():
-    name = "falv_bench_cost_curves"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "cost_curves.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses need the module registered
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+from . import load_script
 
 
 @pytest.fixture(scope="module")
 def cost_curves():
-    return _load_script()
+    return load_script("cost_curves")
 
 
 @pytest.fixture(scope="module")

@@ -3,32 +3,20 @@ the run cache shared between experiments, and the pure helpers."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
 import falv
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_script():
-    name = "falv_bench_paper_experiments"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "paper_experiments.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses need the module registered
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+from . import load_script
 
 
 @pytest.fixture(scope="module")
 def pe():
-    return _load_script()
+    return load_script("paper_experiments")
 
 
 def test_quick_experiments_end_to_end(pe, tmp_path):
