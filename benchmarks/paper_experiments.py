@@ -107,12 +107,12 @@ EXPERIMENT_CNN: dict[str, Any] = dict(preset="tiny", overrides=dict(
 PIXEL_NORM = dict(image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5))
 
 #: Trimmed sets: ``name -> SynthConfig fields`` (full run). About 400 training videos each: the
-#: recipe's default epochs (``ceil(6000 / videos)``, at least 15) then give the fewest clip passes
-#: (~6000) with the most data. Temporal: the first two pairs (move right/left, rotate
+#: recipe's default epochs (``ceil(12000 / videos)``, at least 30) then give the fewest clip passes
+#: (~12000) with the most data. Temporal: the first two pairs (move right/left, rotate
 #: clockwise/counter-clockwise), 143 clips each (100/22/21 train/val/test); appearance: the 12
-#: default classes, 48 clips each (34/7/7). Measured with the recipe of falv 0.1.0 (commit
-#: 7e47899) and the divided EXPERIMENT_MODEL, best validation top-1: appearance 78 %; temporal
-#: near chance with 10, 6 or 4 classes (14 %, 22 % after 14 of 22 epochs, 31 %).
+#: default classes, 48 clips each (34/7/7). With one-frame tokens (falv 0.1.0 at commit 7e47899)
+#: the divided EXPERIMENT_MODEL was near chance on temporal sets of 10, 6 or 4 classes (best
+#: validation top-1 14 %, 22 %, 31 %; appearance 78 %); docs/results.md has today's figures.
 SYNTH: dict[str, dict[str, Any]] = {
     "temporal": dict(mode="temporal", classes=4, videos_per_class=143, seed=DATA_SEED),
     "appearance": dict(mode="appearance", classes=None, videos_per_class=48, seed=DATA_SEED),
