@@ -7,6 +7,10 @@ The labeling engine and ``falv bench`` share this one path::
 
 ``precision="auto"`` picks bf16 on CPUs with native bf16 dot products
 (AVX512-BF16 or AMX) and on CUDA devices that support it, fp32 elsewhere.
+``precision="int8"`` (CPU, opt-in) runs the transformer blocks' linears in int8
+(:class:`Int8Linear`: weights per output channel, activations quantized per call)
+and the rest of the model as "auto" would; see docs/performance.md for its speed
+and its agreement with fp32.
 In bf16 the weights themselves are cast (``mode="weights"``), which measured
 faster on CPU than autocast (docs/performance.md), and on CPU every
 ``nn.Linear`` is replaced by a oneDNN linear with its weight reordered once
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,9 +34,9 @@ from torch import nn
 
 from falv.errors import ConfigError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 BF16_MODES = ("auto", "weights", "autocast")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
 
 
 # -- hardware ------------------------------------------------------------------------------------
@@ -93,7 +98,11 @@ def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype
     fp32      fp32                         fp32
     bf16      bf16 (slow without native)  bf16
     fp16      error (no fast CPU kernels)  fp16
+    int8      int8 (block linears only)    error (CPU only)
     ========  ==========================  ==========================
+
+    ``torch.int8`` means: int8 linears in the transformer blocks, everything else in
+    :func:`compute_dtype_for_int8` (bf16 with native bf16, else fp32).
     """
     device = torch.device(device)
     if precision not in PRECISIONS:
@@ -102,7 +111,14 @@ def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype
         return torch.bfloat16 if device_supports_bf16(device) else torch.float32
     if precision == "fp16" and device.type == "cpu":
         raise ConfigError("fp16 is only supported on CUDA; use bf16 or fp32 on CPU")
+    if precision == "int8" and device.type != "cpu":
+        raise ConfigError("int8 is a CPU (oneDNN) precision; use bf16 or fp16 on CUDA")
     return _DTYPES[precision]
+
+
+def compute_dtype_for_int8() -> torch.dtype:
+    """What runs outside the int8 linears (attention, LayerNorm, GELU, head): bf16 where native."""
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
 def precision_name(dtype: torch.dtype) -> str:
@@ -142,7 +158,7 @@ REFERENCE_ATTENTION_MAX_LEN = 512
 def _auto_attention_backend(model: nn.Module, device: torch.device, mode: str) -> str | None:
     """On CPU in bf16, the explicit-softmax attention measured faster than SDPA's flash kernel for
     short groups (divided 8x224: 8 and 197 tokens; docs/performance.md); elsewhere keep the model's."""
-    if device.type != "cpu" or mode != "weights" or not hasattr(model, "set_attention_backend"):
+    if device.type != "cpu" or mode not in ("weights", "int8") or not hasattr(model, "set_attention_backend"):
         return None
     longest = _longest_group(model)
     if longest is not None and longest <= REFERENCE_ATTENTION_MAX_LEN:
@@ -220,6 +236,125 @@ def _packing_works(dtype: torch.dtype) -> bool:
         return False
 
 
+# -- int8 linears ------------------------------------------------------------------------------------
+
+
+def _int8_linear_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+
+
+class Int8Linear(nn.Module):
+    """An ``nn.Linear`` computed in int8 by oneDNN (u8 x s8 dot products, VNNI on x86).
+
+    Weights: symmetric int8 per output channel (scale = max |w| / 127), reordered
+    once. Activations: quantized on every call to uint8 with one scale and zero point
+    for the whole input (its min and max), so no calibration data is needed
+    ("dynamic" quantization). The int32 sums are scaled back, the bias added and the
+    fused ``activation`` applied inside the kernel; the output has the input's dtype.
+    Inference only: nothing here is a parameter.
+    """
+
+    def __init__(self, linear: nn.Linear, activation: str = "none") -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.activation = activation
+        self._attr, self._algorithm = PackedLinear._ATTRS[activation]
+        weight = linear.weight.detach().float()
+        scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+        qweight = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        self.weight_scale = scale
+        self.weight_zero_point = torch.zeros(self.out_features, dtype=torch.int64)
+        self.packed_weight = torch.ops.onednn.qlinear_prepack(qweight, None)
+        self.bias = None if linear.bias is None else linear.bias.detach().float().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        qx, scale, zero_point = quantize_uint8(x2)
+        out = torch.ops.onednn.qlinear_pointwise(
+            qx, scale, zero_point, self.packed_weight, self.weight_scale, self.weight_zero_point, self.bias,
+            1.0, 0, x.dtype, self._attr, [], self._algorithm,
+        )
+        return out.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+
+
+def quantize_uint8(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+    """Affine uint8 quantization of a whole tensor: ``x ~ scale * (q - zero_point)``.
+
+    The range always includes 0 (so zero padding and ReLU/GELU zeros are exact); a
+    constant input gets scale 1. Plain tensor ops (no quantized tensor types).
+    """
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        # let NaN/inf reach the output (the engine reports non-finite scores) instead of a garbage scale
+        return torch.full_like(x, 0, dtype=torch.uint8), float("nan"), 0
+    scale = (hi - lo) / 255.0 if hi > lo else 1.0
+    zero_point = int(min(255, max(0, round(-lo / scale))))
+    # out of place first: x.float() is x itself for a float32 input
+    q = torch.mul(x.float(), 1.0 / scale).round_().add_(zero_point).clamp_(0, 255).to(torch.uint8)
+    return q, scale, zero_point
+
+
+def quantize_linears(model: nn.Module, fuse_activation: bool = True) -> int:
+    """Replace the ``nn.Linear`` layers inside the model's transformer blocks by :class:`Int8Linear`
+    (GELU fused into ``fc1``); the patch embedding and the head stay as they are (a common
+    choice: first and last layers are the most sensitive and cost little). Returns the count."""
+    count = 0
+    for name, module in list(model.named_modules()):
+        if "blocks" not in name.split("."):
+            continue
+        if fuse_activation:
+            fc1, act = getattr(module, "fc1", None), getattr(module, "act", None)
+            kind = _gelu_kind(act) if act is not None else None
+            if type(fc1) is nn.Linear and kind is not None:
+                module.fc1 = Int8Linear(fc1, kind)
+                module.act = nn.Identity()
+                count += 1
+        for child_name, child in list(module.named_children()):
+            if type(child) is nn.Linear:
+                setattr(module, child_name, Int8Linear(child))
+                count += 1
+    return count
+
+
+def _int8_works(dtype: torch.dtype) -> bool:
+    """Try the oneDNN int8 op once on a small input (some builds or CPUs lack a kernel)."""
+    if not _int8_linear_available():
+        return False
+    try:
+        lin = nn.Linear(16, 8)
+        x = torch.randn(3, 16)
+        got = Int8Linear(lin, "gelu")(x.to(dtype)).float()
+        torch.testing.assert_close(got, nn.functional.gelu(lin(x)), rtol=0.1, atol=0.1)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: int8 is not available here
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def int8_available() -> bool:
+    """Whether ``precision="int8"`` can run here (oneDNN's int8 linear works on this CPU and build)."""
+    return _int8_works(compute_dtype_for_int8())
+
+
+def fold_attention_scales(model: nn.Module) -> int:
+    """Multiply every attention's query projection by its 1/sqrt(head_dim) scale, once, so
+    that attention skips that multiplication; returns how many were folded. Only for
+    models about to be prepacked (their linears leave the state dict anyway)."""
+    from falv.model.attention import MultiHeadAttention
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention) and type(module.qkv) is nn.Linear:
+            module.fold_scale()
+            count += 1
+    return count
+
+
 # -- the prepared model ---------------------------------------------------------------------------
 
 
@@ -236,12 +371,13 @@ class InferenceModel:
     dtype: torch.dtype
     mode: str
     packed_linears: int = 0
+    int8_linears: int = 0
     compiled: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def precision(self) -> str:
-        return precision_name(self.dtype)
+        return "int8" if self.mode == "int8" else precision_name(self.dtype)
 
     def _context(self) -> contextlib.AbstractContextManager:
         if self.mode == "autocast":
@@ -249,7 +385,7 @@ class InferenceModel:
         return contextlib.nullcontext()
 
     def _input(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        dtype = self.dtype if self.mode == "weights" else torch.float32
+        dtype = self.dtype if self.mode in ("weights", "int8") else torch.float32
         return pixel_values.to(self.device, dtype, non_blocking=True)
 
     def forward(self, pixel_values: torch.Tensor) -> Any:
@@ -261,7 +397,14 @@ class InferenceModel:
         return self.model(x)
 
     def predict(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, T, C, H, W)`` clips -> ``(logits, embeddings)``, both float32 on the model's device."""
+        """``(B, T, C, H, W)`` clips -> ``(logits, embeddings)``, both float32 on the model's device.
+
+        In int8 the clips run one at a time: activations are quantized with one scale per
+        call, so a batch would make each clip's scores depend on its neighbours (batching
+        gains nothing on CPU anyway). Every other mode runs the batch at once."""
+        if self.mode == "int8" and pixel_values.shape[0] > 1:
+            parts = [self.predict(clip) for clip in pixel_values.split(1)]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         out = self.forward(pixel_values)
         return out.logits.float(), out.embeddings.float()
 
@@ -284,9 +427,12 @@ def prepare_for_inference(
     The model is converted **in place** (like ``Module.to``), and on CPU its linears
     are replaced by prepacked ones; pass ``copy.deepcopy(model)`` to keep the original
     trainable. ``bf16_mode`` "auto" means "weights" (measured faster than autocast on
-    CPU). ``attention_backend`` "auto" picks the explicit-softmax attention on CPU in bf16
-when every attention group is at most :data:`REFERENCE_ATTENTION_MAX_LEN` tokens long
-(faster there than SDPA's flash kernel), None keeps the model's. ``pack`` (None: on CPU in bf16) prepacks linears for oneDNN. ``num_threads``
+    CPU). ``precision="int8"`` quantizes the block linears (:func:`quantize_linears`) and
+    runs the rest in :func:`compute_dtype_for_int8`. ``attention_backend`` "auto" picks the
+    explicit-softmax attention on CPU in bf16 or int8 when every attention group is at most
+    :data:`REFERENCE_ATTENTION_MAX_LEN` tokens long (faster there than SDPA's flash kernel),
+    None keeps the model's. ``pack`` (None: on CPU in bf16 or int8) prepacks the remaining
+    linears for oneDNN and folds the attention scale into the query weights. ``num_threads``
     sets torch's intra-op threads (None: leave torch's default, one per core).
     ``compile`` wraps the model in ``torch.compile`` (slow first call, opt-in).
     """
@@ -296,27 +442,38 @@ when every attention group is at most :data:`REFERENCE_ATTENTION_MAX_LEN` tokens
         raise ConfigError(f"unknown bf16 mode {bf16_mode!r}; valid values: {', '.join(BF16_MODES)}")
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
-    if dtype == torch.float32:
+    if dtype == torch.int8:
+        mode, dtype = "int8", compute_dtype_for_int8()
+    elif dtype == torch.float32:
         mode = "fp32"
     else:
         mode = "weights" if bf16_mode == "auto" else bf16_mode
     model.eval()
-    model.to(device=device, dtype=dtype if mode == "weights" else torch.float32)
+    model.to(device=device, dtype=dtype if mode in ("weights", "int8") else torch.float32)
     if attention_backend == "auto":
         attention_backend = _auto_attention_backend(model, device, mode)
     if attention_backend is not None and hasattr(model, "set_attention_backend"):
         model.set_attention_backend(attention_backend)
     if pack is None:
-        pack = device.type == "cpu" and mode == "weights" and dtype == torch.bfloat16
-    packed = 0
-    if pack:
-        if device.type != "cpu":
-            raise ConfigError("prepacked linears are a CPU (oneDNN) feature; use pack=False on CUDA")
-        weight_dtype = dtype if mode == "weights" else torch.float32
-        if _packing_works(weight_dtype):
-            with torch.no_grad():
-                packed = pack_linears(model)
-    runner = InferenceModel(model, device, dtype, mode, packed,
+        pack = device.type == "cpu" and mode in ("weights", "int8") and dtype in (torch.bfloat16, torch.float32)
+    if pack and device.type != "cpu":
+        raise ConfigError("prepacked linears are a CPU (oneDNN) feature; use pack=False on CUDA")
+    weight_dtype = dtype if mode in ("weights", "int8") else torch.float32
+    packed = quantized = 0
+    with torch.no_grad():
+        if mode == "int8":
+            if not int8_available():
+                raise ConfigError("int8 needs oneDNN's quantized linear kernels, which this torch build or CPU "
+                                  "lacks; use --precision auto")
+            fold_attention_scales(model)
+            quantized = quantize_linears(model)
+            if quantized == 0:
+                raise ConfigError(f"int8 quantizes the linears of transformer blocks; {type(model).__name__} has none")
+        if pack and _packing_works(weight_dtype):
+            if mode != "int8":
+                fold_attention_scales(model)
+            packed = pack_linears(model)
+    runner = InferenceModel(model, device, dtype, mode, packed, int8_linears=quantized,
                             options=dict(bf16_mode=bf16_mode, pack=pack, attention_backend=attention_backend,
                                          num_threads=torch.get_num_threads(), compile=compile))
     if compile:

@@ -11,10 +11,13 @@ from click.testing import CliRunner
 from falv.errors import ConfigError
 from falv.inference import (
     InferenceModel,
+    Int8Linear,
     PackedLinear,
+    int8_available,
     choose_device,
     cpu_supports_bf16,
     prepare_for_inference,
+    quantize_uint8,
     resolve_precision,
 )
 from falv.model.presets import preset
@@ -46,8 +49,11 @@ def test_resolve_precision_table(monkeypatch: pytest.MonkeyPatch) -> None:
             resolve_precision("fp16", CPU)
     assert resolve_precision("fp16", "cuda") == torch.float16
     assert resolve_precision("fp32", "cuda") == torch.float32
+    assert resolve_precision("int8", CPU) == torch.int8
+    with pytest.raises(ConfigError, match="CPU"):
+        resolve_precision("int8", "cuda")
     with pytest.raises(ConfigError, match="valid values"):
-        resolve_precision("int8", CPU)
+        resolve_precision("int4", CPU)
 
 
 def test_choose_device() -> None:
@@ -110,6 +116,119 @@ def test_packed_linear_matches_linear() -> None:
     except (RuntimeError, AttributeError):
         pytest.skip("this torch build has no oneDNN linear")
     torch.testing.assert_close(packed(x).float(), lin(x).float(), rtol=0.02, atol=0.02)
+
+
+needs_int8 = pytest.mark.skipif(not int8_available(), reason="this torch build has no oneDNN int8 linear")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [-1.0, 0.0, 2.0, 0.5],  # both signs
+        [0.5, 3.0, 7.25],  # positive only: the range is stretched to include 0
+        [-4.0, -0.25],  # negative only
+        [0.0, 0.0],  # constant zero
+        [1e-8, -3e-8],  # tiny
+        [-0.17, 0.0, 50.0],  # GELU-like: small negative tail, large positive values
+    ],
+)
+def test_quantize_uint8_round_trip(values: list[float]) -> None:
+    x = torch.tensor(values)
+    q, scale, zero_point = quantize_uint8(x)
+    assert q.dtype == torch.uint8 and 0 <= zero_point <= 255 and scale > 0
+    back = scale * (q.float() - zero_point)
+    assert (back - x).abs().max() <= scale / 2 + 1e-6 * scale  # at most half a step off
+    assert (back[x == 0] == 0).all()  # zero is exact
+
+
+@needs_int8
+@pytest.mark.parametrize(("activation", "act"), [("none", lambda y: y), ("gelu", torch.nn.functional.gelu)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_linear_matches_linear(activation: str, act, dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 96)
+    x = torch.randn(3, 7, 64)
+    expected = act(lin(x))
+    got = Int8Linear(lin, activation)(x.to(dtype))
+    assert got.dtype == dtype and got.shape == (3, 7, 96)
+    assert ((got.float() - expected).norm() / expected.norm()) < 0.02
+
+
+@needs_int8
+def test_int8_linear_propagates_non_finite_inputs() -> None:
+    lin = torch.nn.Linear(8, 4)
+    x = torch.randn(2, 8)
+    x[0, 0] = float("nan")
+    assert not torch.isfinite(Int8Linear(lin)(x)).all()  # the engine turns this into a non_finite_scores record
+
+
+@needs_int8
+def test_int8_path_agrees_with_fp32(tiny_model: FALForVideoClassification, clips: torch.Tensor) -> None:
+    with torch.no_grad():
+        ref = tiny_model(clips)
+    model = copy.deepcopy(tiny_model)
+    runner = prepare_for_inference(model, "cpu", "int8")
+    assert runner.precision == "int8" and runner.mode == "int8"
+    assert runner.dtype in (torch.bfloat16, torch.float32)  # what runs outside the int8 linears
+    config = model.config
+    assert runner.int8_linears == 7 * config.num_hidden_layers  # divided: 2 x (qkv, proj), time fc, fc1, fc2
+    assert isinstance(model.fal.embeddings.patch_embed.proj, (torch.nn.Linear, PackedLinear))  # not quantized
+    assert not any(isinstance(m, Int8Linear) for m in model.head.modules())
+    logits, embeddings = runner.predict(clips)
+    assert logits.dtype == embeddings.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(embeddings, ref.embeddings).min() > 0.99
+    margin = ref.logits.topk(2, dim=-1).values
+    clear = (margin[:, 0] - margin[:, 1]) > 0.2
+    assert (logits.argmax(-1) == ref.logits.argmax(-1))[clear].all()
+
+
+@needs_int8
+def test_int8_scores_do_not_depend_on_the_batch(tiny_model: FALForVideoClassification, clips: torch.Tensor) -> None:
+    runner = prepare_for_inference(copy.deepcopy(tiny_model), "cpu", "int8")
+    loud = clips.clone()
+    loud[0] *= 50  # a clip with a much wider range would coarsen a shared activation scale
+    batch_logits, batch_emb = runner.predict(loud)
+    for i in range(len(loud)):
+        logits, emb = runner.predict(loud[i : i + 1])
+        torch.testing.assert_close(batch_logits[i : i + 1], logits, rtol=0, atol=0)
+        torch.testing.assert_close(batch_emb[i : i + 1], emb, rtol=0, atol=0)
+
+
+def test_int8_refuses_models_without_blocks() -> None:
+    if not int8_available():
+        pytest.skip("this torch build has no oneDNN int8 linear")
+    with pytest.raises(ConfigError, match="blocks"):
+        prepare_for_inference(torch.nn.Sequential(torch.nn.Linear(4, 4)), "cpu", "int8")
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "reference"])
+def test_folding_the_attention_scale_keeps_the_output(backend: str) -> None:
+    from falv.model.attention import MultiHeadAttention
+
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(32, 4).eval()
+    attn.backend = backend
+    x = torch.randn(5, 9, 32)
+    with torch.no_grad():
+        before = attn(x)[0]
+        attn.fold_scale()
+        assert attn.scale == 1.0
+        after = attn(x)[0]
+        attn.fold_scale()  # a second fold changes nothing
+        again = attn(x)[0]
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(again, after, rtol=0, atol=0)
+
+
+@needs_int8
+def test_bench_cli_int8_tiny() -> None:
+    from falv.cli.main import cli
+
+    result = CliRunner().invoke(
+        cli, ["bench", "--preset", "tiny", "--repeats", "1", "--warmup", "0", "--no-transformers", "--precision", "int8"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "falv int8" in result.output and "falv fp32" in result.output
 
 
 def test_bench_cli_tiny() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from falv.cli.main import precision_option
 from falv.config import ATTENTION_TYPES
 
 # Schemes that transformers' TimeSformer implements (the others have no public counterpart).
@@ -178,8 +179,9 @@ def run_bench(
     shape = (batch_size, config.num_frames, config.num_channels, config.image_size, config.image_size)
     clips = [torch.randn(shape, generator=gen) for _ in range(max(1, warmup + repeats))]
 
-    say(f"measuring the {precision_name(dtype) if dtype != torch.float32 else 'bf16'} matmul peak")
-    peak_dtype = torch.bfloat16 if dtype == torch.float32 else dtype
+    # the float dtype of the peak and of autocast (int8 runs are compared with the bf16 peak)
+    peak_dtype = torch.bfloat16 if dtype in (torch.float32, torch.int8) else dtype
+    say(f"measuring the {precision_name(peak_dtype)} matmul peak")
     peak = matmul_peak(peak_dtype, sizes=peak_sizes, device=dev)
 
     # -- paths -----------------------------------------------------------------------------------
@@ -189,12 +191,15 @@ def run_bench(
     if dtype != torch.float32:
         main = prepare_for_inference(copy.deepcopy(fal), dev, precision_name(dtype))
         main_name += f" ({main.mode}{', packed' if main.packed_linears else ''})"
-        autocast = prepare_for_inference(copy.deepcopy(fal), dev, precision_name(dtype), bf16_mode="autocast", pack=False)
+        if dtype != torch.int8:
+            autocast = prepare_for_inference(copy.deepcopy(fal), dev, precision_name(dtype), bf16_mode="autocast",
+                                             pack=False)
         paths.append((main_name, lambda x: main.predict(x)[0]))
-        paths.append((f"falv {precision_name(dtype)} autocast", lambda x: autocast.predict(x)[0]))
+        if dtype != torch.int8:
+            paths.append((f"falv {precision_name(dtype)} autocast", lambda x: autocast.predict(x)[0]))
     paths.append(("falv fp32", lambda x: fp32_runner.predict(x)[0]))
     if ts is not None:
-        ac_dtype = torch.bfloat16 if dtype == torch.float32 else dtype
+        ac_dtype = peak_dtype
         ac_name = precision_name(ac_dtype)
 
         def ts_fp32(x: Any) -> Any:
@@ -231,7 +236,7 @@ def run_bench(
         row["pct_of_peak"] = 100 * row["gflops"] / peak["gflops"]
     by_name = {r["name"]: r for r in rows}
     for row in rows:
-        for ref in ("transformers fp32", f"transformers {precision_name(torch.bfloat16 if dtype == torch.float32 else dtype)} autocast"):
+        for ref in ("transformers fp32", f"transformers {precision_name(peak_dtype)} autocast"):
             if ref in by_name:
                 row[f"speedup_vs_{ref.replace(' ', '_')}"] = by_name[ref]["ms_per_clip"] / row["ms_per_clip"]
 
@@ -317,8 +322,7 @@ def format_bench(result: dict[str, Any]) -> str:
 @click.option("--attention", "attention_type", type=click.Choice(ATTENTION_TYPES), default="divided_space_time",
               show_default=True, help="Attention scheme.")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=1, show_default=True, help="Clips per forward pass.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
-              help="falv's precision; auto = bf16 where the device supports it natively.")
+@precision_option("falv's precision; auto = bf16 where the device supports it natively.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Timed runs per path (best is reported).")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed runs per path first.")
 @click.option("--transformers/--no-transformers", "with_transformers", default=True, show_default=True,

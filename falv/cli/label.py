@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED
+from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, precision_option
 
 FORMAT_CHOICES = ("jsonl", "csv", "label-studio", "fiftyone", "activitynet", "webvtt")
 
@@ -54,8 +54,7 @@ def _formats(value: tuple[str, ...]) -> list[str]:
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="Decoding processes.")
 @click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Seconds a decoding task may take before the file is reported as failed.")
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              help="auto: bf16 on CPUs and GPUs that support it, else fp32.")
+@precision_option()
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--no-resume", is_flag=True, help="Label every input again even if labels.jsonl has it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from typing import Any
+
 import click
 
 from falv import __version__
@@ -20,6 +22,18 @@ EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 EXIT_ERROR = 3
+
+#: falv.inference.PRECISIONS, repeated here so that ``--help`` does not import torch
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16", "int8")
+
+
+def precision_option(help: str = "auto: bf16 on CPUs and GPUs that support it, else fp32.") -> Any:
+    """The ``--precision`` option of the commands that run a model."""
+    return click.option(
+        "--precision", default="auto", show_default=True, type=click.Choice(PRECISION_CHOICES),
+        help=help + " int8: CPU only, opt-in, int8 linears in the transformer blocks (faster; check its "
+        "agreement on your model, docs/performance.md).",
+    )
 
 # command name -> "module:function"; each module holds one click command.
 COMMANDS = {

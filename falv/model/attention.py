@@ -43,6 +43,19 @@ class MultiHeadAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         self.backend = "sdpa"
 
+    @torch.no_grad()
+    def fold_scale(self) -> None:
+        """Scale the query projection by ``1/sqrt(head_dim)`` once and attend with scale 1
+        (same attention, one multiplication less per call). Inference only: the folded
+        ``qkv`` weights no longer match a checkpoint's."""
+        if self.scale == 1.0:
+            return
+        dim = self.num_heads * self.head_dim
+        self.qkv.weight[:dim] *= self.scale
+        if self.qkv.bias is not None:
+            self.qkv.bias[:dim] *= self.scale
+        self.scale = 1.0
+
     def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x``: (N, L, D) sequences; returns (N, L, D) and, if asked, (N, heads, L, L) weights."""
         n, length, dim = x.shape
@@ -51,10 +64,12 @@ class MultiHeadAttention(nn.Module):
         dropout = self.attn_drop if self.training else 0.0
         weights = None
         if need_weights or self.backend == "reference":
-            weights = (q @ k.transpose(-2, -1)) * self.scale  # (N, heads, L, L)
+            weights = q @ k.transpose(-2, -1)  # (N, heads, L, L)
+            if self.scale != 1.0:
+                weights = weights * self.scale
             weights = weights.softmax(dim=-1)
             out = F.dropout(weights, dropout, self.training) @ v
         else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scale)
         out = out.transpose(1, 2).reshape(n, length, dim)
         return self.proj_drop(self.proj(out)), weights
