@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import logging
 import os
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Sequence
@@ -136,7 +137,7 @@ class Engine:
 
     def __init__(self, model: Any, options: LabelOptions, out_dir: Path | None, model_id: str,
                  processor: Any = None) -> None:
-        from falv.inference import prepare_for_inference
+        from falv.inference import choose_device, int8_available, resolve_precision
         from falv.processing import FALImageProcessor
 
         self.options = options
@@ -154,9 +155,30 @@ class Engine:
             crop=(int(proc.crop_size["height"]), int(proc.crop_size["width"])),
             mean=tuple(proc.image_mean), std=tuple(proc.image_std), rescale=proc.rescale_factor,
         )
-        self.runner = prepare_for_inference(model, device=options.device, precision=options.precision)
+        # Options are checked now (a bad precision or device stops the run before any work);
+        # the model itself is converted on the model thread when a run starts, while the
+        # workers decode the first videos (int8 quantization takes ~0.7 s for ViT-B).
+        device = choose_device(options.device)
+        if resolve_precision(options.precision, device) == torch.int8 and not int8_available():
+            raise ConfigError("int8 needs oneDNN's quantized linear kernels, which this torch build or CPU lacks; "
+                              "use --precision auto")
+        self._model: Any = model
+        self._runner: Any = None
+        self._runner_lock = threading.Lock()
         self.frames_decoded = 0
         self.clips_run = 0
+
+    @property
+    def runner(self) -> Any:
+        """The model prepared for inference (:func:`falv.inference.prepare_for_inference`), made on first use."""
+        with self._runner_lock:
+            if self._runner is None:
+                from falv.inference import prepare_for_inference
+
+                opts = self.options
+                self._runner = prepare_for_inference(self._model, device=opts.device, precision=opts.precision)
+                self._model = None
+            return self._runner
 
     # one model call over a batch of windows (each window = `crops` clips)
     def _run_batch(self, batch: list[tuple[_Video, int, np.ndarray]]) -> None:
@@ -207,6 +229,8 @@ class Engine:
         # thread keeps collecting results and handing decode tasks to idle workers meanwhile.
         model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="falv-model")
         in_flight: deque[tuple[Future, list[tuple[_Video, int, np.ndarray]]]] = deque()
+        # its first job: prepare the model while the workers start decoding
+        in_flight.append((model_thread.submit(lambda: self.runner), []))
 
         def settle(block: bool, keep: int = 0) -> None:
             while len(in_flight) > keep and (block or in_flight[0][0].done()):
@@ -220,7 +244,10 @@ class Engine:
                         videos.pop(video.path, None)
 
         def flush(force: bool = False) -> None:
-            while pending_batch and (force or len(pending_batch) >= per_batch):
+            # Full batches go out as they form; a partial one goes out when the model would
+            # otherwise sit idle (--batch-size is a maximum, not something to wait for).
+            settle(block=False)
+            while pending_batch and (force or len(pending_batch) >= per_batch or not in_flight):
                 take = [pending_batch.popleft() for _ in range(min(per_batch, len(pending_batch)))]
                 settle(block=True, keep=1)
                 in_flight.append((model_thread.submit(self._run_batch, take), take))
@@ -344,13 +371,13 @@ def label(
         model = FALForVideoClassification.from_pretrained(model)
     found = collect_inputs(inputs if not isinstance(inputs, str) else [inputs])
     out = Path(out_dir) if out_dir is not None else None
+    engine = Engine(model, options, out, model_id, processor=processor)  # checks the options; cheap
     store = RecordStore(out / LABELS_NAME) if out is not None else None
     try:
         for item, reason in found.problems:
             log.warning("skipping %s: %s", item, reason)
         paths = [os.path.abspath(p) for p in found.paths]  # records name inputs unambiguously
         todo = [p for p in paths if not (store is not None and resume and store.done(p))]
-        engine = Engine(model, options, out, model_id, processor=processor)
         for record in engine.run(todo):
             if store is not None:
                 store.append(record.to_dict())

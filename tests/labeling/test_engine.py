@@ -77,6 +77,23 @@ def test_every_input_yields_exactly_one_record(model_dir, videos, tmp_path):
     assert sorted(r.path for r in latest_records(tmp_path)) == sorted(by_path)  # one per input
 
 
+def test_int8_precision_labels_like_fp32(model_dir, videos, tmp_path):
+    from falv.inference import int8_available
+
+    if not int8_available():
+        pytest.skip("this torch build has no oneDNN int8 linear")
+    _, good, _ = videos
+    runs = {p: {r.path: r for r in label(good[:2], str(model_dir), out_dir=tmp_path / p, clips=2, workers=1,
+                                          precision=p)}
+            for p in ("fp32", "int8")}
+    assert runs["int8"].keys() == runs["fp32"].keys() and len(runs["int8"]) == 2
+    for path, ref in runs["fp32"].items():
+        got = runs["int8"][path]
+        assert got.error is None
+        ref_scores = {x.label: x.score for x in ref.labels}
+        assert all(abs(x.score - ref_scores[x.label]) < 0.05 for x in got.labels)
+
+
 def test_sliding_windows_and_embeddings(model_dir, videos, tmp_path):
     from safetensors.numpy import load_file
 
@@ -186,6 +203,19 @@ def test_usage_errors_are_one_line(model_dir, videos, tmp_path, args, code, mess
         main(["label", good[0], "-m", str(model_dir), "-o", str(tmp_path / "out"), *args])
     err = capsys.readouterr().err
     assert exit_.value.code == code and message in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "labels.jsonl").exists()
+
+
+def test_int8_without_kernels_stops_before_any_work(model_dir, videos, tmp_path, capsys, monkeypatch):
+    import falv.inference
+    from falv.cli.main import main
+
+    monkeypatch.setattr(falv.inference, "int8_available", lambda: False)
+    _, good, _ = videos
+    with pytest.raises(SystemExit) as exit_:
+        main(["label", good[0], "-m", str(model_dir), "-o", str(tmp_path / "out"), "--precision", "int8"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 3 and "int8" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "labels.jsonl").exists()
 
 
