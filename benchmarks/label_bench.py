@@ -21,12 +21,13 @@ Everything is measured in one run, on the same machine, with the same weights:
   and the script checks that falv decodes exactly those frames.
 - **falv**: ``falv.labeling.engine.label(paths, model, clips=1, crops=1, ...)`` (what
   ``falv label --clips 1 --crops 1`` runs) for several ``--batch-size`` x
-  ``--workers`` settings, default precision (bf16 on CPUs with native bf16).
+  ``--workers`` settings, for each of ``--precisions`` (default: ``auto``, i.e. bf16
+  on CPUs with native bf16, and the opt-in ``int8``).
 - **model compute**: the engine's own stages on the same videos (``plan_video``,
   ``decode_chunk``, ``clip_tensor``), then ``prepare_for_inference(model).predict`` timed
   alone on those clips, in batches of the same size: the end-to-end / compute ratio
   says how much of the decoding is hidden behind the model.
-- **agreement**: top-1 of falv (bf16, and fp32) against the fp32 reference, the max
+- **agreement**: top-1 of falv (each precision, and fp32) against the fp32 reference, the max
   logit difference, the cosine similarity of the clip embeddings, and the top-1 under
   a "prototype" head (see ``prototype_agreement``) whose margins are realistic.
 - **long video**: 10 minutes, ``--clips 48``, run with the :class:`Engine` class so its
@@ -342,6 +343,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="tiny preset, 2 short videos, a 1-minute long video")
     parser.add_argument("--batch-sizes", default=None, help="comma-separated (default 1,4,8; quick: 1,8)")
     parser.add_argument("--workers", default="1,2", help="comma-separated decoding-process counts")
+    parser.add_argument("--precisions", default="auto,int8",
+                        help="comma-separated falv precisions to run end to end (default auto,int8; int8 is "
+                             "dropped where this CPU or torch build has no int8 kernel)")
     parser.add_argument("--long-clips", type=int, default=48, help="clips for the long video (0: skip it)")
     parser.add_argument("--no-reference", action="store_true", help="skip the transformers pipeline")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
@@ -351,6 +355,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     preset_name = "tiny" if args.quick else "base"
     batch_sizes = [int(x) for x in (args.batch_sizes or ("1,8" if args.quick else "1,4,8")).split(",")]
     worker_counts = [int(x) for x in args.workers.split(",")]
+    from falv.inference import int8_available
+
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    if "int8" in precisions and not int8_available():
+        print("# int8 skipped: this torch build or CPU has no oneDNN int8 linear", file=sys.stderr)
+        precisions.remove("int8")
     own_tmp = None
     if args.videos is None:
         own_tmp = tempfile.TemporaryDirectory(prefix="falv-label-bench-")
@@ -379,27 +389,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # -- falv end to end ------------------------------------------------------------------------------
     runs = []
-    for bs in batch_sizes:
-        for w in worker_counts:
-            say(f"falv label --clips 1 --crops 1 --batch-size {bs} --workers {w}")
-            r = run_falv(paths, model_dir, clips=1, crops=1, batch_size=bs, workers=w)
-            runs.append({"batch_size": bs, "workers": w, "seconds": r["seconds"],
-                         "videos_per_s": len(paths) / r["seconds"], "top1": r["top1"]})
+    for prec in precisions:
+        for bs in batch_sizes:
+            for w in worker_counts:
+                say(f"falv label --clips 1 --crops 1 --precision {prec} --batch-size {bs} --workers {w}")
+                r = run_falv(paths, model_dir, clips=1, crops=1, batch_size=bs, workers=w, precision=prec)
+                runs.append({"precision": prec, "batch_size": bs, "workers": w, "seconds": r["seconds"],
+                             "videos_per_s": len(paths) / r["seconds"], "top1": r["top1"]})
     result["falv_runs"] = runs
 
     # -- model compute alone on the engine's own clips ----------------------------------------------------
     say("model compute alone (engine stages inline, then predict)")
-    engine, clips, dec = engine_clips(paths, model_dir, LabelOptions(clips=1, crops=1))
-    compute = {}
-    for bs in batch_sizes:
-        timing = time_predict(engine.runner, clips, bs)
-        compute[bs] = timing
-    result["compute_s"] = {bs: c["seconds"] for bs, c in compute.items()}
-    result["runner"] = {"precision": engine.runner.precision, "mode": engine.runner.mode,
-                        "packed_linears": engine.runner.packed_linears}
+    engines, compute, clips = {}, {}, None
+    for prec in precisions:
+        if clips is None:  # the same pixels whatever the precision
+            engine, clips, dec = engine_clips(paths, model_dir, LabelOptions(clips=1, crops=1, precision=prec))
+        else:
+            engine = Engine(FALForVideoClassification.from_pretrained(model_dir), LabelOptions(precision=prec),
+                            None, str(model_dir))
+        engines[prec] = engine
+        compute[prec] = {bs: time_predict(engine.runner, clips, bs) for bs in batch_sizes}
+    engine = engines[precisions[0]]
+    result["compute_s"] = {prec: {bs: c["seconds"] for bs, c in by_bs.items()} for prec, by_bs in compute.items()}
+    result["runners"] = {prec: {"precision": e.runner.precision, "mode": e.runner.mode,
+                                "packed_linears": e.runner.packed_linears, "int8_linears": e.runner.int8_linears}
+                         for prec, e in engines.items()}
     for r in runs:
-        r["e2e_over_compute"] = r["seconds"] / compute[r["batch_size"]]["seconds"]
-    falv_main = compute[batch_sizes[0]]
+        r["e2e_over_compute"] = r["seconds"] / compute[r["precision"]][r["batch_size"]]["seconds"]
 
     # -- reference ----------------------------------------------------------------------------------------
     if not args.no_reference:
@@ -412,17 +428,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              None, str(model_dir))
         fp32 = time_predict(fp32_engine.runner, clips, max(batch_sizes))
         ref_top = [f"LABEL_{i}" for i in ref["logits"].argmax(1).tolist()]
+        main = {prec: compute[prec][batch_sizes[0]] for prec in precisions}
+        by_prec = {prec: [x for x in runs if x["precision"] == prec] for prec in precisions}
         result["agreement"] = {
-            "falv_bf16_records_vs_ref": {"agree": sum(a == b for a, b in zip(runs[0]["top1"], ref_top)),
-                                         "of": len(paths)},
-            "records_consistent_across_runs": all(r["top1"] == runs[0]["top1"] for r in runs),
-            "falv_default_vs_ref": agreement(falv_main["logits"], ref["logits"]),
+            "records_vs_ref": {prec: {"agree": sum(a == b for a, b in zip(by_prec[prec][0]["top1"], ref_top)),
+                                      "of": len(paths)} for prec in precisions},
+            "records_consistent_across_runs": {prec: all(x["top1"] == by_prec[prec][0]["top1"] for x in by_prec[prec])
+                                               for prec in precisions},
+            "predict_vs_ref": {prec: agreement(main[prec]["logits"], ref["logits"]) for prec in precisions},
             "falv_fp32_vs_ref": agreement(fp32["logits"], ref["logits"]),
-            "embedding_min_cosine_default_vs_ref": cosine(falv_main["embeddings"], ref["embeddings"]),
+            "embedding_min_cosine_vs_ref": {prec: cosine(main[prec]["embeddings"], ref["embeddings"])
+                                            for prec in precisions},
             "embedding_min_cosine_fp32_vs_ref": cosine(fp32["embeddings"], ref["embeddings"]),
             "prototype_head": prototype_agreement(ref["embeddings"],
-                                                  {"falv_default": falv_main["embeddings"],
-                                                   "falv_fp32": fp32["embeddings"]}),
+                                                  {**{prec: main[prec]["embeddings"] for prec in precisions},
+                                                   "fp32": fp32["embeddings"]}),
         }
         del fp32_engine
 
@@ -442,7 +462,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t1 = time.perf_counter()
         records = list(long_engine.run([os.path.abspath(long_path)]))
         wall = time.perf_counter() - t1
-        per_clip = compute[max(batch_sizes)]["seconds"] / len(clips)
+        per_clip = compute[precisions[0]][max(batch_sizes)]["seconds"] / len(clips)
         result["long"] = {
             "file": long_path.name, "duration": info.duration, "num_frames": info.num_frames,
             "windows": len(plan["windows"]), "wall_s": wall, "ok": all(r.error is None for r in records),
@@ -466,10 +486,11 @@ def print_report(r: dict[str, Any], batch_sizes: list[int]) -> None:
     m = r["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
           f"transformers {m['transformers']}, PyAV {m['pyav']}, native bf16: {m['bf16_native']}")
-    print(f"preset: {r['preset']}; falv runner: {r['runner']}")
+    print(f"preset: {r['preset']}; falv runners: {r['runners']}")
     vids = ", ".join(f"{v['width']}x{v['height']} {v['duration']:.0f}s" for v in r["videos"])
     print(f"videos ({len(r['videos'])}): {vids}; falv frames == reference frames: {r['same_frames']}")
     print()
+    name = {prec: info["precision"] for prec, info in r["runners"].items()}  # "auto" -> what it resolved to
     ref = r.get("reference")
     print("| pipeline | batch | workers | seconds | videos/s | x reference | e2e / model compute |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -478,60 +499,72 @@ def print_report(r: dict[str, Any], batch_sizes: list[int]) -> None:
               f"| {ref['seconds']:.2f} | {ref['videos_per_s']:.3f} | 1.00 | - |")
     for run in r["falv_runs"]:
         ratio = f"{ref['seconds'] / run['seconds']:.2f}" if ref else "-"
-        print(f"| falv label ({r['runner']['precision']}) | {run['batch_size']} | {run['workers']} "
-              f"| {run['seconds']:.2f} | {run['videos_per_s']:.3f} | {ratio} | {run['e2e_over_compute']:.2f} |")
+        print(f"| falv label --precision {run['precision']} ({name[run['precision']]}) | {run['batch_size']} "
+              f"| {run['workers']} | {run['seconds']:.2f} | {run['videos_per_s']:.3f} | {ratio} "
+              f"| {run['e2e_over_compute']:.2f} |")
     print()
-    print("model compute alone (predict on the engine's clips): "
-          + ", ".join(f"batch {bs}: {s:.2f} s" for bs, s in r["compute_s"].items()))
+    for prec, by_bs in r["compute_s"].items():
+        print(f"model compute alone, {name[prec]} (predict on the engine's clips): "
+              + ", ".join(f"batch {bs}: {s:.2f} s" for bs, s in by_bs.items()))
     if ref:
         print(f"reference breakdown: decode {ref['decode_s']:.2f} s, preprocess {ref['preprocess_s']:.2f} s, "
               f"model {ref['model_s']:.2f} s")
         a = r["agreement"]
-        d, f = a["falv_default_vs_ref"], a["falv_fp32_vs_ref"]
+        f = a["falv_fp32_vs_ref"]
         p = a["prototype_head"]
-        print(f"top-1 vs reference fp32: falv {r['runner']['precision']} records {a['falv_bf16_records_vs_ref']['agree']}"
-              f"/{a['falv_bf16_records_vs_ref']['of']} (same in every run: {a['records_consistent_across_runs']}), "
-              f"predict {d['agree']}/{d['of']} (max |logit diff| {d['max_logit_diff']:.4f}); "
-              f"falv fp32 {f['agree']}/{f['of']} (max |logit diff| {f['max_logit_diff']:.5f}); "
-              f"reference's smallest top-1 margin {d['ref_min_margin']:.4f}")
-        print(f"embeddings (LN(CLS)) min cosine vs reference: default {a['embedding_min_cosine_default_vs_ref']:.5f}, "
-              f"fp32 {a['embedding_min_cosine_fp32_vs_ref']:.6f}")
+        print(f"reference's smallest top-1 margin {f['ref_min_margin']:.4f}; falv fp32 predict {f['agree']}/{f['of']} "
+              f"(max |logit diff| {f['max_logit_diff']:.5f}), embeddings min cosine "
+              f"{a['embedding_min_cosine_fp32_vs_ref']:.6f}")
+        for prec in r["runners"]:
+            rec, d = a["records_vs_ref"][prec], a["predict_vs_ref"][prec]
+            print(f"falv {name[prec]} vs reference fp32: records {rec['agree']}/{rec['of']} (same in every run: "
+                  f"{a['records_consistent_across_runs'][prec]}), predict {d['agree']}/{d['of']} "
+                  f"(max |logit diff| {d['max_logit_diff']:.4f}), embeddings min cosine "
+                  f"{a['embedding_min_cosine_vs_ref'][prec]:.5f}")
         print(f"prototype head (realistic margins; reference min margin {p['reference_min_margin']:.3f}): "
-              f"default {p['falv_default']['agree']}/{p['falv_default']['of']} "
-              f"(max |logit diff| {p['falv_default']['max_logit_diff']:.4f}), "
-              f"fp32 {p['falv_fp32']['agree']}/{p['falv_fp32']['of']}")
+              + ", ".join(f"{name.get(k, k)} {v['agree']}/{v['of']} (max |logit diff| {v['max_logit_diff']:.4f})"
+                          for k, v in p.items() if isinstance(v, dict)))
     long = r.get("long")
     if long:
-        print(f"long video: {long['duration']:.0f} s, {long['num_frames']} frames, {long['windows']} windows: "
-              f"wall {long['wall_s']:.1f} s (model alone ~{long['model_estimate_s']:.1f} s, est. from the batch-"
-              f"{max(batch_sizes)} per-clip time; decode alone {long['decode_chunk_s']:.1f} s in "
+        print(f"long video ({name[next(iter(r['runners']))]}): {long['duration']:.0f} s, {long['num_frames']} frames, "
+              f"{long['windows']} windows: wall {long['wall_s']:.1f} s (model alone ~{long['model_estimate_s']:.1f} s, "
+              f"est. from the batch-{max(batch_sizes)} per-clip time; decode alone {long['decode_chunk_s']:.1f} s in "
               f"{long['decode_tasks']} task(s)); frames decoded: engine {long['engine_frames_decoded']}, "
               f"decode_chunk {long['decode_chunk_frames_decoded']} of {long['num_frames']} "
               f"(each at most once: {max(long['engine_frames_decoded'], long['decode_chunk_frames_decoded']) <= long['num_frames']})")
     if ref:
-        best = max(r["falv_runs"], key=lambda x: x["videos_per_s"])
-        defaults = LabelOptions()
-        default = next((x for x in r["falv_runs"]
-                        if x["batch_size"] == defaults.batch_size and x["workers"] == defaults.workers), best)
-        a = r["agreement"]["falv_default_vs_ref"]
         print()
         if r["preset"] != "base":
             print(f"(preset {r['preset']}: the goals below are defined for the base preset; a smoke test only)")
-        print("| goal | target | measured | met |")
-        print("|---|---|---|---|")
-        sp = ref["seconds"] / best["seconds"]
-        print(f"| videos/s vs transformers guide (best: batch {best['batch_size']}, workers {best['workers']}) "
-              f"| >= 3x | {sp:.2f}x | {'yes' if sp >= 3 else 'no'} |")
-        sp_d = ref["seconds"] / default["seconds"]
-        print(f"| same, defaults (batch {default['batch_size']}, workers {default['workers']}) | >= 3x | {sp_d:.2f}x "
-              f"| {'yes' if sp_d >= 3 else 'no'} |")
-        ov = min(x["e2e_over_compute"] for x in r["falv_runs"])
-        print(f"| e2e / model compute (best) | <= 1.15x | {ov:.2f}x | {'yes' if ov <= 1.15 else 'no'} |")
-        print(f"| e2e / model compute (defaults) | <= 1.15x | {default['e2e_over_compute']:.2f}x "
-              f"| {'yes' if default['e2e_over_compute'] <= 1.15 else 'no'} |")
-        ag = a["agree"] / a["of"]
-        print(f"| top-1 agreement falv default vs fp32 reference | >= 99% | {100 * ag:.0f}% ({a['agree']}/{a['of']}) "
-              f"| {'yes' if ag >= 0.99 else 'no'} |")
+        print("| goal | precision | target | measured | met |")
+        print("|---|---|---|---|---|")
+        defaults = LabelOptions()
+        for prec in r["runners"]:
+            runs = [x for x in r["falv_runs"] if x["precision"] == prec]
+            best = max(runs, key=lambda x: x["videos_per_s"])
+            default = next((x for x in runs
+                            if x["batch_size"] == defaults.batch_size and x["workers"] == defaults.workers), None)
+            sp = ref["seconds"] / best["seconds"]
+            ov = min(x["e2e_over_compute"] for x in runs)
+            rec = r["agreement"]["records_vs_ref"][prec]
+            proto = r["agreement"]["prototype_head"][prec]
+            rows = [
+                (f"videos/s vs transformers guide (best: batch {best['batch_size']}, workers {best['workers']})",
+                 ">= 3x", f"{sp:.2f}x", sp >= 3),
+                ("e2e / model compute (best)", "<= 1.15x", f"{ov:.2f}x", ov <= 1.15),
+                ("top-1 agreement with the fp32 reference, random head", ">= 99%",
+                 f"{100 * rec['agree'] / rec['of']:.0f}% ({rec['agree']}/{rec['of']})", rec["agree"] / rec["of"] >= 0.99),
+                ("same, prototype head", ">= 99%", f"{100 * proto['agree'] / proto['of']:.0f}% "
+                 f"({proto['agree']}/{proto['of']})", proto["agree"] / proto["of"] >= 0.99),
+            ]
+            if default is not None:  # the defaults were among the measured settings
+                sp_d = ref["seconds"] / default["seconds"]
+                rows[1:1] = [(f"same, defaults (batch {default['batch_size']}, workers {default['workers']})", ">= 3x",
+                              f"{sp_d:.2f}x", sp_d >= 3)]
+                rows[3:3] = [("e2e / model compute (defaults)", "<= 1.15x", f"{default['e2e_over_compute']:.2f}x",
+                              default["e2e_over_compute"] <= 1.15)]
+            for goal, target, measured, met in rows:
+                print(f"| {goal} | {name[prec]} | {target} | {measured} | {'yes' if met else 'no'} |")
     print(f"\ntotal benchmark time {r['total_s']:.0f} s")
 
 
