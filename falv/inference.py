@@ -203,37 +203,52 @@ def _gelu_kind(module: nn.Module) -> str | None:
     return None
 
 
-def pack_linears(model: nn.Module, rows_hint: int = 1024, fuse_activation: bool = True) -> int:
-    """Replace every ``nn.Linear`` of ``model`` (CPU, fp32 or bf16) by a :class:`PackedLinear`,
-    fusing the activation of ``fc1 -> act -> fc2`` MLPs; returns how many were replaced."""
+def replace_linears(
+    model: nn.Module, make: Any, fuse_activation: bool = True, within: str | None = None
+) -> int:
+    """Replace the ``nn.Linear`` layers of ``model`` by ``make(linear, activation)``, fusing the
+    activation of ``fc1 -> act -> fc2`` MLPs into ``fc1`` (``act`` becomes Identity). ``within``:
+    only modules whose qualified name has that component (e.g. ``"blocks"``). Returns the count."""
     count = 0
-    if fuse_activation:
-        for module in list(model.modules()):
+    for name, module in list(model.named_modules()):
+        if within is not None and within not in name.split("."):
+            continue
+        if fuse_activation:
             fc1, act = getattr(module, "fc1", None), getattr(module, "act", None)
             kind = _gelu_kind(act) if act is not None else None
             if type(fc1) is nn.Linear and kind is not None:
-                module.fc1 = PackedLinear(fc1, kind, rows_hint)
+                module.fc1 = make(fc1, kind)
                 module.act = nn.Identity()
                 count += 1
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
+        for child_name, child in list(module.named_children()):
             if type(child) is nn.Linear:
-                setattr(module, name, PackedLinear(child, "none", rows_hint))
+                setattr(module, child_name, make(child, "none"))
                 count += 1
     return count
 
 
-def _packing_works(dtype: torch.dtype) -> bool:
-    """Try the oneDNN op once on a small input (some builds or CPUs lack a kernel)."""
-    if not _onednn_linear_available():
-        return False
+def pack_linears(model: nn.Module, rows_hint: int = 1024, fuse_activation: bool = True) -> int:
+    """Replace every ``nn.Linear`` of ``model`` (CPU, fp32 or bf16) by a :class:`PackedLinear`,
+    fusing the activation of ``fc1 -> act -> fc2`` MLPs; returns how many were replaced."""
+    return replace_linears(model, lambda linear, act: PackedLinear(linear, act, rows_hint), fuse_activation)
+
+
+def _kernel_works(make: Any, dtype: torch.dtype) -> bool:
+    """Run ``make(linear, "gelu")`` once on a small input against ``gelu(linear(x))`` (some
+    builds or CPUs lack a kernel); any failure means: not available."""
     try:
-        lin = nn.Linear(16, 8).to(dtype)
-        x = torch.randn(3, 16, dtype=dtype)
-        torch.testing.assert_close(PackedLinear(lin, "gelu")(x), nn.functional.gelu(lin(x)), rtol=0.05, atol=0.05)
+        lin = nn.Linear(16, 8)
+        x = torch.randn(3, 16)
+        expected = nn.functional.gelu(lin(x))  # before make(), which may cast lin in place
+        got = make(lin, "gelu")(x.to(dtype)).float()
+        torch.testing.assert_close(got, expected, rtol=0.1, atol=0.1)
         return True
-    except Exception:  # noqa: BLE001 - any failure means: keep nn.Linear
+    except Exception:  # noqa: BLE001
         return False
+
+
+def _packing_works(dtype: torch.dtype) -> bool:
+    return _onednn_linear_available() and _kernel_works(lambda lin, act: PackedLinear(lin.to(dtype), act), dtype)
 
 
 # -- int8 linears ------------------------------------------------------------------------------------
@@ -303,36 +318,11 @@ def quantize_linears(model: nn.Module, fuse_activation: bool = True) -> int:
     """Replace the ``nn.Linear`` layers inside the model's transformer blocks by :class:`Int8Linear`
     (GELU fused into ``fc1``); the patch embedding and the head stay as they are (a common
     choice: first and last layers are the most sensitive and cost little). Returns the count."""
-    count = 0
-    for name, module in list(model.named_modules()):
-        if "blocks" not in name.split("."):
-            continue
-        if fuse_activation:
-            fc1, act = getattr(module, "fc1", None), getattr(module, "act", None)
-            kind = _gelu_kind(act) if act is not None else None
-            if type(fc1) is nn.Linear and kind is not None:
-                module.fc1 = Int8Linear(fc1, kind)
-                module.act = nn.Identity()
-                count += 1
-        for child_name, child in list(module.named_children()):
-            if type(child) is nn.Linear:
-                setattr(module, child_name, Int8Linear(child))
-                count += 1
-    return count
+    return replace_linears(model, Int8Linear, fuse_activation, within="blocks")
 
 
 def _int8_works(dtype: torch.dtype) -> bool:
-    """Try the oneDNN int8 op once on a small input (some builds or CPUs lack a kernel)."""
-    if not _int8_linear_available():
-        return False
-    try:
-        lin = nn.Linear(16, 8)
-        x = torch.randn(3, 16)
-        got = Int8Linear(lin, "gelu")(x.to(dtype)).float()
-        torch.testing.assert_close(got, nn.functional.gelu(lin(x)), rtol=0.1, atol=0.1)
-        return True
-    except Exception:  # noqa: BLE001 - any failure means: int8 is not available here
-        return False
+    return _int8_linear_available() and _kernel_works(Int8Linear, dtype)
 
 
 @functools.lru_cache(maxsize=1)
