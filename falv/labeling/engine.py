@@ -221,7 +221,7 @@ class Engine:
         done: deque[LabelRecord] = deque()
 
         def tasks() -> Iterator[tuple[str, tuple]]:
-            # Plans first, lazily, so that decoding of early videos starts at once.
+            # Plans in input order, lazily (feed() keeps a bounded number ahead of decoding).
             for path in paths:
                 yield ("plan", (path, self.spec, opts))
 
@@ -253,22 +253,31 @@ class Engine:
                 in_flight.append((model_thread.submit(self._run_batch, take), take))
             settle(block=force)
 
-        queue: deque[tuple[str, tuple]] = deque()
+        queue: list[tuple[float, tuple[str, tuple]]] = []  # (estimated cost, decode task)
         plan_iter = tasks()
         plans_in_flight = 0
+        plans_left = True
+        lookahead = 2 * max(opts.workers, 1) + 2  # decode tasks to choose from before planning stops
+
+        def model_hungry() -> bool:
+            return not pending_batch and not any(take for _, take in in_flight)
 
         def feed() -> Iterator[Any]:
-            # Decode tasks of planned videos first, then the next plan; while plans are
-            # still out, their decode tasks may yet come: WAIT instead of ending.
-            nonlocal plans_in_flight
+            # Plans run ahead until `lookahead` decode tasks wait (probing is cheap), so that
+            # the next decode can be chosen: the cheapest while the model has nothing to do
+            # (it starts sooner), else the costliest (short tasks fill the end of the run).
+            # While plans are still out, their decode tasks may yet come: WAIT, not the end.
+            nonlocal plans_in_flight, plans_left
             while True:
+                if plans_left and len(queue) + plans_in_flight < lookahead:
+                    nxt = next(plan_iter, None)
+                    if nxt is not None:
+                        plans_in_flight += 1
+                        yield nxt
+                        continue
+                    plans_left = False
                 if queue:
-                    yield queue.popleft()
-                    continue
-                nxt = next(plan_iter, None)
-                if nxt is not None:
-                    plans_in_flight += 1
-                    yield nxt
+                    yield queue.pop(pick_decode([c for c, _ in queue], model_hungry()))[1]
                 elif plans_in_flight:
                     yield WAIT
                 else:
@@ -294,8 +303,9 @@ class Engine:
                                               [None] * len(windows))
                         for c, chunk in enumerate(chunks):
                             first = c * opts.chunk_windows
-                            queue.append(("decode", (path, [ts for *_, ts in chunk], self.spec.short_side,
-                                                     opts.timeout, first)))
+                            stamps = [ts for *_, ts in chunk]
+                            queue.append((decode_cost(outcome["info"], stamps),
+                                          ("decode", (path, stamps, self.spec.short_side, opts.timeout, first))))
                 else:
                     video = videos[path]
                     video.chunks_left -= 1
@@ -321,6 +331,27 @@ class Engine:
                 yield done.popleft()
         finally:  # also when the caller stops reading records early
             model_thread.shutdown(wait=True, cancel_futures=True)
+
+
+def decode_cost(info: dict[str, Any], timestamps: Sequence[Sequence[float]]) -> float:
+    """Rough decoding work of one decode task: pixels per frame x frames from its first to its
+    last wanted time (+1 s for the way in from the keyframe before). Only compared between
+    tasks; 0 when the probe gave no size."""
+    times = [t for ts in timestamps for t in ts]
+    if not times:
+        return 0.0
+    pixels = float(info.get("width") or 0) * float(info.get("height") or 0)
+    fps = float(info.get("fps") or 0) or 25.0
+    return pixels * fps * (max(times) - min(times) + 1.0)
+
+
+def pick_decode(costs: Sequence[float], model_hungry: bool) -> int:
+    """Index of the decode task to run next among waiting ones with these estimated costs:
+    the cheapest when the model has no work (its first clip arrives sooner), otherwise the
+    costliest (longest-first keeps long decodes from finishing last). Ties: the earliest."""
+    if model_hungry:
+        return min(range(len(costs)), key=lambda i: (costs[i], i))
+    return min(range(len(costs)), key=lambda i: (-costs[i], i))
 
 
 def _error_fields(error: BaseException, path: str) -> dict[str, str]:

@@ -291,3 +291,40 @@ def test_non_finite_scores_give_error_records_not_a_crash(videos, tmp_path):
         assert r.error is not None and r.error.type == "non_finite_scores"
         assert "2 of 2 window(s)" in r.error.message and r.labels == []
     assert len(read_records(tmp_path / "out" / "labels.jsonl")) == 2
+
+
+@pytest.mark.parametrize(("costs", "hungry", "expected"), [
+    ([5.0], True, 0),
+    ([5.0], False, 0),
+    ([5.0, 1.0, 9.0], True, 1),  # the model waits: the quickest decode first
+    ([5.0, 1.0, 9.0], False, 2),  # the model is busy: the longest decode first
+    ([2.0, 2.0, 2.0], True, 0),  # ties: input order
+    ([2.0, 2.0, 2.0], False, 0),
+    ([0.0, 3.0], True, 0),  # unknown size (cost 0) counts as cheap
+])
+def test_pick_decode(costs, hungry, expected):
+    from falv.labeling.engine import pick_decode
+
+    assert pick_decode(costs, hungry) == expected
+
+
+def test_decode_cost_grows_with_pixels_frame_rate_and_span():
+    from falv.labeling.engine import decode_cost
+
+    base = {"width": 640, "height": 360, "fps": 30.0}
+    windows = [[1.0, 2.0, 3.0], [5.0, 6.0, 7.0]]
+    cost = decode_cost(base, windows)
+    assert cost == 640 * 360 * 30.0 * (7.0 - 1.0 + 1.0)
+    assert decode_cost({**base, "width": 1920, "height": 1080}, windows) == pytest.approx(9 * cost)
+    assert decode_cost({**base, "fps": 60.0}, windows) == pytest.approx(2 * cost)
+    assert decode_cost(base, [[1.0, 2.0, 3.0]]) < cost
+    assert decode_cost({**base, "fps": 0}, windows) == 640 * 360 * 25.0 * 7.0  # unknown rate: 25 fps
+    assert decode_cost({}, windows) == 0.0 and decode_cost(base, []) == 0.0
+
+
+def test_cheapest_video_is_decoded_first_while_the_model_waits(model_dir, tmp_path):
+    big = write_test_video(tmp_path / "big.mp4", frames=48, fps=12, size=(96, 128))
+    small = write_test_video(tmp_path / "small.mp4", frames=12, fps=12, size=(32, 32))
+    records = list(label([str(big), str(small)], str(model_dir), workers=1))
+    assert [os.path.basename(r.path) for r in records] == ["small.mp4", "big.mp4"]
+    assert all(r.error is None for r in records)
