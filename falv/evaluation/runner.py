@@ -480,8 +480,12 @@ def evaluate(
                                    background_threshold=segment_threshold, **dict(engine, top_k=min(k, 5)))
     view_options = [LabelOptions(clips=c, crops=n, **engine) for c, n in views]  # validated before any work
 
+    from falv.inference import choose_device, precision_name, resolve_precision
+
+    dev = choose_device(device)
     result: dict[str, Any] = {
-        "model": info.name, "data": None if data is None else _describe_data(data),
+        "model": info.name, "device": dev.type, "precision": precision_name(resolve_precision(precision, dev)),
+        "data": None if data is None else _describe_data(data),
         "source": None, "split": split, "multilabel": None, "clips": views[-1][0], "crops": views[-1][1],
         "views_per_video": views[-1][0] * views[-1][1],
         **dict.fromkeys(_METRIC_KEYS), "num_videos": 0, "num_failed": 0, "failed": [],

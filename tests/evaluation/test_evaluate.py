@@ -67,6 +67,7 @@ def test_cli_end_to_end_with_views_untrimmed_and_a_broken_video(synth, model_dir
     assert METRIC_KEYS <= set(metrics)
     assert metrics["data"] == str(root) and metrics["split"] == "test" and metrics["classes"] == classes and not metrics["multilabel"]
     assert metrics["num_videos"] == 8 and metrics["clips"] == 2 and metrics["crops"] == 1
+    assert metrics["device"] in ("cpu", "cuda") and metrics["precision"] in ("fp32", "bf16")  # auto, resolved
     [failed] = metrics["failed"]
     assert failed["path"].endswith("broken.mp4") and failed["type"] in ("corrupt", "not_a_video") and failed["error"]
     for key in ("top1", "f1_macro", "mean_class_accuracy"):
