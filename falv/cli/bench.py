@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from falv.cli.main import precision_option
+from falv.cli.main import precision_option, preset_option
 from falv.config import ATTENTION_TYPES
 
 # Schemes that transformers' TimeSformer implements (the others have no public counterpart).
@@ -318,7 +318,7 @@ def format_bench(result: dict[str, Any]) -> str:
 
 
 @click.command()
-@click.option("--preset", default="base", show_default=True, help="Model preset (falv presets lists them).")
+@preset_option("base", "Model preset (falv presets lists them).")
 @click.option("--attention", "attention_type", type=click.Choice(ATTENTION_TYPES), default="divided_space_time",
               show_default=True, help="Attention scheme.")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=1, show_default=True, help="Clips per forward pass.")
@@ -335,10 +335,6 @@ def format_bench(result: dict[str, Any]) -> str:
 def bench(preset: str, attention_type: str, batch_size: int, precision: str, repeats: int, warmup: int,
           with_transformers: bool, device: str, num_threads: int | None, json_path: str | None) -> None:
     """Time one forward pass per clip: ms, GFLOP, GFLOP/s against the measured matmul peak, vs transformers."""
-    from falv.model.presets import PRESETS
-
-    if preset not in PRESETS:
-        raise click.BadParameter(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}", param_hint="--preset")
     result = run_bench(preset, attention_type, batch_size, precision, repeats, warmup, with_transformers, device,
                        num_threads, log=lambda msg: click.echo(msg, err=True))
     click.echo(format_bench(result))

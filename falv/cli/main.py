@@ -27,6 +27,19 @@ EXIT_ERROR = 3
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
+def _check_preset(_ctx: Any, _param: Any, value: str | None) -> str | None:
+    from falv.model.presets import PRESETS
+
+    if value is not None and value not in PRESETS:
+        raise click.BadParameter(f"unknown preset {value!r}; valid presets: {', '.join(PRESETS)}")
+    return value
+
+
+def preset_option(default: str, help: str) -> Any:
+    """The ``--preset`` option: an unknown name is a usage error (exit code 2)."""
+    return click.option("--preset", default=default, show_default=True, help=help, callback=_check_preset)
+
+
 def precision_option(help: str = "auto: bf16 on CPUs and GPUs that support it, else fp32.") -> Any:
     """The ``--precision`` option of the commands that run a model."""
     return click.option(

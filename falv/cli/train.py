@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from falv.cli.main import EXIT_OK
+from falv.cli.main import EXIT_OK, preset_option
 
 
 def _floats(value: str, name: str) -> tuple[float, float]:
@@ -27,7 +27,7 @@ def _floats(value: str, name: str) -> tuple[float, float]:
 @click.option("--val-fraction", default=0.15, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Share of each class held out for validation when there is no --val.")
 @click.option("--split", help="Split of --data to train on (default: train when the data has one).")
-@click.option("--preset", default="tiny", show_default=True, help="Model preset when training from scratch.")
+@preset_option("tiny", "Model preset when training from scratch.")
 @click.option("--attention", help="Attention scheme (divided_space_time, joint_space_time, space_only, "
               "sparse_local_global, axial).")
 @click.option("--init", help="Start from a falv directory, TimeSformer directory/hub id or .pyth checkpoint "

@@ -148,6 +148,8 @@ def test_cli_train_and_usage_errors(synth_set, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "falv", "train", "--out", str(tmp_path / "x")],
                              capture_output=True, text=True, env=env, timeout=60)
     assert missing.returncode == 2 and "--data" in missing.stderr
+    bad_preset = subprocess.run([*args[:6], "--preset", "nope"], capture_output=True, text=True, env=env, timeout=60)
+    assert bad_preset.returncode == 2 and "valid presets" in bad_preset.stderr and "Traceback" not in bad_preset.stderr
 
 
 def test_fine_tune_from_a_transformers_timesformer(synth_set, tmp_path):
