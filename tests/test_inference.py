@@ -139,7 +139,7 @@ def test_quantize_uint8_round_trip(values: list[float]) -> None:
     q, scale, zero_point = quantize_uint8(x)
     assert q.dtype == torch.uint8 and 0 <= zero_point <= 255 and scale > 0
     back = scale * (q.float() - zero_point)
-    assert (back - x).abs().max() <= scale / 2 + 1e-6 * scale  # at most half a step off
+    assert (back - x).abs().max() <= scale * (0.5 + 1e-3)  # at most half a step off (+ float32 rounding)
     assert (back[x == 0] == 0).all()  # zero is exact
 
 
