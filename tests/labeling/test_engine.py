@@ -328,3 +328,22 @@ def test_cheapest_video_is_decoded_first_while_the_model_waits(model_dir, tmp_pa
     records = list(label([str(big), str(small)], str(model_dir), workers=1))
     assert [os.path.basename(r.path) for r in records] == ["small.mp4", "big.mp4"]
     assert all(r.error is None for r in records)
+
+
+def test_a_model_that_fails_to_prepare_stops_the_run_cleanly(model_dir, videos, tmp_path, capsys, monkeypatch):
+    import falv.inference
+    from falv.cli.main import main
+    from falv.errors import ConfigError
+
+    def broken(*_args, **_kwargs):
+        raise ConfigError("device cuda was requested but torch sees no CUDA device; use --device cpu")
+
+    monkeypatch.setattr(falv.inference, "prepare_for_inference", broken)  # runs on the model thread
+    _, good, _ = videos
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as exit_:
+        main(["label", *good[:2], "-m", str(model_dir), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 3 and "CUDA" in err and "Traceback" not in err
+    assert time.monotonic() - started < 60  # workers stopped, no hang
+    assert not (tmp_path / "out" / "labels.jsonl").read_text()  # nothing half-written
