@@ -400,15 +400,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # -- model compute alone on the engine's own clips ----------------------------------------------------
     say("model compute alone (engine stages inline, then predict)")
-    engines, compute, clips = {}, {}, None
-    for prec in precisions:
-        if clips is None:  # the same pixels whatever the precision
-            engine, clips, dec = engine_clips(paths, model_dir, LabelOptions(clips=1, crops=1, precision=prec))
-        else:
-            engine = Engine(FALForVideoClassification.from_pretrained(model_dir), LabelOptions(precision=prec),
-                            None, str(model_dir))
-        engines[prec] = engine
-        compute[prec] = {bs: time_predict(engine.runner, clips, bs) for bs in batch_sizes}
+    _, clips, dec = engine_clips(paths, model_dir, LabelOptions(clips=1, crops=1))  # same pixels for every precision
+    engines = {prec: Engine(FALForVideoClassification.from_pretrained(model_dir), LabelOptions(precision=prec),
+                            None, str(model_dir)) for prec in precisions}
+    compute = {prec: {bs: time_predict(e.runner, clips, bs) for bs in batch_sizes} for prec, e in engines.items()}
     engine = engines[precisions[0]]
     result["compute_s"] = {prec: {bs: c["seconds"] for bs, c in by_bs.items()} for prec, by_bs in compute.items()}
     result["runners"] = {prec: {"precision": e.runner.precision, "mode": e.runner.mode,

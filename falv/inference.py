@@ -116,6 +116,16 @@ def resolve_precision(precision: str, device: torch.device | str) -> torch.dtype
     return _DTYPES[precision]
 
 
+def check_precision(precision: str, device: torch.device | str) -> torch.dtype:
+    """:func:`resolve_precision`, and for int8 also whether its kernels work here: what a run
+    checks before it starts (prepare_for_inference, the labeling engine)."""
+    dtype = resolve_precision(precision, device)
+    if dtype == torch.int8 and not int8_available():
+        raise ConfigError("int8 needs oneDNN's quantized linear kernels, which this torch build or CPU lacks; "
+                          "use --precision auto")
+    return dtype
+
+
 def compute_dtype_for_int8() -> torch.dtype:
     """What runs outside the int8 linears (attention, LayerNorm, GELU, head): bf16 where native."""
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
@@ -430,7 +440,7 @@ def prepare_for_inference(
     ``compile`` wraps the model in ``torch.compile`` (slow first call, opt-in).
     """
     device = choose_device(device)
-    dtype = resolve_precision(precision, device)
+    dtype = check_precision(precision, device)
     if bf16_mode not in BF16_MODES:
         raise ConfigError(f"unknown bf16 mode {bf16_mode!r}; valid values: {', '.join(BF16_MODES)}")
     if num_threads is not None:
@@ -453,18 +463,15 @@ def prepare_for_inference(
         raise ConfigError("prepacked linears are a CPU (oneDNN) feature; use pack=False on CUDA")
     weight_dtype = dtype if mode in ("weights", "int8") else torch.float32
     packed = quantized = 0
+    packing = bool(pack) and _packing_works(weight_dtype)
     with torch.no_grad():
-        if mode == "int8":
-            if not int8_available():
-                raise ConfigError("int8 needs oneDNN's quantized linear kernels, which this torch build or CPU "
-                                  "lacks; use --precision auto")
+        if mode == "int8" or packing:  # linears about to leave the state dict: fold the attention scale
             fold_attention_scales(model)
+        if mode == "int8":
             quantized = quantize_linears(model)
             if quantized == 0:
                 raise ConfigError(f"int8 quantizes the linears of transformer blocks; {type(model).__name__} has none")
-        if pack and _packing_works(weight_dtype):
-            if mode != "int8":
-                fold_attention_scales(model)
+        if packing:
             packed = pack_linears(model)
     runner = InferenceModel(model, device, dtype, mode, packed, int8_linears=quantized,
                             options=dict(bf16_mode=bf16_mode, pack=pack, attention_backend=attention_backend,

@@ -191,11 +191,10 @@ def run_bench(
     if dtype != torch.float32:
         main = prepare_for_inference(copy.deepcopy(fal), dev, precision_name(dtype))
         main_name += f" ({main.mode}{', packed' if main.packed_linears else ''})"
-        if dtype != torch.int8:
+        paths.append((main_name, lambda x: main.predict(x)[0]))
+        if dtype != torch.int8:  # int8 has no autocast counterpart
             autocast = prepare_for_inference(copy.deepcopy(fal), dev, precision_name(dtype), bf16_mode="autocast",
                                              pack=False)
-        paths.append((main_name, lambda x: main.predict(x)[0]))
-        if dtype != torch.int8:
             paths.append((f"falv {precision_name(dtype)} autocast", lambda x: autocast.predict(x)[0]))
     paths.append(("falv fp32", lambda x: fp32_runner.predict(x)[0]))
     if ts is not None:

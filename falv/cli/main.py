@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-
 from typing import Any
 
 import click

@@ -137,7 +137,7 @@ class Engine:
 
     def __init__(self, model: Any, options: LabelOptions, out_dir: Path | None, model_id: str,
                  processor: Any = None) -> None:
-        from falv.inference import choose_device, int8_available, resolve_precision
+        from falv.inference import check_precision, choose_device
         from falv.processing import FALImageProcessor
 
         self.options = options
@@ -158,10 +158,7 @@ class Engine:
         # Options are checked now (a bad precision or device stops the run before any work);
         # the model itself is converted on the model thread when a run starts, while the
         # workers decode the first videos (int8 quantization takes ~0.7 s for ViT-B).
-        device = choose_device(options.device)
-        if resolve_precision(options.precision, device) == torch.int8 and not int8_available():
-            raise ConfigError("int8 needs oneDNN's quantized linear kernels, which this torch build or CPU lacks; "
-                              "use --precision auto")
+        check_precision(options.precision, choose_device(options.device))
         self._model: Any = model
         self._runner: Any = None
         self._runner_lock = threading.Lock()

@@ -155,10 +155,11 @@ def decode_in_workers(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     ctx = mp.get_context(start_method or default_start_method())
-    if ctx.get_start_method() == "forkserver":
+    module = getattr(fn, "__module__", None)
+    if module and ctx.get_start_method() == "forkserver":
         # The fork server imports fn's module once (numpy, PyAV, ...) and every worker forks
         # with it loaded: ~0.3 s less before the first result. No effect once the server runs.
-        ctx.set_forkserver_preload([getattr(fn, "__module__", None) or "builtins"])
+        ctx.set_forkserver_preload([module])
     pending = iter(items)
     exhausted = False
     pool: list[_Worker] = []
