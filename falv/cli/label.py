@@ -109,7 +109,10 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
                     click.echo(f"failed: {message}", err=True)
             rate = (ok + failed) / max(time.monotonic() - started, 1e-9)
             bar.update(1, f"{rate:.2f} videos/s")
-    written = export_formats(out_dir, names, classes=net.config.labels)
+    unwritable: list[tuple[str, str, str]] = []
+    written = export_formats(out_dir, names, classes=net.config.labels, failures=unwritable)
+    for path, name, message in unwritable if not quiet else ():
+        click.echo(f"failed: {path}: could not be written as {name} ({message})", err=True)
     elapsed = time.monotonic() - started
     skipped = len(found.paths) - ok - failed
     # Inputs that failed in an earlier run of this output folder count as failed too.
@@ -123,7 +126,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
         )
         for name, path in written.items():
             click.echo(f"{name}: {path}")
-    return EXIT_SOME_FAILED if failed_total else EXIT_OK
+    return EXIT_SOME_FAILED if failed_total or unwritable else EXIT_OK
 
 
 class _NoBar:

@@ -2,12 +2,15 @@
 
 Commands are loaded lazily (``falv --help`` does not import torch), and every
 :class:`falv.errors.FalvError` becomes one clear line on stderr with exit code
-:data:`EXIT_USAGE` or the command's own code, never a traceback.
+:data:`EXIT_USAGE` or the command's own code, never a traceback; any other exception
+(a bug) is one line too, with exit code :data:`EXIT_ERROR` (``FALV_DEBUG=1`` shows
+its traceback).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -98,6 +101,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except Exception as exc:  # a bug: still one line, the traceback only on request
+        if os.environ.get("FALV_DEBUG"):
+            raise
+        click.echo(f"Error: internal error ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+                   "this is a bug in falv: please report it (FALV_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(EXIT_ERROR)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 

@@ -14,6 +14,13 @@ batched for the model in the main process, the number of decoded chunks in
 flight is bounded (memory stays bounded for 4K and hour-long inputs: windows are
 streamed in chunks), and every record is appended to ``labels.jsonl`` as soon as
 its video is done, which makes runs resumable.
+
+The per-video boundary: every stage that handles one video (probe and plan, decode,
+the check of its frames, model input, aggregation and segmenting, embeddings, the
+record itself) runs inside it, so anything that goes wrong there becomes that video's
+error record (a typed one, or ``internal`` with the exception's class and message)
+and the run goes on. Only a :class:`falv.errors.RunError` (the model, the output
+folder, the disk) stops the run.
 """
 
 from __future__ import annotations
@@ -34,12 +41,12 @@ import numpy as np
 import torch
 
 from falv.data import transforms as T
-from falv.labeling.records import LabelRecord, record_error, record_ok, video_id_for
+from falv.errors import ConfigError, FalvError, RunError
+from falv.labeling.records import (LabelRecord, error_fields, record_error, record_ok, record_to_json_line,
+                                   video_id_for)
 from falv.labeling.segments import windows_to_segments
-from falv.errors import ConfigError
-from falv.labeling.stages import LabelOptions, ModelSpec, decode_chunk, plan_video, run_task
+from falv.labeling.stages import TASK_STAGES, LabelOptions, ModelSpec, decode_chunk, plan_video, run_task
 from falv.labeling.store import LABELS_NAME, RecordStore
-from falv.video import VideoError, error_record
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +136,8 @@ class _Video:
     scores: list[np.ndarray | None]
     embeds: list[np.ndarray | None]
     warnings: list[str] = field(default_factory=list)
-    error: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+    origin: float | None = None  # the decoder's time origin when the header's start was wrong
 
 
 class Engine:
@@ -177,35 +185,110 @@ class Engine:
                 self._model = None
             return self._runner
 
-    # one model call over a batch of windows (each window = `crops` clips)
-    def _run_batch(self, batch: list[tuple[_Video, int, np.ndarray]]) -> None:
-        # Frames wait as uint8; they become float pixels only here, a batch at a time.
+    # one model call over a batch of windows (each window = `crops` clips); runs on the model thread
+    def _run_batch(self, batch: list[tuple[_Video, int, np.ndarray]]) -> list[tuple[_Video, dict[str, str]]]:
+        """Score the batch; returns the videos whose model input could not be made (they fail
+        alone). The model failing on well-formed input is a :class:`RunError`."""
         n = self.options.crops
-        pixels = torch.cat([clip_tensor(frames, self.spec, n) for *_, frames in batch])  # (B*crops, T, C, H, W)
-        logits, embeds = self.runner.predict(pixels)
-        probs = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
-        self.clips_run += pixels.shape[0]
-        for i, (video, w, _) in enumerate(batch):
+        live, pixels, failed = [], [], []
+        for item in batch:
+            video, _, frames = item
+            if video.error is not None:  # failed meanwhile: no need to score its other windows
+                continue
+            try:  # Frames wait as uint8; they become float pixels only here, a batch at a time.
+                pixels.append(clip_tensor(frames, self.spec, n))
+                live.append(item)
+            except Exception as exc:
+                failed.append((video, _failure(exc, video.path, "preparing the model input")))
+        if not live:
+            return failed
+        batch_pixels = torch.cat(pixels)  # (B*crops, T, C, H, W)
+        try:
+            logits, embeds = self.runner.predict(batch_pixels)
+            probs = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
+        except FalvError:
+            raise
+        except Exception as exc:  # the input was checked: the model itself is broken
+            raise RunError(f"the model failed on a batch of {batch_pixels.shape[0]} clip(s) of shape "
+                           f"{tuple(batch_pixels.shape[1:])} ({type(exc).__name__}: {exc})") from exc
+        self.clips_run += batch_pixels.shape[0]
+        for i, (video, w, _) in enumerate(live):
             video.scores[w] = probs[i * n:(i + 1) * n].mean(0).cpu().numpy()  # average over crops
             video.embeds[w] = embeds[i * n:(i + 1) * n].mean(0).cpu().numpy()
+        return failed
+
+    def _error_record(self, path: str, failure: dict[str, str], info: dict[str, Any] | None = None) -> LabelRecord:
+        try:
+            return record_error(path, failure["type"], failure["message"], info=info or None, model=self.model_id,
+                                multilabel=self.multilabel)
+        except Exception:  # the probe's numbers are too damaged to record (e.g. not finite)
+            return record_error(path, failure["type"], failure["message"], model=self.model_id,
+                                multilabel=self.multilabel)
 
     def _finish(self, video: _Video) -> LabelRecord:
+        """The video's record: its error, or its labels (aggregation, segments, embeddings),
+        inside the per-video boundary; an output folder that cannot be written is a RunError."""
         if video.error is not None:
-            return record_error(video.path, video.error["type"], video.error["message"], info=video.info or None,
-                                model=self.model_id, multilabel=self.multilabel)
-        scores = np.stack(video.scores)
-        finite = np.isfinite(scores).all(axis=1)  # per window
-        if not finite.all():  # a model that overflowed (or broken weights): this video fails alone
-            bad = int((~finite).sum())
-            return record_error(video.path, "non_finite_scores",
-                                f"the model gave NaN or infinite scores for {bad} of {len(scores)} window(s)",
-                                info=video.info or None, model=self.model_id, multilabel=self.multilabel)
-        embeddings = None
-        if self.options.embeddings and self.out_dir is not None:
-            embeddings = write_embeddings(self.out_dir, video.path, video.windows, np.stack(video.embeds))
-        return aggregate(video.path, video.info, video.windows, scores, self.labels, self.options,
-                         multilabel=self.multilabel, thresholds=self.thresholds, model_id=self.model_id,
-                         warnings=video.warnings, embeddings=embeddings)
+            return self._error_record(video.path, video.error, video.info)
+        stage = "aggregating window scores"
+        try:
+            scores = np.stack(video.scores)
+            finite = np.isfinite(scores).all(axis=1)  # per window
+            if not finite.all():  # a model that overflowed (or broken weights): this video fails alone
+                bad = int((~finite).sum())
+                return self._error_record(
+                    video.path, {"type": "non_finite_scores",
+                                 "message": f"the model gave NaN or infinite scores for {bad} of {len(scores)} window(s)"},
+                    video.info)
+            embeddings = None
+            if self.options.embeddings and self.out_dir is not None:
+                stage = "writing embeddings"
+                try:
+                    embeddings = write_embeddings(self.out_dir, video.path, video.windows, np.stack(video.embeds))
+                except OSError as exc:  # the output folder or the disk, not this video
+                    raise RunError(f"cannot write embeddings into {self.out_dir}: {exc}") from exc
+            stage = "aggregating and segmenting"
+            record = aggregate(video.path, video.info, video.windows, scores, self.labels, self.options,
+                               multilabel=self.multilabel, thresholds=self.thresholds, model_id=self.model_id,
+                               warnings=video.warnings, embeddings=embeddings)
+            stage = "writing the record"
+            record_to_json_line(record)  # the JSONL writer's own check: a record that cannot be written fails here
+            return record
+        except RunError:
+            raise
+        except Exception as exc:
+            return self._error_record(video.path, _failure(exc, video.path, stage), video.info)
+
+    def _add_video(self, path: str, plan: dict[str, Any]) -> tuple[_Video, list[tuple[float, tuple[str, tuple]]]]:
+        """A planned video and its decode tasks (with their estimated costs)."""
+        opts = self.options
+        windows = plan["windows"]
+        if not windows:
+            raise ValueError("the plan has no window")
+        chunks = [windows[i:i + opts.chunk_windows] for i in range(0, len(windows), opts.chunk_windows)]
+        video = _Video(path, plan["info"], [(float(a), float(b)) for a, b, _ in windows], len(chunks),
+                       len(windows), [None] * len(windows), [None] * len(windows),
+                       warnings=list(plan.get("warnings") or ()), origin=plan.get("origin"))
+        tasks = []
+        for c, chunk in enumerate(chunks):
+            stamps = [list(ts) for *_, ts in chunk]
+            tasks.append((decode_cost(plan["info"], stamps),
+                          ("decode", (path, stamps, self.spec.short_side, opts.timeout, c * opts.chunk_windows,
+                                      video.origin))))
+        return video, tasks
+
+    def _check_frames(self, video: _Video, args: tuple, outcome: dict[str, Any]) -> np.ndarray:
+        """The decoded frames of a chunk, checked before they wait for the model:
+        (windows, T, H, W, 3) uint8 with the model's frame count, every side >= 1."""
+        frames = outcome["frames"]
+        wanted = (len(args[1]), self.spec.num_frames)
+        if (not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 5
+                or frames.shape[:2] != wanted or frames.shape[4] != 3 or min(frames.shape[2:4]) < 1):
+            shape = getattr(frames, "shape", None)
+            raise ValueError(f"the decoder returned frames of shape {shape} and type "
+                             f"{getattr(frames, 'dtype', type(frames).__name__)}; expected "
+                             f"({wanted[0]}, {wanted[1]}, H, W, 3) uint8")
+        return frames
 
     def run(self, paths: Sequence[str]) -> Iterator[LabelRecord]:
         """Label ``paths``; yields records in completion order."""
@@ -227,12 +310,20 @@ class Engine:
         model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="falv-model")
         in_flight: deque[tuple[Future, list[tuple[_Video, int, np.ndarray]]]] = deque()
         # its first job: prepare the model while the workers start decoding
-        in_flight.append((model_thread.submit(lambda: self.runner), []))
+        in_flight.append((model_thread.submit(lambda: (self.runner, [])[1]), []))
 
         def settle(block: bool, keep: int = 0) -> None:
             while len(in_flight) > keep and (block or in_flight[0][0].done()):
                 future, take = in_flight.popleft()
-                future.result()  # a model error surfaces here
+                try:
+                    failed = future.result() or []  # a model error surfaces here
+                except FalvError:
+                    raise
+                except Exception as exc:  # preparing the model failed: nothing can be labelled
+                    raise RunError(f"the model could not be prepared ({type(exc).__name__}: {exc})") from exc
+                for video, failure in failed:
+                    if video.error is None:
+                        video.error = failure
                 for video, *_ in take:
                     video.windows_left -= 1
                 for video in {id(v): v for v, *_ in take}.values():
@@ -289,34 +380,39 @@ class Engine:
                 path = args[0]
                 if kind == "plan":
                     plans_in_flight -= 1
-                    if isinstance(outcome, BaseException):
-                        done.append(record_error(path, **_error_fields(outcome, path), model=self.model_id,
-                                                 multilabel=self.multilabel))
+                    try:  # the per-video boundary around the plan's hand-over
+                        if isinstance(outcome, BaseException):
+                            raise outcome
+                        video, decode_tasks = self._add_video(path, outcome)
+                    except RunError:
+                        raise
+                    except Exception as exc:
+                        info = outcome.get("info") if isinstance(outcome, dict) else None
+                        done.append(self._error_record(path, _failure(exc, path, TASK_STAGES["plan"]), info))
                     else:
-                        windows = outcome["windows"]
-                        chunks = [windows[i:i + opts.chunk_windows] for i in range(0, len(windows), opts.chunk_windows)]
-                        videos[path] = _Video(path, outcome["info"], [(a, b) for a, b, _ in windows],
-                                              len(chunks), len(windows), [None] * len(windows),
-                                              [None] * len(windows))
-                        for c, chunk in enumerate(chunks):
-                            first = c * opts.chunk_windows
-                            stamps = [ts for *_, ts in chunk]
-                            queue.append((decode_cost(outcome["info"], stamps),
-                                          ("decode", (path, stamps, self.spec.short_side, opts.timeout, first))))
+                        videos[path] = video
+                        queue.extend(decode_tasks)
                 else:
-                    video = videos[path]
-                    video.chunks_left -= 1
-                    if isinstance(outcome, BaseException):
-                        video.error = _error_fields(outcome, path)
-                    else:
-                        self.frames_decoded += outcome["frames_decoded"]
-                        video.warnings.extend(outcome["warnings"])
-                        if video.error is None:
-                            for j, frames in enumerate(outcome["frames"]):
-                                pending_batch.append((video, args[4] + j, frames))
-                    if video.error is not None and video.chunks_left == 0:
-                        done.append(self._finish(video))  # windows of it still queued are dropped
-                        videos.pop(path, None)
+                    video = videos.get(path)
+                    if video is not None:
+                        video.chunks_left -= 1
+                        try:  # the per-video boundary around the decoded frames
+                            if isinstance(outcome, BaseException):
+                                raise outcome
+                            self.frames_decoded += int(outcome["frames_decoded"])
+                            video.warnings.extend(str(w) for w in outcome["warnings"])
+                            if video.error is None:
+                                frames = self._check_frames(video, args, outcome)
+                                for j in range(frames.shape[0]):
+                                    pending_batch.append((video, args[4] + j, frames[j]))
+                        except RunError:
+                            raise
+                        except Exception as exc:
+                            if video.error is None:
+                                video.error = _failure(exc, path, TASK_STAGES["decode"])
+                        if video.error is not None and video.chunks_left == 0:
+                            done.append(self._finish(video))  # windows of it still queued are dropped
+                            videos.pop(path, None)
                     flush()
                 settle(block=False)
                 while done:
@@ -351,11 +447,10 @@ def pick_decode(costs: Sequence[float], model_hungry: bool) -> int:
     return min(range(len(costs)), key=lambda i: (-costs[i], i))
 
 
-def _error_fields(error: BaseException, path: str) -> dict[str, str]:
-    if isinstance(error, VideoError):
-        data = error_record(error, path)
-        return {"type": str(data.get("error") or "video_error"), "message": str(data.get("message") or error)}
-    return {"type": type(error).__name__, "message": str(error) or type(error).__name__}
+def _failure(error: BaseException, path: str, stage: str) -> dict[str, str]:
+    """The error of one video: its typed code, or ``internal`` naming the stage and the exception."""
+    code, message = error_fields(error, path, stage)
+    return {"type": code, "message": message}
 
 
 def label(

@@ -42,6 +42,7 @@ __all__ = [
     "record_ok",
     "record_error",
     "record_from_exception",
+    "error_fields",
     "record_to_json_line",
     "scan_records",
     "read_records",
@@ -455,16 +456,26 @@ def record_error(
     )
 
 
-def record_from_exception(
-    path: str | os.PathLike[str], error: BaseException, *, model: str | None = None, **extra: Any
-) -> LabelRecord:
-    """An error record for ``error``: its ``code`` when it has one (video errors), else ``"unexpected_error"``."""
+def error_fields(error: BaseException, path: str | os.PathLike[str] | None = None,
+                 stage: str = "labeling") -> tuple[str, str]:
+    """``(type, message)`` of the error record for ``error``: its ``code`` when it has one
+    (video errors, :class:`falv.errors.InternalError`), else ``"internal"`` with the
+    exception's class and message (raised while ``stage``)."""
+    from falv.errors import InternalError
+
     code = getattr(error, "code", None)
-    if not isinstance(code, str) or not code:
-        code = "unexpected_error"
-        message = f"{type(error).__name__}: {error}"
-    else:
-        message = str(error)
+    if isinstance(code, str) and code:
+        return code, str(error) or type(error).__name__
+    wrapped = InternalError.wrap(error, None if path is None else os.fspath(path), stage)
+    return wrapped.code, str(wrapped)
+
+
+def record_from_exception(
+    path: str | os.PathLike[str], error: BaseException, *, model: str | None = None, stage: str = "labeling",
+    **extra: Any,
+) -> LabelRecord:
+    """An error record for ``error`` (see :func:`error_fields`)."""
+    code, message = error_fields(error, path, stage)
     return record_error(path, code, message, model=model, **extra)
 
 

@@ -5,6 +5,8 @@ Nothing here imports torch, so decoding processes start fast and stay small.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,26 +73,42 @@ class ModelSpec:
 
 
 def plan_video(path: str, spec: ModelSpec, options: LabelOptions) -> dict[str, Any]:
-    """Probe the file and cut it into windows (seconds + timestamps to decode)."""
-    from falv.video import plan_windows, probe
+    """Probe the file and cut it into windows (seconds + timestamps to decode).
 
-    info = probe(path)
+    Windows are planned from what the packets say when the header lies (a duration of 0
+    while frames decode, a duration longer than the data, a first frame elsewhere than the
+    stated start; :func:`falv.video.metadata.check_timing`), and always have a length: a
+    video of one frame or of unknown duration gets one frame's worth.
+    """
+    from falv.video import plan_windows, probe
+    from falv.video.metadata import DEFAULT_FRAME_S, check_timing
+
+    header = probe(path)
+    info, notes = check_timing(path, header)
+    duration = info.duration if math.isfinite(info.duration) and info.duration > 0 else 0.0
+    if duration <= 0:
+        duration = 1.0 / info.fps if math.isfinite(info.fps) and info.fps > 0 else DEFAULT_FRAME_S
+        info = dataclasses.replace(info, duration=duration)
     clips = options.clips if options.clips is not None or options.window is not None else 1
-    windows = plan_windows(info.duration, info.fps, spec.num_frames, num_clips=clips,
-                           window=options.window, stride=options.stride)
+    windows = plan_windows(duration, info.fps if math.isfinite(info.fps) else 0.0, spec.num_frames,
+                           num_clips=clips, window=options.window, stride=options.stride)
     return {
         "path": path,
         "info": info.to_dict(),
         "windows": [(w.start, w.end, list(w.timestamps)) for w in windows],
+        # the decoder counts time from here when the header's start was wrong
+        "origin": info.start_time if info.start_time != header.start_time else None,
+        "warnings": notes,
     }
 
 
-def decode_chunk(path: str, timestamps: list[list[float]], short_side: int, timeout: float) -> dict[str, Any]:
+def decode_chunk(path: str, timestamps: list[list[float]], short_side: int, timeout: float,
+                 origin: float | None = None) -> dict[str, Any]:
     """Frames of some windows of one video, scaled by the decoder to the model's short side."""
     from falv.video import read_clips
 
     # One decoder thread per worker: the model in the main process needs the cores.
-    result = read_clips(path, timestamps, size=short_side, timeout=timeout, threads=1)
+    result = read_clips(path, timestamps, size=short_side, timeout=timeout, threads=1, origin=origin)
     return {
         "frames": np.stack(result.clips),  # (W, T, H, W', 3) uint8
         "damaged": result.damaged,
@@ -99,9 +117,22 @@ def decode_chunk(path: str, timestamps: list[list[float]], short_side: int, time
     }
 
 
+#: What each worker task kind is doing, for error messages.
+TASK_STAGES = {"plan": "probing and planning", "decode": "decoding"}
+
+
 def run_task(task: tuple[str, tuple]) -> Any:
-    """Worker entry point (top-level so it pickles)."""
+    """Worker entry point (top-level so it pickles). Typed errors (:class:`falv.video.VideoError`)
+    pass as they are; anything else becomes the file's :class:`~falv.errors.InternalError`."""
+    from falv.errors import InternalError
+    from falv.video.errors import VideoError
+
     kind, args = task
-    if kind == "plan":
-        return plan_video(*args)
-    return decode_chunk(*args[:4])  # args[4]: index of the chunk's first window, for the main process
+    try:
+        if kind == "plan":
+            return plan_video(*args)
+        return decode_chunk(*args[:4], origin=args[5] if len(args) > 5 else None)  # args[4]: first window's index
+    except (VideoError, InternalError):
+        raise
+    except Exception as exc:
+        raise InternalError.wrap(exc, args[0], TASK_STAGES.get(kind, kind)) from None

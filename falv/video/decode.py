@@ -43,6 +43,7 @@ frame raises :class:`CorruptVideoError` (errors seen) or
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -143,6 +144,7 @@ def read_clips(
     limits: VideoLimits = DEFAULT_LIMITS,
     timeout: float | None = None,
     threads: int = 0,
+    origin: float | None = None,
 ) -> ClipsResult:
     """Decode the frames of several clips in one forward pass; see the module docstring.
 
@@ -152,6 +154,9 @@ def read_clips(
     (checked between packets; a decoder stuck inside FFmpeg needs
     :func:`falv.video.pool.decode_in_workers`). ``threads``: decoder threads,
     ``0`` lets FFmpeg choose, ``1`` decodes on the calling thread only.
+    ``origin``: the container-clock time (seconds) that timestamps count from, instead of
+    the stream's start time (:func:`falv.video.metadata.check_timing` gives it for files
+    whose first frame lies elsewhere than their header says).
 
     Raises a :class:`falv.video.VideoError` subclass for every failure.
     """
@@ -160,7 +165,8 @@ def read_clips(
     deadline = time.monotonic() + timeout if timeout is not None else None
     try:
         with open_video(path) as (container, stream):
-            return _ClipReader(path, container, stream, wanted, clips, size, limits, deadline, threads).run()
+            return _ClipReader(path, container, stream, wanted, clips, size, limits, deadline, threads,
+                               origin).run()
     except VideoError:
         raise
     except (av.error.FFmpegError, OSError) as exc:
@@ -241,8 +247,11 @@ class _ClipReader:
         limits: VideoLimits,
         deadline: float | None,
         threads: int,
+        origin: float | None = None,
     ) -> None:
         self.path = path
+        self.limits = limits
+        self.origin = origin
         self.container = container
         self.stream = stream
         self.clips = clips
@@ -297,6 +306,8 @@ class _ClipReader:
         self.skip_mode = "DEFAULT"
 
     def _start_pts(self) -> Fraction:
+        if self.origin is not None:
+            return Fraction(self.origin) / self.tb
         if self.stream.start_time is not None:
             return Fraction(self.stream.start_time)
         if self.container.start_time is not None:
@@ -475,8 +486,15 @@ class _ClipReader:
             if self.rotation:
                 self.info = build_info(self.path, self.container, self.stream, self.rotation)
         if self.decode_hw is None:
-            rh, rw = output_size(self.info.height, self.info.width, self.size)
-            self.decode_hw = (rw, rh) if self.rotation in (90, 270) else (rh, rw)
+            # The first frame's own size, not the header's: a damaged header may say 0x0 or
+            # anything else. Later frames of another size are scaled to this one.
+            turned = self.rotation in (90, 270)
+            fh, fw = int(frame.height), int(frame.width)
+            reason = self.limits.check(dataclasses.replace(self.info, width=fw, height=fh))
+            if reason is not None:
+                raise VideoTooLargeError(self.path, reason)
+            rh, rw = output_size(*((fw, fh) if turned else (fh, fw)), self.size)
+            self.decode_hw = (rw, rh) if turned else (rh, rw)
         h, w = self.decode_hw
         if self._reformatter is None:
             # One reformatter per reader: ``frame.to_ndarray(format=...)`` builds a new swscale
@@ -564,7 +582,7 @@ class _ClipReader:
         if self.slots:
             frame_shape = self.slots[0].shape
         else:
-            h, w = output_size(self.info.height, self.info.width, self.size)
+            h, w = output_size(max(self.info.height, 1), max(self.info.width, 1), self.size)
             frame_shape = (h, w, 3)
         slot_times = np.array([self._seconds(p) for p in self.slot_pts], dtype=np.float64)
         out, times = [], []
@@ -597,7 +615,8 @@ def read_clips_task(request: dict[str, Any]) -> ClipsResult:
     if isinstance(size, list):
         size = (int(size[0]), int(size[1]))
     return read_clips(
-        request["path"], request["clips"], size, timeout=request.get("timeout"), threads=int(request.get("threads", 0))
+        request["path"], request["clips"], size, timeout=request.get("timeout"), threads=int(request.get("threads", 0)),
+        origin=request.get("origin"),
     )
 
 

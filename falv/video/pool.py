@@ -8,8 +8,9 @@ therefore handled by a worker process; the parent watches every worker and
   ``os._exit``, killed by the OOM killer) and starts a replacement;
 - yields ``(item, DecodeTimeoutError)`` when an item runs longer than
   ``timeout`` seconds, kills that worker and starts a replacement;
-- yields ``(item, err)`` when ``fn`` raises: a :class:`VideoError` as is, any
-  other exception wrapped in :class:`UnexpectedDecodeError`.
+- yields ``(item, err)`` when ``fn`` raises: a :class:`VideoError` or
+  :class:`falv.errors.InternalError` as is, any other exception wrapped in an
+  :class:`~falv.errors.InternalError` (error type ``internal``).
 
 Each worker holds one item at a time and the parent pulls the next item from
 ``items`` only when a worker is free, so at most ``workers`` items are in flight
@@ -32,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
-from falv.errors import FalvError
+from falv.errors import FalvError, InternalError
 from falv.video.errors import DecoderCrashedError, DecodeTimeoutError, UnexpectedDecodeError, VideoError
 
 T = TypeVar("T")
@@ -81,10 +82,10 @@ def _worker_main(conn: Connection, fn: Callable[[Any], Any]) -> None:
         conn.send(("start", task_id, None))  # the parent's clock for this item starts now
         try:
             value: Any = fn(item)
-        except VideoError as exc:
+        except (VideoError, InternalError) as exc:
             value = exc
         except BaseException as exc:  # report, never die on a Python error
-            value = UnexpectedDecodeError(item_path(item), f"{type(exc).__name__}: {exc}")
+            value = InternalError.wrap(exc, item_path(item), "running a worker task")
         try:
             conn.send(("done", task_id, value))
         except Exception as exc:  # result not picklable

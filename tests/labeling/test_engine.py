@@ -20,15 +20,7 @@ from falv.labeling.engine import LabelOptions, label
 from falv.labeling.records import read_records
 from falv.video.testing import truncate_file, write_test_audio, write_test_video
 
-LABELS = {0: "red", 1: "green", 2: "grey"}
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    FALForVideoClassification(preset("tiny", id2label=LABELS)).save_pretrained(path)
-    return path
+from tests.labeling.conftest import TINY_LABELS as LABELS
 
 
 @pytest.fixture(scope="module")

@@ -138,7 +138,7 @@ def test_record_from_video_info_and_exception():
     err = record_from_exception("/v/b.mp4", CorruptVideoError("/v/b.mp4", "bad header"))
     assert err.error.type == "corrupt" and "bad header" in err.error.message
     other = record_from_exception("/v/c.mp4", KeyError("boom"))
-    assert other.error.type == "unexpected_error" and other.error.message.startswith("KeyError")
+    assert other.error.type == "internal" and "KeyError: 'boom'" in other.error.message
 
 
 def test_unknown_keys_survive_and_newer_schema_is_refused(records):

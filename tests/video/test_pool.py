@@ -12,9 +12,9 @@ from falv.video import (
     DecoderCrashedError,
     DecodeTimeoutError,
     NotAVideoError,
-    UnexpectedDecodeError,
     decode_in_workers,
 )
+from falv.errors import InternalError
 from falv.video.decode import ClipsResult, read_clips_task
 from falv.video.pool import item_path
 from falv.video.testing import frame_index, misbehave
@@ -43,7 +43,8 @@ def test_crash_and_timeout_are_reported_and_the_batch_continues():
     assert "SIGSEGV" in str(results["segv.mp4"]) and str(results["segv.mp4"]).startswith("segv.mp4: ")
     assert type(results["exit.mp4"]) is DecoderCrashedError
     assert type(results["hang.mp4"]) is DecodeTimeoutError
-    assert type(results["raise.mp4"]) is UnexpectedDecodeError and "RuntimeError: boom" in str(results["raise.mp4"])
+    assert type(results["raise.mp4"]) is InternalError and "RuntimeError: boom" in str(results["raise.mp4"])
+    assert results["raise.mp4"].code == "internal"
     assert type(results["bad.mp4"]) is CorruptVideoError
     assert elapsed < 20  # the hanging item was cut at the time limit, not waited for
 
