@@ -240,3 +240,30 @@ def misbehave(item: dict) -> object:
     if action == "array":
         return np.full(tuple(item["shape"]), 7, dtype=np.uint8)
     return item.get("value")
+
+
+#: The small videos the fuzzer damages: every container and codec the suite writes.
+FUZZ_SOURCES: dict[str, dict] = {
+    "h264.mp4": dict(frames=24, fps=12, gop=6),
+    "h264_faststart.mp4": dict(frames=24, fps=12, gop=6, options={"movflags": "faststart"}),
+    "h264_audio.mp4": dict(frames=24, fps=12, gop=6, audio=True),
+    "h264_rot90.mp4": dict(frames=12, fps=12, rotation=90),
+    "h264_vfr.mp4": dict(frames=24, fps=24, vfr=True),
+    "mpeg4.mov": dict(frames=24, fps=12, codec="mpeg4"),
+    "mpeg4_raw.m4v": dict(frames=24, fps=12, codec="mpeg4", container="m4v"),  # an elementary stream
+    "h264.mkv": dict(frames=24, fps=12, gop=6),
+    "h264_start1s.mkv": dict(frames=12, fps=12, start_time=1.0),
+    "ffv1.mkv": dict(frames=12, fps=12, codec="ffv1"),
+    "vp9.webm": dict(frames=24, fps=12, codec="libvpx-vp9"),
+    "h264.ts": dict(frames=24, fps=12, gop=6),
+    "mjpeg.avi": dict(frames=12, fps=12, codec="mjpeg"),
+    "mpeg4.avi": dict(frames=24, fps=12, codec="mpeg4"),
+    "one_frame.mp4": dict(frames=1, fps=12),
+}
+
+
+def write_fuzz_sources(folder: str | os.PathLike[str], size: tuple[int, int] = (64, 80)) -> dict[str, Path]:
+    """Write :data:`FUZZ_SOURCES` into ``folder`` (``size`` = (height, width)); name -> path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {name: write_test_video(folder / name, size=size, **spec) for name, spec in FUZZ_SOURCES.items()}
