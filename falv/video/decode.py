@@ -287,9 +287,10 @@ class _ClipReader:
         self._n_errors = 0
         self._warned_order = False
         fps = self.info.fps
-        self.frame_ticks = float(1 / (Fraction(fps).limit_denominator(100000) * self.tb)) if fps > 0 else float(
-            Fraction(1, 25) / self.tb
-        )
+        rate = Fraction(fps).limit_denominator(100000) if fps > 0 else Fraction(25)
+        if rate <= 0:  # a damaged header's absurd rate (one frame every 89 million seconds, seen)
+            rate = Fraction(fps)
+        self.frame_ticks = float(1 / (rate * self.tb))
         self.last_key_pts: float | None = None
         self.max_gop_ticks = 0.0
         self.after_seek = False
