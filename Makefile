@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.falv-installed
 # Pytest options; e.g. `make test PYTEST_ARGS="-k model -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-browser demo bench clean
 
 install: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+
+# The review page in headless chromium (needs: apt-get install chromium chromium-driver).
+test-browser: install
+	$(BIN)/python -m pytest -q -s tests/serve/test_review_page.py $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/python -m falv.demo demo-output
