@@ -723,6 +723,7 @@
 
   function renderLanes() {
     const lanes = laneLabels();
+    $('#editor').style.setProperty('--lanes', String(Math.min(lanes.length, 6)));
     const names = $('#tl-names');
     const area = $('#tl-lanes');
     names.replaceChildren(el('div', { class: 'tl-name tl-name-ruler', 'aria-hidden': 'true' }),
@@ -894,7 +895,7 @@
       for (const { a, b, w: win } of spans) {
         const hit = (win.labels || []).find((x) => x.label === label);
         if (!hit || !(hit.score > 0)) continue;
-        ctx.fillStyle = labelColor(label, 0.45 * clamp(hit.score, 0, 1));
+        ctx.fillStyle = labelColor(label, 0.4 * clamp(hit.score, 0, 1));
         const x0 = Math.floor((a / d) * w);
         ctx.fillRect(x0, 0, Math.max(1, Math.ceil((b / d) * w) - x0), h);
       }
@@ -919,8 +920,8 @@
     const t = video.currentTime || 0;
     $('#playhead').style.left = pct(t);
     const w = windowAt(t);
-    const top = w && w.labels ? w.labels.slice(0, 3).map((x) => `${x.label} ${x.score.toFixed(2)}`).join(', ') : '';
-    $('#time-readout').textContent = `${fmtTime(t, true)} / ${fmtTime(state.duration, true)}${top ? `   ·   ${top}` : ''}`;
+    const top = w && w.labels ? w.labels.slice(0, 2).map((x) => `${x.label} ${x.score.toFixed(2)}`).join(', ') : '';
+    $('#time-readout').textContent = `${fmtTime(t, true)} / ${fmtTime(state.duration, true)}${top ? `  ·  ${top}` : ''}`;
   }
   let raf = 0;
   const tick = () => { updatePlayhead(); raf = video.paused ? 0 : requestAnimationFrame(tick); };
@@ -1008,9 +1009,9 @@
     if (!w) { tip.hidden = true; return; }
     tip.textContent = `${fmtTime(w.start)}–${fmtTime(w.end)}: ${(w.labels || []).map((x) => `${x.label} ${x.score.toFixed(2)}`).join(', ')}`;
     const r = area.getBoundingClientRect();
-    tip.style.left = `${clamp(e.clientX - r.left + 12, 0, r.width - 220)}px`;
-    tip.style.top = `${e.clientY - r.top + 14}px`;
     tip.hidden = false;
+    tip.style.left = `${clamp(e.clientX - r.left + 12, 0, Math.max(0, r.width - tip.offsetWidth))}px`;
+    tip.style.top = `${Math.max(0, e.clientY - r.top - tip.offsetHeight - 10)}px`;
   });
   area.addEventListener('pointerleave', () => { $('#tl-tip').hidden = true; });
 
