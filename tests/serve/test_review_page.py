@@ -269,8 +269,11 @@ def test_review_page_end_to_end(server, browser, tmp_path):
         # Toggle one video-level label.
         boxes = driver.find_elements(By.CSS_SELECTOR, "#video-labels input[type=checkbox]")
         assert [b.get_attribute("value") for b in boxes] == list(LABELS.values())
+        before = [b.get_attribute("value") for b in boxes if b.is_selected()]
         boxes[-1].click()
-        want_labels = [b.get_attribute("value") for b in boxes if b.is_selected()]
+        want_labels = [b.get_attribute("value") for b in
+                       driver.find_elements(By.CSS_SELECTOR, "#video-labels input[type=checkbox]") if b.is_selected()]
+        assert want_labels != before
 
         want = _segments_in_dom(driver)
         assert driver.find_element(By.ID, "save-status").text == "Unsaved changes"

@@ -768,7 +768,8 @@
     const step = steps.find((s) => s >= target) || 7200;
     const ticks = [];
     for (let t = 0; t <= d + 1e-9; t += step) {
-      ticks.push(el('span', { class: 'tick', style: `left:${pct(t)}`, text: fmtTime(t).replace(/\.00$/, '') }));
+      const last = t > d - step / 2 && t > 0; // the end tick is drawn leftwards, inside the timeline
+      ticks.push(el('span', { class: `tick${last ? ' tick-end' : ''}`, style: `left:${pct(t)}`, text: fmtTime(t).replace(/\.00$/, '') }));
     }
     ruler.replaceChildren(...ticks);
   }
@@ -815,6 +816,7 @@
         || ((scores.get(y) ?? -1) - (scores.get(x) ?? -1)));
     }
     const shown = many && !vlShowAll ? labels.slice(0, 30) : labels;
+    const focused = list.contains(document.activeElement) ? document.activeElement.value : null;
     list.replaceChildren(...shown.map((l) => {
       const id = `vl-${labelIndex(l)}`;
       const score = scores.get(l);
@@ -831,6 +833,11 @@
         type: 'button', class: 'linkish', text: `${labels.length - shown.length} more…`,
         onclick: () => { vlShowAll = true; renderVideoLabels(); },
       })));
+    }
+    // Re-rendering must not lose the keyboard focus of a checkbox.
+    if (focused != null) {
+      const box = Array.from(list.querySelectorAll('input')).find((x) => x.value === focused);
+      if (box) box.focus();
     }
   }
   $('#vl-filter').addEventListener('input', renderVideoLabels);
