@@ -603,8 +603,12 @@
       if (!state.duration) return;
       let start = snapTime(now());
       const len = state.window > 0 ? state.window : 1;
-      const label = (state.sel && state.sel.label) || topLabelAt(start) || state.labels[0];
-      if (!label) { flash('The model has no labels', 'error'); return; }
+      // The selected segment's class, else the window's top class; never a
+      // class that already has a segment under the playhead.
+      const busy = (l) => state.segments.some((s) => s.label === l && s.start <= start && start < s.end);
+      const label = [state.sel && state.sel.label, topLabelAt(start), ...laneLabels(), ...state.labels]
+        .find((l) => l && !busy(l));
+      if (!label) { flash('Every class already has a segment at the playhead', 'error'); return; }
       let end = Math.min(state.duration, start + len);
       const blocker = state.segments.find((s) => s.label === label && s.start > start && s.start < end);
       if (blocker) end = blocker.start;
@@ -1085,9 +1089,9 @@
     }
     if (e.key === '?') { e.preventDefault(); $('#help-dialog').showModal(); return; }
     if (!editing) return;
-    // Space and Enter on a focused button press it, as everywhere.
-    if ((e.key === ' ' || e.key === 'Enter') && e.target instanceof HTMLElement
-        && (e.target.tagName === 'BUTTON' || e.target.tagName === 'A' || e.target.type === 'checkbox')) return;
+    // Space on a focused button or checkbox, and Enter on those or a link, press it, as everywhere.
+    if (e.target instanceof HTMLElement && ((e.key === ' ' && (e.target.tagName === 'BUTTON' || e.target.type === 'checkbox'))
+        || (e.key === 'Enter' && (e.target.tagName === 'BUTTON' || e.target.tagName === 'A' || e.target.type === 'checkbox')))) return;
     const step = e.shiftKey ? frame() : state.stride;
     const handlers = {
       ' ': togglePlay,
