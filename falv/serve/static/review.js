@@ -440,6 +440,8 @@
     node.textContent = !editable ? ''
       : state.dirty ? 'Unsaved changes'
         : state.saved ? `Saved ${fmtWhen(state.saved)}` : 'Model output, not reviewed yet';
+    $('#save-button').hidden = !editable;
+    $('#undo-button').hidden = !editable;
     $('#save-button').disabled = !editable;
     $('#undo-button').disabled = !editable || state.undo.length === 0;
   }
