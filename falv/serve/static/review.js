@@ -960,6 +960,8 @@
     const edgeNode = e.target.closest('.edge');
     const segNode = e.target.closest('.seg');
     e.preventDefault();
+    // Back to the shortcuts: a field that had the focus lets it go.
+    if (typing(document.activeElement)) document.activeElement.blur();
     area.setPointerCapture(e.pointerId);
     if (edgeNode && segNode) {
       const seg = state.segments[Number(segNode.dataset.index)];
@@ -1067,9 +1069,11 @@
   $('#help-button').addEventListener('click', () => $('#help-dialog').showModal());
   $('#export-button').addEventListener('click', exportCorrections);
 
+  const NOT_TYPED = new Set(['checkbox', 'radio', 'button', 'submit', 'reset', 'file', 'range', 'color']);
   function typing(target) {
-    return target instanceof HTMLElement
-      && (target.isContentEditable || ['INPUT', 'SELECT', 'TEXTAREA'].includes(target.tagName));
+    if (!(target instanceof HTMLElement)) return false;
+    if (target.tagName === 'INPUT') return !NOT_TYPED.has(target.type);
+    return target.isContentEditable || target.tagName === 'SELECT' || target.tagName === 'TEXTAREA';
   }
 
   document.addEventListener('keydown', (e) => {
