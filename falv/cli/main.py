@@ -62,6 +62,7 @@ COMMANDS = {
     "evaluate": "falv.cli.evaluate:evaluate",
     "explain": "falv.cli.explain:explain",
     "report": "falv.cli.report:report",
+    "serve": "falv.cli.serve:serve",
 }
 
 

@@ -32,7 +32,7 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,27 @@ def write_embeddings(out_dir: Path, path: str, windows: Sequence[tuple[float, fl
 # -- the driver -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class LabelJob:
+    """One video to label: its ``path``, its own ``options`` (None: the engine's), and a
+    ``key`` that names the job (default: the path; a server gives each job its own id,
+    so the same file can be labelled twice with other options at once)."""
+
+    path: str
+    options: LabelOptions | None = None
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.path)
+
+
+class JobCancelled(FalvError):
+    """A job was cancelled while it ran (its record is a ``cancelled`` error)."""
+
+    code = "cancelled"
+
+
 @dataclass
 class _Video:
     path: str
@@ -138,6 +159,8 @@ class _Video:
     warnings: list[str] = field(default_factory=list)
     error: dict[str, str] | None = None
     origin: float | None = None  # the decoder's time origin when the header's start was wrong
+    job: LabelJob = None  # type: ignore[assignment]
+    options: LabelOptions = None  # type: ignore[assignment]
 
 
 class Engine:
@@ -172,6 +195,7 @@ class Engine:
         self._runner_lock = threading.Lock()
         self.frames_decoded = 0
         self.clips_run = 0
+        self._cancelled: set[str] = set()
 
     @property
     def runner(self) -> Any:
@@ -189,14 +213,13 @@ class Engine:
     def _run_batch(self, batch: list[tuple[_Video, int, np.ndarray]]) -> list[tuple[_Video, dict[str, str]]]:
         """Score the batch; returns the videos whose model input could not be made (they fail
         alone). The model failing on well-formed input is a :class:`RunError`."""
-        n = self.options.crops
         live, pixels, failed = [], [], []
         for item in batch:
             video, _, frames = item
             if video.error is not None:  # failed meanwhile: no need to score its other windows
                 continue
             try:  # Frames wait as uint8; they become float pixels only here, a batch at a time.
-                pixels.append(clip_tensor(frames, self.spec, n))
+                pixels.append(clip_tensor(frames, self.spec, video.options.crops))
                 live.append(item)
             except Exception as exc:
                 failed.append((video, _failure(exc, video.path, "preparing the model input")))
@@ -212,9 +235,12 @@ class Engine:
             raise RunError(f"the model failed on a batch of {batch_pixels.shape[0]} clip(s) of shape "
                            f"{tuple(batch_pixels.shape[1:])} ({type(exc).__name__}: {exc})") from exc
         self.clips_run += batch_pixels.shape[0]
-        for i, (video, w, _) in enumerate(live):
-            video.scores[w] = probs[i * n:(i + 1) * n].mean(0).cpu().numpy()  # average over crops
-            video.embeds[w] = embeds[i * n:(i + 1) * n].mean(0).cpu().numpy()
+        first = 0
+        for video, w, _ in live:
+            n = video.options.crops
+            video.scores[w] = probs[first:first + n].mean(0).cpu().numpy()  # average over crops
+            video.embeds[w] = embeds[first:first + n].mean(0).cpu().numpy()
+            first += n
         return failed
 
     def _error_record(self, path: str, failure: dict[str, str], info: dict[str, Any] | None = None) -> LabelRecord:
@@ -241,14 +267,14 @@ class Engine:
                                  "message": f"the model gave NaN or infinite scores for {bad} of {len(scores)} window(s)"},
                     video.info)
             embeddings = None
-            if self.options.embeddings and self.out_dir is not None:
+            if video.options.embeddings and self.out_dir is not None:
                 stage = "writing embeddings"
                 try:
                     embeddings = write_embeddings(self.out_dir, video.path, video.windows, np.stack(video.embeds))
                 except OSError as exc:  # the output folder or the disk, not this video
                     raise RunError(f"cannot write embeddings into {self.out_dir}: {exc}") from exc
             stage = "aggregating and segmenting"
-            record = aggregate(video.path, video.info, video.windows, scores, self.labels, self.options,
+            record = aggregate(video.path, video.info, video.windows, scores, self.labels, video.options,
                                multilabel=self.multilabel, thresholds=self.thresholds, model_id=self.model_id,
                                warnings=video.warnings, embeddings=embeddings)
             stage = "writing the record"
@@ -259,29 +285,30 @@ class Engine:
         except Exception as exc:
             return self._error_record(video.path, _failure(exc, video.path, stage), video.info)
 
-    def _add_video(self, path: str, plan: dict[str, Any]) -> tuple[_Video, list[tuple[float, tuple[str, tuple]]]]:
+    def _add_video(self, job: LabelJob, plan: dict[str, Any]) -> tuple[_Video, list[tuple[float, dict[str, Any]]]]:
         """A planned video and its decode tasks (with their estimated costs)."""
         opts = self.options
         windows = plan["windows"]
         if not windows:
             raise ValueError("the plan has no window")
         chunks = [windows[i:i + opts.chunk_windows] for i in range(0, len(windows), opts.chunk_windows)]
-        video = _Video(path, plan["info"], [(float(a), float(b)) for a, b, _ in windows], len(chunks),
+        video = _Video(job.path, plan["info"], [(float(a), float(b)) for a, b, _ in windows], len(chunks),
                        len(windows), [None] * len(windows), [None] * len(windows),
-                       warnings=list(plan.get("warnings") or ()), origin=plan.get("origin"))
+                       warnings=list(plan.get("warnings") or ()), origin=plan.get("origin"), job=job,
+                       options=job.options or opts)
         tasks = []
         for c, chunk in enumerate(chunks):
             stamps = [list(ts) for *_, ts in chunk]
             tasks.append((decode_cost(plan["info"], stamps),
-                          ("decode", (path, stamps, self.spec.short_side, opts.timeout, c * opts.chunk_windows,
-                                      video.origin))))
+                          {"kind": "decode", "path": job.path, "job": job, "first": c * opts.chunk_windows,
+                           "args": (job.path, stamps, self.spec.short_side, opts.timeout, video.origin)}))
         return video, tasks
 
     def _check_frames(self, video: _Video, args: tuple, outcome: dict[str, Any]) -> np.ndarray:
         """The decoded frames of a chunk, checked before they wait for the model:
         (windows, T, H, W, 3) uint8 with the model's frame count, every side >= 1."""
         frames = outcome["frames"]
-        wanted = (len(args[1]), self.spec.num_frames)
+        wanted = (len(args[1]), self.spec.num_frames)  # args: the decode task's (path, timestamps, ...)
         if (not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 5
                 or frames.shape[:2] != wanted or frames.shape[4] != 3 or min(frames.shape[2:4]) < 1):
             shape = getattr(frames, "shape", None)
@@ -292,18 +319,34 @@ class Engine:
 
     def run(self, paths: Sequence[str]) -> Iterator[LabelRecord]:
         """Label ``paths``; yields records in completion order."""
-        from falv.video.pool import WAIT, decode_in_workers
+        for _, record in self.run_jobs(LabelJob(path) for path in paths):
+            yield record
+
+    def cancel(self, key: str) -> None:
+        """Stop work on the job ``key``: its windows not scored yet are dropped and its
+        record is a ``cancelled`` error (thread-safe; a finished job is not affected)."""
+        self._cancelled.add(key)
+
+    def run_jobs(self, jobs: Iterable[LabelJob | Any], *, tick: float | None = None,
+                 on_progress: Callable[[LabelJob, int, int], None] | None = None,
+                 ) -> Iterator[tuple[LabelJob, LabelRecord]]:
+        """Label jobs; yields ``(job, record)`` in completion order.
+
+        ``jobs`` may be a live source: it may yield :data:`falv.video.pool.WAIT` when it
+        has no job at the moment (a server's queue), and the run ends when it is exhausted.
+        With ``tick`` (seconds) the engine also wakes up that often while nothing arrives,
+        so that finished videos are recorded without waiting for the next job.
+        ``on_progress(job, windows_scored, windows_total)`` is called on this thread.
+        Each job carries its own options (clips, windows, thresholds...); the batch size,
+        workers, timeout, precision and device are the engine's.
+        """
+        from falv.video.pool import TICK, WAIT, decode_in_workers
 
         opts = self.options
         videos: dict[str, _Video] = {}
         pending_batch: deque[tuple[_Video, int, np.ndarray]] = deque()
-        per_batch = max(1, opts.batch_size // opts.crops)  # windows per model call
-        done: deque[LabelRecord] = deque()
-
-        def tasks() -> Iterator[tuple[str, tuple]]:
-            # Plans in input order, lazily (feed() keeps a bounded number ahead of decoding).
-            for path in paths:
-                yield ("plan", (path, self.spec, opts))
+        done: deque[tuple[LabelJob, LabelRecord]] = deque()
+        source = iter(jobs)
 
         # The model runs on one background thread, at most two batches out, so that this
         # thread keeps collecting results and handing decode tasks to idle workers meanwhile.
@@ -311,6 +354,13 @@ class Engine:
         in_flight: deque[tuple[Future, list[tuple[_Video, int, np.ndarray]]]] = deque()
         # its first job: prepare the model while the workers start decoding
         in_flight.append((model_thread.submit(lambda: (self.runner, [])[1]), []))
+
+        def finish(video: _Video) -> None:
+            if video.job.key in self._cancelled and video.error is None:
+                video.error = {"type": "cancelled", "message": f"{video.path}: cancelled"}
+            done.append((video.job, self._finish(video)))
+            videos.pop(video.job.key, None)
+            self._cancelled.discard(video.job.key)
 
         def settle(block: bool, keep: int = 0) -> None:
             while len(in_flight) > keep and (block or in_flight[0][0].done()):
@@ -327,24 +377,38 @@ class Engine:
                 for video, *_ in take:
                     video.windows_left -= 1
                 for video in {id(v): v for v, *_ in take}.values():
-                    if video.path in videos and video.chunks_left == 0 and video.windows_left == 0:
-                        done.append(self._finish(video))
-                        videos.pop(video.path, None)
+                    if video.job.key not in videos:
+                        continue
+                    if video.chunks_left == 0 and video.windows_left == 0:
+                        finish(video)
+                    elif on_progress is not None:
+                        on_progress(video.job, len(video.windows) - video.windows_left, len(video.windows))
+
+        def next_batch() -> list[tuple[_Video, int, np.ndarray]]:
+            # up to batch_size clips; a window of a three-crop job is three clips
+            take, clips = [], 0
+            while pending_batch and (not take or clips + pending_batch[0][0].options.crops <= opts.batch_size):
+                item = pending_batch.popleft()
+                take.append(item)
+                clips += item[0].options.crops
+            return take
+
+        def batch_full() -> bool:
+            return sum(v.options.crops for v, *_ in pending_batch) >= opts.batch_size
 
         def flush(force: bool = False) -> None:
             # Full batches go out as they form; a partial one goes out when the model would
             # otherwise sit idle (--batch-size is a maximum, not something to wait for).
             settle(block=False)
-            while pending_batch and (force or len(pending_batch) >= per_batch or not in_flight):
-                take = [pending_batch.popleft() for _ in range(min(per_batch, len(pending_batch)))]
+            while pending_batch and (force or batch_full() or not in_flight):
+                take = next_batch()
                 settle(block=True, keep=1)
                 in_flight.append((model_thread.submit(self._run_batch, take), take))
             settle(block=force)
 
-        queue: list[tuple[float, tuple[str, tuple]]] = []  # (estimated cost, decode task)
-        plan_iter = tasks()
+        queue: list[tuple[float, dict[str, Any]]] = []  # (estimated cost, decode task)
         plans_in_flight = 0
-        plans_left = True
+        jobs_left = True
         lookahead = 2 * max(opts.workers, 1) + 2  # decode tasks to choose from before planning stops
 
         def model_hungry() -> bool:
@@ -355,18 +419,24 @@ class Engine:
             # the next decode can be chosen: the cheapest while the model has nothing to do
             # (it starts sooner), else the costliest (short tasks fill the end of the run).
             # While plans are still out, their decode tasks may yet come: WAIT, not the end.
-            nonlocal plans_in_flight, plans_left
+            nonlocal plans_in_flight, jobs_left
             while True:
-                if plans_left and len(queue) + plans_in_flight < lookahead:
-                    nxt = next(plan_iter, None)
-                    if nxt is not None:
+                live_wait = False
+                if jobs_left and len(queue) + plans_in_flight < lookahead:
+                    job = next(source, None)
+                    if job is WAIT:
+                        live_wait = True  # a live source with nothing new right now
+                    elif job is not None:
+                        job = job if isinstance(job, LabelJob) else LabelJob(os.fspath(job))
                         plans_in_flight += 1
-                        yield nxt
+                        yield {"kind": "plan", "path": job.path, "job": job,
+                               "args": (job.path, self.spec, job.options or opts)}
                         continue
-                    plans_left = False
+                    else:
+                        jobs_left = False
                 if queue:
                     yield queue.pop(pick_decode([c for c, _ in queue], model_hungry()))[1]
-                elif plans_in_flight:
+                elif plans_in_flight or live_wait:
                     yield WAIT
                 else:
                     return
@@ -375,51 +445,57 @@ class Engine:
             # Workers pull tasks lazily (one each), so decoding runs ahead of the model by at most
             # one task per worker: memory stays bounded however long the input list is.
             for task, outcome in decode_in_workers(run_task, feed(), workers=max(opts.workers, 1),
-                                                   timeout=opts.timeout):
-                kind, args = task
-                path = args[0]
-                if kind == "plan":
+                                                   timeout=opts.timeout, tick=tick):
+                if task is TICK:
+                    flush()
+                elif task["kind"] == "plan":
                     plans_in_flight -= 1
+                    job, path = task["job"], task["path"]
                     try:  # the per-video boundary around the plan's hand-over
                         if isinstance(outcome, BaseException):
                             raise outcome
-                        video, decode_tasks = self._add_video(path, outcome)
+                        if job.key in self._cancelled:
+                            raise JobCancelled(f"{path}: cancelled")
+                        video, decode_tasks = self._add_video(job, outcome)
                     except RunError:
                         raise
                     except Exception as exc:
                         info = outcome.get("info") if isinstance(outcome, dict) else None
-                        done.append(self._error_record(path, _failure(exc, path, TASK_STAGES["plan"]), info))
+                        failure = _failure(exc, path, TASK_STAGES["plan"])
+                        done.append((job, self._error_record(path, failure, info)))
+                        self._cancelled.discard(job.key)
                     else:
-                        videos[path] = video
+                        videos[job.key] = video
                         queue.extend(decode_tasks)
                 else:
-                    video = videos.get(path)
+                    video = videos.get(task["job"].key)
                     if video is not None:
                         video.chunks_left -= 1
                         try:  # the per-video boundary around the decoded frames
                             if isinstance(outcome, BaseException):
                                 raise outcome
+                            if video.job.key in self._cancelled:
+                                raise JobCancelled(f"{video.path}: cancelled")
                             self.frames_decoded += int(outcome["frames_decoded"])
                             video.warnings.extend(str(w) for w in outcome["warnings"])
                             if video.error is None:
-                                frames = self._check_frames(video, args, outcome)
+                                frames = self._check_frames(video, task["args"], outcome)
                                 for j in range(frames.shape[0]):
-                                    pending_batch.append((video, args[4] + j, frames[j]))
+                                    pending_batch.append((video, task["first"] + j, frames[j]))
                         except RunError:
                             raise
                         except Exception as exc:
                             if video.error is None:
-                                video.error = _failure(exc, path, TASK_STAGES["decode"])
+                                video.error = _failure(exc, video.path, TASK_STAGES["decode"])
                         if video.error is not None and video.chunks_left == 0:
-                            done.append(self._finish(video))  # windows of it still queued are dropped
-                            videos.pop(path, None)
+                            finish(video)  # windows of it still queued are dropped
                     flush()
                 settle(block=False)
                 while done:
                     yield done.popleft()
             flush(force=True)
             for video in list(videos.values()):  # videos whose last chunk failed after others succeeded
-                done.append(self._finish(video))
+                finish(video)
             while done:
                 yield done.popleft()
         finally:  # also when the caller stops reading records early
@@ -510,5 +586,5 @@ def label(
             store.close()
 
 
-__all__ = ["Engine", "LabelOptions", "ModelSpec", "aggregate", "clip_tensor", "decode_chunk", "label",
+__all__ = ["Engine", "JobCancelled", "LabelJob", "LabelOptions", "ModelSpec", "aggregate", "clip_tensor", "decode_chunk", "label",
            "plan_video", "write_embeddings"]

@@ -304,33 +304,7 @@ def records_to_label_studio(
             data["fps"] = record.fps  # read by <Video frameRate="$fps">
         if record.duration is not None:
             data["duration"] = record.duration
-        result: list[dict[str, Any]] = []
-        chosen = [(label, score) for label, score in _video_choices(record, threshold) if label in classes_set]
-        if chosen:
-            result.append(
-                {
-                    "id": _result_id(record, 0),
-                    "type": "choices",
-                    "from_name": LS_CHOICES_NAME,
-                    "to_name": LS_VIDEO_NAME,
-                    "value": {"choices": [label for label, _ in chosen]},
-                    "score": _num(max(score for _, score in chosen)),
-                }
-            )
-        if record.fps:
-            frames = _frame_count(record)
-            for n, seg in enumerate(record.segments, start=1):
-                first, last = frame_span(seg.start, seg.end, record.fps, frames)
-                result.append(
-                    {
-                        "id": _result_id(record, n),
-                        "type": "timelinelabels",
-                        "from_name": LS_TIMELINE_NAME,
-                        "to_name": LS_VIDEO_NAME,
-                        "value": {"ranges": [{"start": first, "end": last}], "timelinelabels": [seg.label]},
-                        "score": _num(seg.score),
-                    }
-                )
+        result = label_studio_result(record, classes=classes_set, threshold=threshold)
         prediction = {
             "model_version": model_version or record.model or "falv",
             "score": _num(record.labels[0].score) if record.labels else 0.0,
@@ -338,6 +312,58 @@ def records_to_label_studio(
         }
         tasks.append({"data": data, "predictions": [prediction]})
     return tasks
+
+
+def label_studio_result(
+    record: LabelRecord,
+    *,
+    classes: Iterable[str] | None = None,
+    threshold: float | None = None,
+    choices_name: str | None = LS_CHOICES_NAME,
+    timeline_name: str | None = LS_TIMELINE_NAME,
+    video_name: str = LS_VIDEO_NAME,
+    fps: float | None = None,
+) -> list[dict[str, Any]]:
+    """The ``result`` list of one record's Label Studio prediction: a ``choices`` item for
+    the video-level label(s) (when ``choices_name``) and a ``timelinelabels`` item per
+    segment (when ``timeline_name`` and a frame rate are known), with 1-based inclusive
+    frame ranges at ``fps`` (default: the video's own). Only labels in ``classes`` (default:
+    all) are kept: a project's config may name fewer classes than the model has."""
+    allowed = None if classes is None else set(classes)
+    result: list[dict[str, Any]] = []
+    chosen = [(label, score) for label, score in _video_choices(record, threshold)
+              if allowed is None or label in allowed]
+    if chosen and choices_name:
+        result.append(
+            {
+                "id": _result_id(record, 0),
+                "type": "choices",
+                "from_name": choices_name,
+                "to_name": video_name,
+                "value": {"choices": [label for label, _ in chosen]},
+                "score": _num(max(score for _, score in chosen)),
+            }
+        )
+    rate = fps or record.fps
+    if rate and timeline_name:
+        frames = _frame_count(record) if not fps or fps == record.fps else None
+        if frames is None and record.duration:
+            frames = max(1, int(round(record.duration * rate)))
+        for n, seg in enumerate(record.segments, start=1):
+            if allowed is not None and seg.label not in allowed:
+                continue
+            first, last = frame_span(seg.start, seg.end, rate, frames)
+            result.append(
+                {
+                    "id": _result_id(record, n),
+                    "type": "timelinelabels",
+                    "from_name": timeline_name,
+                    "to_name": video_name,
+                    "value": {"ranges": [{"start": first, "end": last}], "timelinelabels": [seg.label]},
+                    "score": _num(seg.score),
+                }
+            )
+    return result
 
 
 def label_studio_config(classes: Sequence[str], *, multilabel: bool = False) -> str:

@@ -121,17 +121,19 @@ def decode_chunk(path: str, timestamps: list[list[float]], short_side: int, time
 TASK_STAGES = {"plan": "probing and planning", "decode": "decoding"}
 
 
-def run_task(task: tuple[str, tuple]) -> Any:
-    """Worker entry point (top-level so it pickles). Typed errors (:class:`falv.video.VideoError`)
-    pass as they are; anything else becomes the file's :class:`~falv.errors.InternalError`."""
+def run_task(task: dict[str, Any]) -> Any:
+    """Worker entry point (top-level so it pickles): ``task["kind"]`` is ``"plan"``
+    (:func:`plan_video` of ``task["args"]``) or ``"decode"`` (:func:`decode_chunk`). Typed
+    errors (:class:`falv.video.VideoError`) pass as they are; anything else becomes the
+    file's :class:`~falv.errors.InternalError`."""
     from falv.errors import InternalError
     from falv.video.errors import VideoError
 
-    kind, args = task
+    kind, args = task["kind"], task["args"]
     try:
         if kind == "plan":
             return plan_video(*args)
-        return decode_chunk(*args[:4], origin=args[5] if len(args) > 5 else None)  # args[4]: first window's index
+        return decode_chunk(*args)
     except (VideoError, InternalError):
         raise
     except Exception as exc:

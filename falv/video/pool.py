@@ -47,9 +47,12 @@ class WorkerStartError(FalvError):
 KILL_GRACE_S = 1.0
 
 #: An item source may yield ``WAIT`` when it has no item *yet* but will have more
-#: once it has seen results (e.g. decode tasks created from plan results): the
-#: pool then hands out nothing, collects results, and asks again later.
+#: once it has seen results (e.g. decode tasks created from plan results) or later
+#: (a live queue): the pool then hands out nothing, collects results, and asks again.
 WAIT: Any = type("Wait", (), {"__repr__": lambda self: "WAIT"})()
+
+#: With ``tick=``, yielded as ``(TICK, None)`` when nothing finished for that long.
+TICK: Any = type("Tick", (), {"__repr__": lambda self: "TICK"})()
 
 
 def default_start_method() -> str:
@@ -145,13 +148,16 @@ def decode_in_workers(
     workers: int = 2,
     timeout: float | None = 60.0,
     start_method: str | None = None,
+    tick: float | None = None,
 ) -> Iterator[tuple[T, R | VideoError]]:
     """Run ``fn(item)`` for every item in worker processes; yield ``(item, result_or_error)``.
 
     See the module docstring for the guarantees. ``timeout`` is the wall-clock
     bound per item in seconds (``None``: no bound). Results come in completion
     order, each with its input item. Closing the iterator early (``break``)
-    stops the workers.
+    stops the workers. ``tick`` (seconds): yield ``(TICK, None)`` whenever that long
+    passes without a result, and let ``items`` yield ``WAIT`` with nothing in flight
+    (a live source that is idle; without ``tick`` that is an error).
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -188,16 +194,24 @@ def decode_in_workers(
             if not busy:
                 if exhausted:
                     return
-                raise RuntimeError("the item source yielded WAIT while no item was in flight")
+                if tick is None:
+                    raise RuntimeError("the item source yielded WAIT while no item was in flight")
+                time.sleep(tick)  # an idle live source: look again soon
+                yield TICK, None
+                continue
             wait_for: float | None = None
             if timeout is not None:
                 now = time.monotonic()
                 wait_for = max(0.0, min(w.started + timeout for w in busy) - now)
+            if tick is not None:
+                wait_for = tick if wait_for is None else min(wait_for, tick)
             handles: dict[Any, _Worker] = {}
             for w in busy:
                 handles[w.conn] = w
                 handles[w.process.sentinel] = w
             ready = wait(list(handles), timeout=wait_for)
+            if not ready and tick is not None:
+                yield TICK, None
             done: set[int] = set()
             for handle in ready:
                 w = handles[handle]
@@ -269,4 +283,4 @@ def _collect(worker: _Worker) -> Any:
     return None
 
 
-__all__ = ["WAIT", "WorkerStartError", "decode_in_workers", "default_start_method", "item_path"]
+__all__ = ["TICK", "WAIT", "WorkerStartError", "decode_in_workers", "default_start_method", "item_path"]

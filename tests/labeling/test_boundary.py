@@ -168,7 +168,7 @@ def test_worker_stages_turn_unforeseen_errors_into_internal_errors(monkeypatch):
 
     monkeypatch.setattr(stages, "plan_video", boom)  # run_task calls it by name, in this process here
     with pytest.raises(InternalError) as info:
-        run_task(("plan", ("/v/a.mp4", SPEC, LabelOptions())))
+        run_task({"kind": "plan", "path": "/v/a.mp4", "args": ("/v/a.mp4", SPEC, LabelOptions())})
     error = info.value
     assert error.code == "internal" and error.stage == "probing and planning" and error.exc_type == "ZeroDivisionError"
     assert str(error) == "/v/a.mp4: internal error while probing and planning (ZeroDivisionError: division by zero)"

@@ -1,0 +1,252 @@
+"""The labeling service behind ``falv serve``: one model, one engine, a persistent queue.
+
+:class:`LabelService` owns the :class:`~falv.labeling.engine.Engine` and runs it on one
+background thread over a live job source (the queued jobs of the :class:`JobStore`), so
+that every request shares the engine's batches and decoding workers. Records go back to
+the store as the engine finishes them. Nothing here knows HTTP: the app in
+:mod:`falv.serve.app` is routing, validation and auth around this class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from falv.errors import ConfigError, FalvError
+from falv.serve.jobs import FINAL, Job, JobStore
+
+log = logging.getLogger(__name__)
+
+#: The label options a job may set (the rest are the server's: batch, workers, precision...).
+JOB_OPTIONS = ("clips", "crops", "window", "stride", "top_k", "threshold", "smoothing", "min_duration")
+_INT_OPTIONS = ("clips", "crops", "top_k", "smoothing")
+
+
+class QueueFull(FalvError):
+    """The queue holds ``max_queue`` unfinished jobs; try again later (HTTP 429)."""
+
+
+class PathNotAllowed(FalvError):
+    """A path outside every ``--allow-root`` folder (HTTP 403)."""
+
+
+@dataclass
+class ServeSettings:
+    """How ``falv serve`` runs (the command's options)."""
+
+    model: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = field(default_factory=lambda: default_data_dir())
+    allow_roots: tuple[Path, ...] = ()
+    token: str | None = None
+    max_upload_mb: float = 2048.0
+    max_queue: int = 10_000
+    precision: str = "auto"
+    device: str = "auto"
+    batch_size: int = 4
+    workers: int = 2
+    timeout: float = 120.0
+    basic_auth: str | None = None  # "user:password" for Label Studio's ML-backend calls
+    model_version: str | None = None
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).expanduser().resolve()
+        self.allow_roots = tuple(Path(r).expanduser().resolve() for r in self.allow_roots)
+        if self.max_upload_mb <= 0 or self.max_queue < 1:
+            raise ConfigError("--max-upload-mb must be > 0 and the queue must hold at least one job")
+        if not is_loopback(self.host) and not self.token:
+            raise ConfigError(f"refusing to listen on {self.host} without --token: anyone who can reach it "
+                              "could read files under --allow-root and run the model (bind 127.0.0.1, or give "
+                              "--token)")
+        for root in self.allow_roots:
+            if not root.is_dir():
+                raise ConfigError(f"--allow-root {root}: not a folder")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "falv" / "serve"
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def confine(path: str, roots: tuple[Path, ...]) -> Path:
+    """``path`` resolved (symlinks and ``..``) if it lies under one of ``roots``, else PathNotAllowed."""
+    if not roots:
+        raise PathNotAllowed("this server reads no local paths (start it with --allow-root DIR); upload the file")
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise PathNotAllowed("not a usable path")
+    resolved = Path(os.path.realpath(os.path.expanduser(path)))
+    for root in roots:
+        if resolved == root or root in resolved.parents:
+            return resolved
+    raise PathNotAllowed(f"{path} is outside the allowed folders ({', '.join(map(str, roots))})")
+
+
+def job_options(raw: dict[str, Any]) -> dict[str, Any]:
+    """The label options of one job, checked (ConfigError for unknown keys or bad values)."""
+    from falv.labeling.stages import LabelOptions
+
+    unknown = sorted(set(raw) - set(JOB_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid options: {', '.join(JOB_OPTIONS)}")
+    options = {}
+    for key, value in raw.items():
+        if value is None or value == "":
+            continue
+        if isinstance(value, str):  # multipart form fields are text
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key} must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        if key in _INT_OPTIONS:
+            if value != int(value):
+                raise ConfigError(f"{key} must be an integer, got {value!r}")
+            value = int(value)
+        options[key] = value if key in _INT_OPTIONS else float(value)
+    LabelOptions(**_label_fields(options))  # the engine's own checks (e.g. stride <= window)
+    return options
+
+
+def _label_fields(options: dict[str, Any]) -> dict[str, Any]:
+    fields = dict(options)
+    if "threshold" in fields:
+        fields["background_threshold"] = fields.pop("threshold")
+    return fields
+
+
+class LabelService:
+    """The model, the engine thread and the job store of one server."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        from falv.labeling.stages import LabelOptions
+        from falv.model.transformer import FALForVideoClassification
+
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.uploads = settings.data_dir / "uploads"
+        self.uploads.mkdir(exist_ok=True)
+        self.store = JobStore(settings.data_dir / "jobs.sqlite3")
+        model = FALForVideoClassification.from_pretrained(settings.model)
+        model.name_or_path = settings.model  # records name the model as `falv label --model` does
+        self.labels: list[str] = list(model.config.labels)
+        self.multilabel = bool(model.config.is_multilabel)
+        self.model_version = settings.model_version or f"falv:{Path(settings.model).name or settings.model}"
+        self.base_options = LabelOptions(batch_size=settings.batch_size, workers=settings.workers,
+                                         timeout=settings.timeout, precision=settings.precision,
+                                         device=settings.device)
+        from falv.labeling.engine import Engine
+
+        self.engine = Engine(model, self.base_options, None, settings.model)  # checks precision/device now
+        self.state = "starting"
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        recovered = self.store.recover()
+        if recovered:
+            log.info("%d job(s) that were running when the server stopped are queued again", recovered)
+        self._thread = threading.Thread(target=self._run, name="falv-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.store.close()
+
+    def _source(self) -> Any:
+        from falv.labeling.engine import LabelJob
+        from falv.video.pool import WAIT
+
+        while not self._stop.is_set():
+            job = self.store.claim_next()
+            if job is None:
+                yield WAIT
+                continue
+            options = dataclasses.replace(self.base_options, **_label_fields(job.options))
+            self._notify()
+            yield LabelJob(job.path, options=options, key=job.id)
+
+    def _run(self) -> None:
+        self.state = "UP"
+        try:
+            for job, record in self.engine.run_jobs(self._source(), tick=0.05, on_progress=self._progress):
+                self.store.finish(job.key, record.to_dict())
+                self._notify()
+        except Exception as exc:  # the model or the disk: the server cannot label any more
+            self.state = "ERROR"
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error("the labeling engine stopped: %s", self.error)
+        finally:
+            if self.state != "ERROR":
+                self.state = "STOPPED"
+            self._notify()
+
+    def _progress(self, job: Any, done: int, total: int) -> None:
+        self.store.set_progress(job.key, done / max(total, 1))
+        self._notify()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    # -- jobs ----------------------------------------------------------------------------------------
+
+    def submit(self, path: Path, name: str, options: dict[str, Any], *, upload: bool = False,
+               job_id: str | None = None) -> Job:
+        if self.store.count("queued", "running") >= self.settings.max_queue:
+            raise QueueFull(f"the queue is full ({self.settings.max_queue} unfinished jobs); try again later")
+        job = self.store.add(name, str(path), options, upload=upload, job_id=job_id)
+        self._notify()
+        return job
+
+    def cancel(self, job_id: str) -> Job | None:
+        job = self.store.cancel(job_id)
+        if job is not None:
+            self.engine.cancel(job_id)
+            self._notify()
+        return job
+
+    def wait(self, job_id: str, timeout: float) -> Job | None:
+        """The job once it is final, or as it is after ``timeout`` seconds."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                job = self.store.get(job_id)
+                left = deadline - time.monotonic()
+                if job is None or job.status in FINAL or left <= 0 or self.state == "ERROR":
+                    return job
+                self._changed.wait(min(left, 0.5))
+
+    def wait_change(self, timeout: float) -> None:
+        with self._changed:
+            self._changed.wait(timeout)
