@@ -92,8 +92,7 @@ def _multipart(fields: dict[str, str], file_field: str, path: Path) -> tuple[byt
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The real falv server on a free loopback port, with a tiny random 3-class model."""
-    from falv.model import FALForVideoClassification
-    from falv.model.presets import preset
+    from falv import FALForVideoClassification, preset
 
     root = tmp_path_factory.mktemp("review-page")
     model_dir = root / "model"
