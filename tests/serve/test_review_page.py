@@ -265,11 +265,11 @@ def test_review_page_end_to_end(server, browser, tmp_path):
         _key(driver, "r")
         wait.until(lambda d: len(_segments_in_dom(d)) == count - 1)
 
-        # Toggle one video-level label.
+        # Tick one more video-level label.
         boxes = driver.find_elements(By.CSS_SELECTOR, "#video-labels input[type=checkbox]")
         assert [b.get_attribute("value") for b in boxes] == list(LABELS.values())
         before = [b.get_attribute("value") for b in boxes if b.is_selected()]
-        boxes[-1].click()
+        next(b for b in boxes if not b.is_selected()).click()  # add one: the set stays non-empty
         want_labels = [b.get_attribute("value") for b in
                        driver.find_elements(By.CSS_SELECTOR, "#video-labels input[type=checkbox]") if b.is_selected()]
         assert want_labels != before
@@ -308,6 +308,17 @@ def test_review_page_end_to_end(server, browser, tmp_path):
                    driver.find_elements(By.CSS_SELECTOR, "#video-labels input[type=checkbox]") if b.is_selected()]
         assert checked == want_labels
         assert driver.find_element(By.ID, "save-status").text.startswith("Saved")
+
+        # Export: the page shows where the training source was written.
+        driver.find_element(By.ID, "export-button").click()
+        wait.until(lambda d: d.find_element(By.ID, "export-dialog").is_displayed())
+        text = driver.find_element(By.ID, "export-body").text
+        assert "1 corrected video" in text and "train.csv" in text, text
+        csv_path = Path(driver.find_element(By.CSS_SELECTOR, "#export-body dd code").text)
+        rows = csv_path.read_text().splitlines()
+        assert rows[1].split(",")[1:] == want_labels, rows
+        _key(driver, Keys.ESCAPE)
+        wait.until(lambda d: not d.find_element(By.ID, "export-dialog").is_displayed())
 
         # The help overlay opens with "?" and closes with Escape.
         _seg_node(driver, 0).click()

@@ -633,7 +633,7 @@
     },
   };
 
-  const isMultiLabel = () => Boolean(state.record && state.record.multilabel);
+  const isMultiLabel = () => Boolean(state.record && state.record.multilabel != null ? state.record.multilabel : state.multilabel);
 
   function windowAt(t) {
     const ws = (state.record && state.record.windows) || [];
@@ -681,25 +681,49 @@
     }
   }
 
+  // GET /v1/corrections/export writes the corrected set into the server's data dir
+  // (train.csv + labels.txt for `falv train --data`, segments.json for
+  // `falv evaluate --untrimmed`) and answers with where it put them.
   async function exportCorrections() {
+    let summary;
     try {
-      const res = await api('/v1/corrections/export');
-      if (!res.ok) {
-        let msg = `${res.status} ${res.statusText}`;
-        try { msg = (await res.json()).error.message || msg; } catch (_) { /* not JSON */ }
-        throw new Error(msg);
+      summary = await apiJSON('/v1/corrections/export');
+    } catch (err) {
+      alert(`Export failed: ${err.message}`);
+      return;
+    }
+    const body = $('#export-body');
+    const rows = [];
+    if (summary && typeof summary === 'object') {
+      const videos = summary.videos ?? 0;
+      rows.push(el('p', { text: `${videos} corrected video${videos === 1 ? '' : 's'} in the training source`
+        + (summary.skipped ? ` (${summary.skipped} without video labels left out)` : '') + '.' }));
+      const files = [['Training list', summary.csv], ['Classes', summary.labels], ['Segments (ground truth)', summary.segments]]
+        .filter(([, path]) => path);
+      if (files.length) {
+        rows.push(el('dl', { class: 'export-files' }, ...files.flatMap(([name, path]) => [el('dt', { text: name }), el('dd', {}, el('code', { text: path }))])));
       }
+      if (summary.csv) {
+        rows.push(el('p', { class: 'small' }, 'Fine-tune the next model on the server with ',
+          el('code', { text: `falv train --data ${summary.csv} --init MODEL_DIR` }), '.'));
+      }
+    }
+    body.replaceChildren(...rows);
+    $('#export-dialog').showModal();
+  }
+
+  async function downloadCSV() {
+    try {
+      const res = await api('/v1/corrections/export?format=csv');
+      if (!res.ok) throw new Error(`${res.status} ${res.statusText}`);
       const blob = await res.blob();
-      const cd = res.headers.get('Content-Disposition') || '';
-      const m = cd.match(/filename\*?=(?:UTF-8'')?"?([^";]+)"?/i);
-      const name = m ? decodeURIComponent(m[1]) : blob.type.includes('zip') ? 'falv-corrections.zip' : 'falv-corrections.json';
-      const a = el('a', { href: URL.createObjectURL(blob), download: name });
+      const a = el('a', { href: URL.createObjectURL(blob), download: 'train.csv' });
       document.body.append(a);
       a.click();
       a.remove();
       setTimeout(() => URL.revokeObjectURL(a.href), 10000);
     } catch (err) {
-      alert(`Export failed: ${err.message}`);
+      alert(`Download failed: ${err.message}`);
     }
   }
 
@@ -1068,6 +1092,7 @@
   $('#undo-button').addEventListener('click', (e) => { undo(); if (e.detail > 0) e.currentTarget.blur(); });
   $('#help-button').addEventListener('click', () => $('#help-dialog').showModal());
   $('#export-button').addEventListener('click', exportCorrections);
+  $('#export-csv').addEventListener('click', downloadCSV);
 
   const NOT_TYPED = new Set(['checkbox', 'radio', 'button', 'submit', 'reset', 'file', 'range', 'color']);
   function typing(target) {
@@ -1077,7 +1102,7 @@
   }
 
   document.addEventListener('keydown', (e) => {
-    if ($('#token-dialog').open) return;
+    if (document.querySelector('dialog[open]')) return; // a dialog owns the keys (Esc closes it)
     const editing = !$('#editor').hidden && !$('#job-view').hidden;
     if (e.ctrlKey || e.metaKey) {
       const k = e.key.toLowerCase();
@@ -1088,7 +1113,6 @@
       return;
     }
     if (e.altKey) return;
-    if ($('#help-dialog').open) return; // the dialog closes itself on Escape
     if (typing(e.target)) {
       if (e.key === 'Escape') e.target.blur();
       return;
@@ -1135,6 +1159,7 @@
     try {
       const body = await apiJSON('/v1/labels');
       state.labels = body.labels || [];
+      state.multilabel = Boolean(body.multilabel);
     } catch (err) {
       $('#conn-status').textContent = `Could not read the labels: ${err.message}`;
     }
