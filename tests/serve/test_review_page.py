@@ -4,9 +4,9 @@ Starts the real server (``python -m falv serve``) on a loopback port with a tiny
 random model, submits a small generated video, and then, in headless chromium:
 the page loads, the job finishes in the job list, its timeline renders segment
 blocks and the score strip, a segment is relabelled, an edge dragged and a
-segment rejected, a video label toggled, the corrections are saved (Ctrl+S),
-and after a reload they are read back from the page and from
-``GET /v1/jobs/{id}/corrections``.
+segment rejected, a video label ticked, the corrections are saved (Ctrl+S),
+after a reload they are read back from the page and from
+``GET /v1/jobs/{id}/corrections``, and Export shows the training source.
 
 The browser and driver come from apt (``chromium``, ``chromium-driver``;
 ``.ci/run`` installs them); nothing is downloaded at run time. Without them the
@@ -317,6 +317,7 @@ def test_review_page_end_to_end(server, browser, tmp_path):
         csv_path = Path(driver.find_element(By.CSS_SELECTOR, "#export-body dd code").text)
         rows = csv_path.read_text().splitlines()
         assert rows[1].split(",")[1:] == want_labels, rows
+        driver.save_screenshot(str(tmp_path / "review_page_export.png"))
         _key(driver, Keys.ESCAPE)
         wait.until(lambda d: not d.find_element(By.ID, "export-dialog").is_displayed())
 
