@@ -188,7 +188,7 @@ def create_app(service: LabelService, *, manage: bool = True) -> FastAPI:
 
     async def json_body(request: Request) -> dict[str, Any]:
         try:
-            body = json.loads(await request.body() or b"null")
+            body = json.loads(await request.body() or b"null", parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "bad_json", "the body is not valid JSON") from None
         if not isinstance(body, dict):
@@ -503,6 +503,10 @@ def create_app(service: LabelService, *, manage: bool = True) -> FastAPI:
                 "message": "falv serve does not train from webhooks yet; see docs/serving.md"}
 
     return app
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # strict JSON: no NaN or Infinity
 
 
 def _version() -> str:
