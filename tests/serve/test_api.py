@@ -294,3 +294,51 @@ def test_predict_fetches_label_studio_urls_from_its_host_only(client, media, tmp
 def test_predict_bad_requests(client, body, status):
     r = client.post("/predict", json={**body, "project": "999"})
     assert r.status_code == status and r.json()["error"]["message"]
+
+
+def test_start_training_webhook_fine_tunes_and_the_next_predictions_carry_the_new_version(client, media):
+    export = [
+        {"id": i, "data": {"movie": str(media / f"clip{i}.mp4")},
+         "annotations": [{"id": 10 + i, "was_cancelled": False, "updated_at": "2026-12-01T10:00:00Z",
+                          "result": [{"type": "choices", "from_name": "kind", "to_name": "clip",
+                                      "value": {"choices": ["abc"[i % 3]]}}]}]}
+        for i in range(4)
+    ]
+    asked = []
+
+    class FakeLabelStudioApi(http.server.BaseHTTPRequestHandler):  # the export endpoint, nothing else
+        def do_GET(self):  # noqa: N802
+            asked.append((self.path, self.headers.get("Authorization")))
+            if not self.path.startswith("/api/projects/9/export?exportType=JSON"):
+                self.send_error(404)
+                return
+            body = json.dumps(export).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeLabelStudioApi)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        host = f"http://127.0.0.1:{httpd.server_address[1]}"
+        first = client.post("/setup", json={"project": "9.1", "schema": CONFIG, "hostname": host,
+                                            "access_token": "tok9", "extra_params": {"epochs": 1}}).json()
+        assert client.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 9}}).json()["status"] == \
+            "ignored"
+        r = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 9}})
+        assert r.status_code == 201 and r.json()["status"] == "training started"
+        deadline = time.monotonic() + 240
+        while client.get("/v1/training").json()["status"] == "training" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        state = client.get("/v1/training").json()
+        assert state["status"] == "done", state
+        assert state["model_version"] != first["model_version"] and asked[0][1] == "Token tok9"
+        tasks = [{"id": 1, "data": {"movie": str(media / "clip3.mp4")}}]
+        result = client.post("/predict", json={"tasks": tasks, "project": "9"}).json()["results"][0]
+        assert result["model_version"] == state["model_version"] and result["result"]
+    finally:
+        httpd.shutdown()
