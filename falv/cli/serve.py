@@ -32,10 +32,14 @@ from falv.cli.main import precision_option
               help="Seconds a decoding task may take before the file is reported as failed.")
 @precision_option()
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--train-epochs", type=click.IntRange(1), default=None,
+              help="Epochs of the fine-tune Label Studio's START_TRAINING starts (default: falv train's).")
+@click.option("--train-on-annotations", is_flag=True,
+              help="New annotations in Label Studio (webhook) start a fine-tune too.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(model, host, port, data_dir, allow_roots, token, basic_auth, max_upload_mb, max_queue, batch_size,
-          workers, timeout, precision, device, log_level) -> int:
+          workers, timeout, precision, device, train_epochs, train_on_annotations, log_level) -> int:
     """Serve labeling over HTTP: jobs, a review page at /, Label Studio's ML backend.
 
     Binds 127.0.0.1 unless --host says otherwise (which needs --token). Jobs persist
@@ -57,7 +61,8 @@ def serve(model, host, port, data_dir, allow_roots, token, basic_auth, max_uploa
         settings = ServeSettings(model=model, host=host, port=port, data_dir=data_dir or default_data_dir(),
                                  allow_roots=tuple(allow_roots), token=token, basic_auth=basic_auth,
                                  max_upload_mb=max_upload_mb, max_queue=max_queue, precision=precision,
-                                 device=device, batch_size=batch_size, workers=workers, timeout=timeout)
+                                 device=device, batch_size=batch_size, workers=workers, timeout=timeout,
+                                 train_epochs=train_epochs, train_on_annotations=train_on_annotations)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     service = LabelService(settings)

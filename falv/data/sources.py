@@ -9,7 +9,9 @@ of the common on-disk layouts:
 - ``kinetics``: the Kinetics annotation CSV
   (``label,youtube_id,time_start,time_end,split[,is_cc]``);
 - ``ucf101``: ``classInd.txt`` + ``trainlistNN.txt`` / ``testlistNN.txt``;
-- ``ssv2``: Something-Something v2 ``labels.json`` + ``train.json`` / ``validation.json``.
+- ``ssv2``: Something-Something v2 ``labels.json`` + ``train.json`` / ``validation.json``;
+- ``label-studio``: a Label Studio ``JSON`` export (choices as video labels, timeline
+  regions as trimmed clips).
 
 :func:`load_source` detects the layout. Nothing here decodes video; only
 :meth:`DatasetSource.check` (with ``probe=True``) opens files, to list the ones
@@ -42,7 +44,7 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
 #: Names accepted for a class-list file next to a list/CSV file.
 LABEL_FILE_NAMES: tuple[str, ...] = ("labels.txt", "classes.txt", "classnames.txt")
 
-SOURCE_KINDS: tuple[str, ...] = ("folder", "list", "kinetics", "ucf101", "ssv2", "json")
+SOURCE_KINDS: tuple[str, ...] = ("folder", "list", "kinetics", "ucf101", "ssv2", "json", "label-studio")
 
 _KINETICS_COLUMNS = {"youtube_id", "time_start", "time_end"}
 _HEADER_PATH_NAMES = {"path", "video", "video_path", "file", "filename", "file_name", "video_id", "name"}
@@ -739,15 +741,137 @@ def load_source(
             return DatasetSource.from_dict(data)
         ssv2_labels = isinstance(data, dict) and all(_is_int(str(v)) for v in data.values())
         ssv2_split = isinstance(data, list) and all(isinstance(x, dict) and "id" in x for x in data)
+        if is_label_studio_export(data):
+            return from_label_studio(path, root=root, **kwargs)
         if ssv2_labels or ssv2_split:
             return from_ssv2(path, split=split, root=root, **kwargs)
         raise DatasetError(
-            f"{path}: JSON that is neither a saved falv source ({{'classes', 'entries'}}) "
-            "nor Something-Something v2 annotations (labels.json, train.json)"
+            f"{path}: JSON that is neither a saved falv source ({{'classes', 'entries'}}), a Label Studio "
+            "JSON export, nor Something-Something v2 annotations (labels.json, train.json)"
         )
     if name.endswith(".csv") and _has_kinetics_header(path):
         return from_kinetics(path, root=root, split=split, **kwargs)
     return from_list(path, root=root, **kwargs)
+
+
+def is_label_studio_export(data: Any) -> bool:
+    """A Label Studio ``JSON`` export: a list of tasks with ``data`` and ``annotations``."""
+    return (isinstance(data, list) and bool(data) and all(isinstance(t, dict) for t in data)
+            and all("data" in t and ("annotations" in t or "completions" in t) for t in data))
+
+
+def from_label_studio(
+    path: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str] | None = None,
+    video_key: str | None = None,
+    probe_fps: bool = True,
+) -> DatasetSource:
+    """A Label Studio ``JSON`` export (``/api/projects/{id}/export?exportType=JSON``).
+
+    Per task, one annotation counts: the newest (by ``updated_at``, then ``created_at``,
+    then ``id``) that is not cancelled, among the ground-truth ones when any is flagged.
+    Its ``choices`` are the video's labels (one entry for the whole video); each
+    ``timelinelabels`` region becomes a trimmed entry (``start``/``end`` seconds, from its
+    1-based inclusive frame range at the task's ``fps``, else the video's own probed
+    frame rate). Tasks without a usable annotation are skipped and counted (logged).
+
+    The video is ``data.path`` when present (falv's own tasks carry it), else the task's
+    video URL (``data[video_key]``, default the first of ``video``/``movie``/``url`` or
+    the only string value): a local path, or Label Studio's local-files URL
+    ``/data/local-files/?d=REL`` resolved against ``root`` (the server's
+    ``LOCAL_FILES_DOCUMENT_ROOT``). Other URLs cannot be read here and are skipped.
+    """
+    path = Path(path)
+    data = _read_json(path)
+    if not is_label_studio_export(data):
+        raise DatasetError(f"{path}: not a Label Studio JSON export (a list of tasks with data and annotations)")
+    base = Path(root) if root is not None else path.parent
+    entries: list[VideoEntry] = []
+    skipped: dict[str, int] = {}
+    for task in data:
+        annotation = _chosen_annotation(task.get("annotations") or task.get("completions") or [])
+        if annotation is None:
+            skipped["no annotation"] = skipped.get("no annotation", 0) + 1
+            continue
+        video = _ls_video_path(task.get("data") or {}, base, video_key)
+        if video is None:
+            skipped["video URL not readable here"] = skipped.get("video URL not readable here", 0) + 1
+            continue
+        labels: list[str] = []
+        regions: list[tuple[str, int, int]] = []
+        for item in annotation.get("result") or []:
+            value = item.get("value") or {}
+            if item.get("type") == "choices":
+                labels += [str(c) for c in value.get("choices") or []]
+            elif item.get("type") == "timelinelabels":
+                for rng in value.get("ranges") or []:
+                    for label in value.get("timelinelabels") or []:
+                        regions.append((str(label), int(rng["start"]), int(rng["end"])))
+        if labels:
+            entries.append(VideoEntry(video, tuple(dict.fromkeys(labels))))
+        if regions:
+            fps = _opt_float((task.get("data") or {}).get("fps")) or (_probe_fps(video) if probe_fps else None)
+            if not fps:
+                skipped["timeline regions without a frame rate"] = skipped.get(
+                    "timeline regions without a frame rate", 0) + 1
+            else:
+                entries += [VideoEntry(video, (label,), start=(first - 1) / fps, end=last / fps)
+                            for label, first, last in regions]
+        if not labels and not regions:
+            skipped["annotation without choices or timeline labels"] = skipped.get(
+                "annotation without choices or timeline labels", 0) + 1
+    for reason, n in skipped.items():
+        logger.warning("%s: %d task(s) skipped: %s", path, n, reason)
+    if not entries:
+        raise DatasetError(f"{path}: no annotated task with a readable video", code="empty")
+    label_path = _find_label_file(path.parent)
+    classes = load_classes(label_path) if label_path is not None else sorted({l for e in entries for l in e.labels})
+    multilabel = any(len(e.labels) > 1 for e in entries)
+    return DatasetSource(entries, classes, multilabel=multilabel, kind="label-studio", name=str(path))
+
+
+def _chosen_annotation(annotations: Sequence[Any]) -> dict[str, Any] | None:
+    usable = [a for a in annotations if isinstance(a, dict) and not a.get("was_cancelled")]
+    truth = [a for a in usable if a.get("ground_truth")]
+    pool = truth or usable
+    if not pool:
+        return None
+    return max(pool, key=lambda a: (str(a.get("updated_at") or ""), str(a.get("created_at") or ""),
+                                    a.get("id") if isinstance(a.get("id"), int) else 0))
+
+
+def _ls_video_path(data: dict[str, Any], base: Path, video_key: str | None) -> str | None:
+    import urllib.parse
+
+    if isinstance(data.get("path"), str) and Path(data["path"]).is_file():
+        return data["path"]
+    if video_key is not None:
+        url = data.get(video_key)
+    else:
+        url = next((data[k] for k in ("video", "movie", "url") if isinstance(data.get(k), str)), None)
+        if url is None:
+            strings = [v for v in data.values() if isinstance(v, str)]
+            url = strings[0] if len(strings) == 1 else None
+    if not isinstance(url, str) or not url:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.path.startswith("/data/local-files/"):
+        rel = urllib.parse.parse_qs(parts.query).get("d", [""])[0]
+        candidate = base / rel
+        return str(candidate) if rel and candidate.is_file() else None
+    if parts.scheme in ("", "file") and Path(urllib.parse.unquote(parts.path)).is_file():
+        return urllib.parse.unquote(parts.path)
+    return None
+
+
+def _probe_fps(path: str) -> float | None:
+    from falv.video import VideoError, probe
+
+    try:
+        return probe(path, decode_first_frame=False).fps or None
+    except VideoError:
+        return None
 
 
 def _folder_classes(root: Path, dirs: Sequence[str]) -> list[str]:

@@ -36,6 +36,8 @@ from falv.serve.service import JOB_OPTIONS, LabelService, PathNotAllowed, QueueF
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+#: Label Studio events that also start a fine-tune with --train-on-annotations.
+TRAINING_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED")
 
 
 class ApiError(Exception):
@@ -188,7 +190,7 @@ def create_app(service: LabelService, *, manage: bool = True) -> FastAPI:
 
     async def json_body(request: Request) -> dict[str, Any]:
         try:
-            body = json.loads(await request.body() or b"null")
+            body = json.loads(await request.body() or b"null", parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "bad_json", "the body is not valid JSON") from None
         if not isinstance(body, dict):
@@ -493,16 +495,37 @@ def create_app(service: LabelService, *, manage: bool = True) -> FastAPI:
         return {"results": results, "model_version": service.model_version}
 
     @app.post("/webhook")
-    async def webhook(request: Request) -> dict[str, Any]:
+    async def webhook(request: Request) -> JSONResponse:
         check_basic(request)
         body = await json_body(request)
         action = body.get("action")
         if not isinstance(action, str):
             raise ApiError(400, "invalid_request", "the body needs an 'action'")
-        return {"status": "ignored", "action": action,
-                "message": "falv serve does not train from webhooks yet; see docs/serving.md"}
+        trains = action == "START_TRAINING" or (settings.train_on_annotations and action in TRAINING_EVENTS)
+        if not trains:
+            return JSONResponse({"status": "ignored", "action": action})
+        project_info = body.get("project")
+        project = str(project_info.get("id") if isinstance(project_info, dict) else project_info or "")
+        stored = service.store.fetch(f"ls:{project}")
+        if not project or not stored or not stored.get("schema"):
+            raise ApiError(400, "invalid_request", f"project {project or '?'} has not called /setup: its labeling "
+                                                   "config and host are unknown")
+        connection = ls.Connection(hostname=stored.get("hostname"), access_token=stored.get("access_token"))
+        extra = stored.get("extra") or {}
+        epochs = extra.get("epochs") if isinstance(extra.get("epochs"), int) else settings.train_epochs
+        trainer = ls.make_trainer(project, connection, ls.parse_config(stored["schema"]), epochs=epochs)
+        return JSONResponse(service.start_training(trainer), status_code=201)
+
+    @app.get("/v1/training")
+    def training(request: Request) -> dict[str, Any]:
+        check_token(request)
+        return {**service.training, "model_version": service.model_version}
 
     return app
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # strict JSON: no NaN or Infinity
 
 
 def _version() -> str:

@@ -182,3 +182,71 @@ def prediction(record: dict[str, Any] | None, config: ProjectConfig, task: dict[
             result.append(item)
     score = float(rec.labels[0].score) if rec.labels else 0.0
     return {"result": result, "score": score, "model_version": model_version}
+
+
+# -- training on a project's annotations (the START_TRAINING webhook) --------------------------------
+
+
+def fetch_export(connection: Connection, project: str, timeout: float = 120.0) -> list[dict[str, Any]]:
+    """The project's tasks with their annotations (``/api/projects/{id}/export?exportType=JSON``)."""
+    import json
+
+    if not connection.hostname:
+        raise LabelStudioError("no Label Studio host is known for this project: call /setup first")
+    url = f"{connection.hostname.rstrip('/')}/api/projects/{urllib.parse.quote(str(project))}/export?exportType=JSON"
+    request = urllib.request.Request(url)
+    if connection.access_token:
+        request.add_header("Authorization", f"Token {connection.access_token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            data = json.loads(response.read())
+    except (OSError, ValueError) as exc:
+        raise LabelStudioError(f"cannot read project {project}'s annotations from {connection.hostname}: {exc}") from None
+    if not isinstance(data, list):
+        raise LabelStudioError("Label Studio's export is not a list of tasks")
+    return data
+
+
+def make_trainer(project: str, connection: Connection, config: ProjectConfig, *, epochs: int | None = None,
+                 timeout: float = 6 * 3600) -> Any:
+    """A trainer for :meth:`falv.serve.service.LabelService.start_training`: fetch the project's
+    annotations, point every task at a local copy of its video, and fine-tune the served
+    model on them with ``falv train`` (a subprocess, so the server keeps answering)."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from falv.hub.io import atomic_write_text
+    from falv.serve.service import confine
+
+    def train(service: Any) -> tuple[Path, str]:
+        settings = service.settings
+        tasks = fetch_export(connection, project)
+        for task in tasks:
+            data = task.get("data") if isinstance(task.get("data"), dict) else {}
+            try:
+                url = video_source(task, config)
+                local = (fetch_video(url, connection, settings.data_dir / "label-studio", settings.max_upload_bytes)
+                         if is_label_studio_url(url) else confine(url, settings.allow_roots))
+            except FalvError:
+                continue  # the source counts it as skipped
+            data["path"] = str(local)
+            task["data"] = data
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        folder = settings.data_dir / "training" / f"project{project}-{stamp}"
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "labels.txt", "".join(f"{c}\n" for c in service.labels))  # the served order
+        atomic_write_text(folder / "export.json", json.dumps(tasks))
+        cmd = [sys.executable, "-m", "falv", "train", "--data", str(folder / "export.json"), "--init",
+               str(service.current_model), "--out", str(folder / "run"), "--workers", "0"]
+        if epochs:
+            cmd += ["--epochs", str(int(epochs))]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        (folder / "train.log").write_text(run.stdout + run.stderr, encoding="utf-8")
+        if run.returncode != 0:
+            last = (run.stderr.strip().splitlines() or ["no output"])[-1]
+            raise LabelStudioError(f"falv train failed ({last}); see {folder / 'train.log'}")
+        return folder / "run" / "best", f"falv:project{project}-{stamp}"
+
+    return train

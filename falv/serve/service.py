@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from falv.errors import ConfigError, FalvError
-from falv.serve.jobs import FINAL, Job, JobStore
+from falv.serve.jobs import FINAL, Job, JobStore, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,8 @@ class ServeSettings:
     timeout: float = 120.0
     basic_auth: str | None = None  # "user:password" for Label Studio's ML-backend calls
     model_version: str | None = None
+    train_epochs: int | None = None  # fine-tunes from /webhook (None: falv train's default)
+    train_on_annotations: bool = False  # new annotations start a fine-tune too, not only START_TRAINING
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
@@ -163,8 +165,13 @@ class LabelService:
         self.state = "starting"
         self.error: str | None = None
         self._stop = threading.Event()
+        self._swap = threading.Event()  # set: the engine drains, then the next model takes over
+        self._next: tuple[Any, str] | None = None
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
+        self.training: dict[str, Any] = {"status": "idle"}
+        self._train_lock = threading.Lock()
+        self.current_model = settings.model
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -185,7 +192,7 @@ class LabelService:
         from falv.labeling.engine import LabelJob
         from falv.video.pool import WAIT
 
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._swap.is_set():
             job = self.store.claim_next()
             if job is None:
                 yield WAIT
@@ -197,9 +204,13 @@ class LabelService:
     def _run(self) -> None:
         self.state = "UP"
         try:
-            for job, record in self.engine.run_jobs(self._source(), tick=0.05, on_progress=self._progress):
-                self.store.finish(job.key, record.to_dict())
-                self._notify()
+            while True:
+                for job, record in self.engine.run_jobs(self._source(), tick=0.05, on_progress=self._progress):
+                    self.store.finish(job.key, record.to_dict())
+                    self._notify()
+                if not self._swap.is_set() or self._stop.is_set():
+                    break
+                self._take_next_model()
         except Exception as exc:  # the model or the disk: the server cannot label any more
             self.state = "ERROR"
             self.error = f"{type(exc).__name__}: {exc}"
@@ -208,6 +219,54 @@ class LabelService:
             if self.state != "ERROR":
                 self.state = "STOPPED"
             self._notify()
+
+    # -- a new model (fine-tuned on corrections) ------------------------------------------------------
+
+    def use_model(self, model_dir: str, version: str) -> None:
+        """Label with ``model_dir`` from now on: jobs in flight finish on the current model, queued
+        ones run on the new one, which becomes ``model_version`` (thread-safe)."""
+        from falv.labeling.engine import Engine
+        from falv.model.transformer import FALForVideoClassification
+
+        model = FALForVideoClassification.from_pretrained(model_dir)
+        model.name_or_path = str(model_dir)
+        if list(model.config.labels) != self.labels:
+            raise ConfigError(f"the new model's labels {model.config.labels} differ from the served ones {self.labels}")
+        self._next = (Engine(model, self.base_options, None, str(model_dir)), version)
+        self.current_model = str(model_dir)
+        self._swap.set()
+        self._notify()
+        if self._thread is None or not self._thread.is_alive():  # not started (tests): swap now
+            self._take_next_model()
+
+    def _take_next_model(self) -> None:
+        if self._next is not None:
+            self.engine, self.model_version = self._next
+            self._next = None
+        self._swap.clear()
+
+    def start_training(self, trainer: Any) -> dict[str, Any]:
+        """Run ``trainer(service) -> (model_dir, version)`` on a thread unless one runs; the model it
+        returns takes over. ``self.training`` says how it went."""
+        if not self._train_lock.acquire(blocking=False):
+            return {"status": "already training", **self.training}
+
+        def work() -> None:
+            try:
+                self.training = {"status": "training", "started": now_iso()}
+                model_dir, version = trainer(self)
+                self.use_model(model_dir, version)
+                self.training = {"status": "done", "model_version": version, "model": str(model_dir),
+                                 "finished": now_iso()}
+            except Exception as exc:
+                self.training = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "finished": now_iso()}
+                log.error("training failed: %s", self.training["error"])
+            finally:
+                self._train_lock.release()
+                self._notify()
+
+        threading.Thread(target=work, name="falv-train", daemon=True).start()
+        return {"status": "training started"}
 
     def _progress(self, job: Any, done: int, total: int) -> None:
         self.store.set_progress(job.key, done / max(total, 1))

@@ -392,3 +392,43 @@ def test_check_reports_missing_and_undecodable_once(tmp_path, caplog):
     assert len(warnings) == 2  # one summary per check() call, not one per file
     assert "skipping 2 of 3 videos" in warnings[1].getMessage()
     assert "garbage.mp4" in warnings[1].getMessage() and "gone.mp4" in warnings[1].getMessage()
+
+
+def test_label_studio_export_newest_annotation_ground_truth_regions_and_skips(tmp_path):
+    import json
+
+    from falv.data.sources import load_source
+
+    videos = tmp_path / "media"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4", "d.mp4"):
+        (videos / name).write_bytes(b"x")
+
+    def ann(id_, updated, result, **flags):
+        return {"id": id_, "updated_at": updated, "result": result, **flags}
+
+    def choice(*labels):
+        return {"type": "choices", "value": {"choices": list(labels)}}
+
+    export = [
+        {"id": 1, "data": {"video": "/data/local-files/?d=media/a.mp4", "fps": 25},
+         "annotations": [ann(1, "2026-01-01", [choice("cat")]), ann(2, "2026-02-01", [choice("dog")]),
+                         ann(3, "2026-03-01", [choice("bird")], was_cancelled=True)]},
+        {"id": 2, "data": {"video": str(videos / "b.mp4"), "fps": 25},
+         "annotations": [ann(4, "2026-05-01", [choice("cat")]), ann(5, "2026-01-01", [choice("bird")], ground_truth=True)]},
+        {"id": 3, "data": {"video": str(videos / "c.mp4"), "fps": 25},
+         "annotations": [ann(6, "2026-01-01", [{"type": "timelinelabels", "value": {
+             "ranges": [{"start": 26, "end": 50}], "timelinelabels": ["dog"]}}])]},
+        {"id": 4, "data": {"video": str(videos / "d.mp4")}, "annotations": []},
+        {"id": 5, "data": {"video": "https://example.invalid/x.mp4"}, "annotations": [ann(7, "x", [choice("cat")])]},
+    ]
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(export))
+    source = load_source(path, root=tmp_path)
+    assert source.kind == "label-studio" and source.classes == ["bird", "dog"]
+    by = {(Path(e.path).name, e.start): e for e in source.entries}
+    assert by[("a.mp4", None)].labels == ("dog",)  # the newest annotation that was not cancelled
+    assert by[("b.mp4", None)].labels == ("bird",)  # ground truth wins over a newer annotation
+    segment = by[("c.mp4", 1.0)]
+    assert segment.labels == ("dog",) and segment.end == pytest.approx(2.0)  # frames 26-50 at 25 fps
+    assert len(source.entries) == 3  # d (no annotation) and the remote URL are skipped
