@@ -90,13 +90,11 @@ def _multipart(fields: dict[str, str], file_field: str, path: Path) -> tuple[byt
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """The real falv server on a free loopback port, with a tiny random 3-class model."""
-    from falv import FALForVideoClassification, preset
-
+def server(serve_model, tmp_path_factory):
+    """The real falv server on a free loopback port, with the tiny seeded 3-class model
+    of conftest.py (``FALForVideoClassification(preset("tiny", id2label={0: "a", ...}))``)."""
     root = tmp_path_factory.mktemp("review-page")
-    model_dir = root / "model"
-    FALForVideoClassification(preset("tiny", id2label=dict(LABELS))).save_pretrained(model_dir)
+    model_dir = serve_model
     data_dir = root / "data"
     port = _free_port()
     log = (root / "server.log").open("wb")
