@@ -26,6 +26,7 @@
     stride: 1,
     window: 1,
     fps: 0,
+    view: { t0: 0, t1: 0 }, // the part of the video the timeline shows (zoom)
     loadSeq: 0,
   };
 
@@ -372,6 +373,7 @@
     if (!(state.stride > 0)) state.stride = state.window > 0 ? state.window : 1;
     state.fps = rec.fps || 0;
     state.duration = rec.duration || Math.max(0, ...windows.map((w) => w.end), ...(corr.segments || []).map((s) => s.end));
+    state.view = { t0: 0, t1: state.duration };
     applyCorrections(corr);
     state.undo = [];
     state.redo = [];
@@ -740,7 +742,33 @@
     return lanes;
   }
 
-  const pct = (t) => `${(state.duration > 0 ? (t / state.duration) * 100 : 0).toFixed(4)}%`;
+  // Positions on the timeline, in % of its width, for the visible range state.view.
+  const viewSpan = () => Math.max(1e-6, state.view.t1 - state.view.t0);
+  const pos = (t) => `${(((t - state.view.t0) / viewSpan()) * 100).toFixed(4)}%`;
+  const len = (dt) => `${((dt / viewSpan()) * 100).toFixed(4)}%`;
+  const minSpan = () => Math.min(state.duration, Math.max(0.5, 8 * frame()));
+
+  function setView(t0, span) {
+    const d = state.duration;
+    if (!(d > 0)) return;
+    span = clamp(span, minSpan(), d);
+    t0 = clamp(t0, 0, d - span);
+    if (t0 === state.view.t0 && t0 + span === state.view.t1) return;
+    state.view = { t0, t1: t0 + span };
+    renderLanes();
+    renderRuler();
+    updatePlayhead();
+    $('#zoom-level').textContent = span < d - 1e-9 ? `${(d / span).toFixed(d / span < 10 ? 1 : 0)}×` : '';
+  }
+  // Zoom by `factor` (> 1: in) keeping the time `at` where it is on screen.
+  function zoom(factor, at = now()) {
+    const { t0 } = state.view;
+    const span = viewSpan();
+    const next = clamp(span / factor, minSpan(), state.duration);
+    const frac = clamp((at - t0) / span, 0, 1);
+    setView(at - frac * next, next);
+  }
+  const zoomFit = () => setView(0, state.duration);
 
   function renderEditor() {
     renderLanes();
@@ -751,12 +779,18 @@
     updatePlayhead();
   }
 
+  const zoomControls = el('div', { class: 'tl-name tl-name-ruler zoom' },
+    el('button', { type: 'button', class: 'zoom-btn', title: 'Zoom out (-)', 'aria-label': 'Zoom out', 'aria-keyshortcuts': '-', text: '−', onclick: () => zoom(0.5) }),
+    el('button', { type: 'button', class: 'zoom-btn', title: 'Zoom in (+)', 'aria-label': 'Zoom in', 'aria-keyshortcuts': '+', text: '+', onclick: () => zoom(2) }),
+    el('button', { type: 'button', class: 'zoom-btn', title: 'Whole video (0)', 'aria-label': 'Show the whole video', 'aria-keyshortcuts': '0', text: '⤢', onclick: zoomFit }),
+    el('span', { id: 'zoom-level', class: 'muted zoom-level' }));
+
   function renderLanes() {
     const lanes = laneLabels();
     $('#editor').style.setProperty('--lanes', String(Math.min(lanes.length, 6)));
     const names = $('#tl-names');
     const area = $('#tl-lanes');
-    names.replaceChildren(el('div', { class: 'tl-name tl-name-ruler', 'aria-hidden': 'true' }),
+    names.replaceChildren(zoomControls,
       ...lanes.map((l) => el('div', { class: 'tl-name', title: l, style: `--c:${labelColor(l)}` },
         el('span', { class: 'swatch', 'aria-hidden': 'true' }), el('span', { class: 'tl-name-text', text: l }))),
       el('div', { class: 'tl-name tl-name-strip', text: 'scores', title: 'Score of the top class per window' }));
@@ -781,10 +815,15 @@
       role: 'button', tabindex: '-1', 'aria-pressed': selected ? 'true' : 'false',
       'aria-label': `${s.label} from ${fmtTime(s.start)} to ${fmtTime(s.end)}${s.accepted ? ', accepted' : ''}`,
       title: `${s.label}  ${fmtTime(s.start)} – ${fmtTime(s.end)}${s.score != null ? `  (score ${s.score.toFixed(2)})` : ''}`,
-      style: `left:${pct(s.start)};width:${pct(s.end - s.start)};--c:${labelColor(s.label)}`,
+      style: `left:${pos(s.start)};width:${len(s.end - s.start)};--c:${labelColor(s.label)}`,
     },
     el('span', { class: 'edge edge-start', 'data-edge': 'start', title: 'Drag to move the start' }),
-    el('span', { class: 'seg-text', text: s.label }),
+    el('span', {
+      class: 'seg-text', text: s.label,
+      // Zoomed in, a block that starts left of the view keeps its name in sight.
+      style: s.start < state.view.t0 && s.end > state.view.t0
+        ? `margin-left:${(((state.view.t0 - s.start) / (s.end - s.start)) * 100).toFixed(3)}%` : null,
+    }),
     el('span', { class: 'edge edge-end', 'data-edge': 'end', title: 'Drag to move the end' }));
   }
 
@@ -793,13 +832,17 @@
     const d = state.duration;
     if (!(d > 0)) { ruler.replaceChildren(); return; }
     const width = ruler.clientWidth || 800;
-    const target = d / Math.max(2, Math.floor(width / 80));
-    const steps = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
-    const step = steps.find((s) => s >= target) || 7200;
+    const { t0, t1 } = state.view;
+    const target = viewSpan() / Math.max(2, Math.floor(width / 80));
+    const steps = [0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
+    const step = steps.find((x) => x >= target) || 7200;
     const ticks = [];
-    for (let t = 0; t <= d + 1e-9; t += step) {
-      const last = t > d - step / 2 && t > 0; // the end tick is drawn leftwards, inside the timeline
-      ticks.push(el('span', { class: `tick${last ? ' tick-end' : ''}`, style: `left:${pct(t)}`, text: fmtTime(t).replace(/\.00$/, '') }));
+    for (let i = Math.ceil(t0 / step - 1e-9); i * step <= t1 + 1e-9; i += 1) {
+      const t = i * step;
+      const last = t > t1 - step / 2 && t > t0;
+      if (last && t < t1 - 1e-6) continue; // too close to the edge for its label
+      // A tick at the very end is drawn leftwards, inside the timeline.
+      ticks.push(el('span', { class: `tick${last ? ' tick-end' : ''}`, style: `left:${pos(t)}`, text: fmtTime(t).replace(/\.00$/, '') }));
     }
     ruler.replaceChildren(...ticks);
   }
@@ -899,18 +942,21 @@
   function drawStrips() {
     const d = state.duration;
     const strip = $('#score-strip');
+    const { t0, t1 } = state.view;
     const spans = windowSpans();
+    const visible = spans.filter(({ a, b }) => b > t0 && a < t1);
+    const X = (t, w) => ((t - t0) / viewSpan()) * w;
     strip.dataset.windows = String(spans.length);
     if (!(d > 0) || $('#editor').hidden) return;
     {
       const { w, h } = sizeCanvas(strip);
       const ctx = strip.getContext('2d');
       ctx.clearRect(0, 0, w, h);
-      for (const { a, b, w: win } of spans) {
+      for (const { a, b, w: win } of visible) {
         const top = win.labels && win.labels[0];
         if (!top) continue;
-        const x0 = Math.floor((a / d) * w);
-        const x1 = Math.max(x0 + 1, Math.ceil((b / d) * w) - 1);
+        const x0 = Math.floor(X(a, w));
+        const x1 = Math.max(x0 + 1, Math.ceil(X(b, w)) - 1);
         const bh = Math.max(1, Math.round(clamp(top.score, 0, 1) * (h - 2)));
         ctx.fillStyle = labelColor(top.label, 0.25 + 0.75 * clamp(top.score, 0, 1));
         ctx.fillRect(x0, h - bh, x1 - x0, bh);
@@ -929,12 +975,12 @@
       const { w, h } = sizeCanvas(canvas);
       const ctx = canvas.getContext('2d');
       ctx.clearRect(0, 0, w, h);
-      for (const { a, b, w: win } of spans) {
+      for (const { a, b, w: win } of visible) {
         const hit = (win.labels || []).find((x) => x.label === label);
         if (!hit || !(hit.score > 0)) continue;
         ctx.fillStyle = labelColor(label, 0.4 * clamp(hit.score, 0, 1));
-        const x0 = Math.floor((a / d) * w);
-        ctx.fillRect(x0, 0, Math.max(1, Math.ceil((b / d) * w) - x0), h);
+        const x0 = Math.floor(X(a, w));
+        ctx.fillRect(x0, 0, Math.max(1, Math.ceil(X(b, w)) - x0), h);
       }
     }
   }
@@ -955,7 +1001,14 @@
 
   function updatePlayhead() {
     const t = video.currentTime || 0;
-    $('#playhead').style.left = pct(t);
+    // The view follows the playhead: a page on when it runs off either side.
+    const { t0, t1 } = state.view;
+    const span = viewSpan();
+    if (state.duration > 0 && span < state.duration - 1e-9 && !dragging && (t < t0 || t > t1)) {
+      setView(t > t1 && t - t1 < span ? t0 + span * 0.9 : t - span * 0.1, span);
+    }
+    $('#playhead').style.left = pos(t);
+    $('#playhead').hidden = t < state.view.t0 - 1e-9 || t > state.view.t1 + 1e-9;
     const w = windowAt(t);
     const top = w && w.labels ? w.labels.slice(0, 2).map((x) => `${x.label} ${x.score.toFixed(2)}`).join(', ') : '';
     $('#time-readout').textContent = `${fmtTime(t, true)} / ${fmtTime(state.duration, true)}${top ? `  ·  ${top}` : ''}`;
@@ -965,7 +1018,11 @@
   video.addEventListener('play', () => { if (!raf) raf = requestAnimationFrame(tick); });
   ['timeupdate', 'seeked', 'loadedmetadata', 'pause'].forEach((type) => video.addEventListener(type, updatePlayhead));
   video.addEventListener('loadedmetadata', () => {
-    if (!state.duration && Number.isFinite(video.duration)) { state.duration = video.duration; renderEditor(); }
+    if (!state.duration && Number.isFinite(video.duration)) {
+      state.duration = video.duration;
+      state.view = { t0: 0, t1: state.duration };
+      renderEditor();
+    }
   });
   video.addEventListener('error', () => {
     if (!$('#editor').hidden && video.getAttribute('src')) flash('The video could not be played in this browser; the timeline still works', 'error');
@@ -974,10 +1031,25 @@
   // ---------------------------------------------------------------- timeline pointer
 
   const area = $('#tl-area');
+  let dragging = false;
   function timeAt(clientX) {
     const r = $('#tl-lanes').getBoundingClientRect();
-    return clamp(((clientX - r.left) / Math.max(1, r.width)) * state.duration, 0, state.duration);
+    return clamp(state.view.t0 + ((clientX - r.left) / Math.max(1, r.width)) * viewSpan(), 0, state.duration);
   }
+
+  // Ctrl+wheel zooms around the pointer; Shift+wheel (or a sideways wheel) pans.
+  area.addEventListener('wheel', (e) => {
+    if (!(state.duration > 0)) return;
+    if (e.ctrlKey || e.metaKey) {
+      e.preventDefault();
+      zoom(e.deltaY < 0 ? 1.25 : 0.8, timeAt(e.clientX));
+    } else if (e.shiftKey || Math.abs(e.deltaX) > Math.abs(e.deltaY)) {
+      e.preventDefault();
+      const dx = Math.abs(e.deltaX) > Math.abs(e.deltaY) ? e.deltaX : e.deltaY;
+      const r = area.getBoundingClientRect();
+      setView(state.view.t0 + (dx / Math.max(1, r.width)) * viewSpan(), viewSpan());
+    }
+  }, { passive: false });
 
   area.addEventListener('pointerdown', (e) => {
     if (e.button !== 0 || !(state.duration > 0)) return;
@@ -995,14 +1067,15 @@
       const before = seg[which];
       state.sel = seg;
       document.body.classList.add('dragging');
+      dragging = true;
       const move = (ev) => {
         const t = snapTime(timeAt(ev.clientX));
         if (which === 'start') seg.start = clamp(t, 0, seg.end - minLen());
         else seg.end = clamp(t, seg.start + minLen(), state.duration);
         const node = $(`#tl-lanes .seg[data-index="${segNode.dataset.index}"]`);
         if (node) {
-          node.style.left = pct(seg.start);
-          node.style.width = pct(seg.end - seg.start);
+          node.style.left = pos(seg.start);
+          node.style.width = len(seg.end - seg.start);
         }
         seekTo(seg[which]);
         renderInspector();
@@ -1012,6 +1085,7 @@
         area.removeEventListener('pointerup', up);
         area.removeEventListener('pointercancel', up);
         document.body.classList.remove('dragging');
+        dragging = false;
         if (seg[which] !== before) { seg.accepted = true; commitEdit(snap); } else renderEditor();
       };
       area.addEventListener('pointermove', move);
@@ -1142,6 +1216,10 @@
       ']': actions.setEnd,
       n: actions.add,
       Escape: () => select(null),
+      '+': () => zoom(2),
+      '=': () => zoom(2),
+      '-': () => zoom(0.5),
+      0: zoomFit,
     };
     let handler = handlers[e.key] || handlers[e.key.toLowerCase()];
     if (!handler && /^[1-9]$/.test(e.key)) {
