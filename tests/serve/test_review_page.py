@@ -307,6 +307,17 @@ def test_review_page_end_to_end(server, browser, tmp_path):
         assert checked == want_labels
         assert driver.find_element(By.ID, "save-status").text.startswith("Saved")
 
+        # Zoom in with "+" (the blocks get wider), back to the whole video with "0".
+        widths = lambda d: d.execute_script(  # noqa: E731
+            "return Array.from(document.querySelectorAll('#tl-lanes .seg')).map(n => n.getBoundingClientRect().width)")
+        before_zoom = widths(driver)
+        _key(driver, "+")
+        assert driver.find_element(By.ID, "zoom-level").text == "2.0×"
+        assert max(widths(driver)) > 1.5 * max(before_zoom)
+        _key(driver, "0")
+        assert driver.find_element(By.ID, "zoom-level").text == ""
+        assert widths(driver) == pytest.approx(before_zoom, abs=1)
+
         # Export: the page shows where the training source was written.
         driver.find_element(By.ID, "export-button").click()
         wait.until(lambda d: d.find_element(By.ID, "export-dialog").is_displayed())
