@@ -308,8 +308,10 @@ def test_review_page_end_to_end(server, browser, tmp_path):
         assert driver.find_element(By.ID, "save-status").text.startswith("Saved")
 
         # Zoom in with "+" (the blocks get wider), back to the whole video with "0".
-        widths = lambda d: d.execute_script(  # noqa: E731
-            "return Array.from(document.querySelectorAll('#tl-lanes .seg')).map(n => n.getBoundingClientRect().width)")
+        def widths(d):
+            return d.execute_script(
+                "return Array.from(document.querySelectorAll('#tl-lanes .seg')).map(n => n.getBoundingClientRect().width)")
+
         before_zoom = widths(driver)
         _key(driver, "+")
         assert driver.find_element(By.ID, "zoom-level").text == "2.0×"
