@@ -342,3 +342,19 @@ def test_start_training_webhook_fine_tunes_and_the_next_predictions_carry_the_ne
         assert result["model_version"] == state["model_version"] and result["result"]
     finally:
         httpd.shutdown()
+
+
+def test_basic_auth_guards_the_label_studio_endpoints(serve_model, media, tmp_path):
+    import base64
+
+    settings = ServeSettings(model=str(serve_model), data_dir=tmp_path, allow_roots=(media,), basic_auth="ls:pw")
+    good = {"Authorization": "Basic " + base64.b64encode(b"ls:pw").decode()}
+    bad = {"Authorization": "Basic " + base64.b64encode(b"ls:nope").decode()}
+    with TestClient(create_app(LabelService(settings), manage=False)) as c:
+        for path in ("/setup", "/predict", "/webhook"):
+            denied = c.post(path, json={})
+            assert denied.status_code == 401 and denied.headers["www-authenticate"].startswith("Basic")
+            assert c.post(path, json={}, headers=bad).status_code == 401
+            assert c.post(path, json={}, headers={"Authorization": "Basic %%%"}).status_code == 401
+        assert c.post("/setup", json={"project": "1", "schema": CONFIG}, headers=good).status_code == 200
+        assert c.get("/health").status_code == 200
