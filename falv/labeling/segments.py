@@ -284,6 +284,7 @@ class SegmentCloser:
         self._count = 0  # windows pushed
         self._decided = 0  # windows whose label is final
         self._last_bound = -math.inf
+        self._previous: tuple[float, float] | None = None  # (start, end) of the last window pushed
         self._max_end = -math.inf
         self._open: dict[int, list[float]] = {}  # class -> [start, sum, max, count]
         self._flushed = False
@@ -301,13 +302,14 @@ class SegmentCloser:
             raise ValueError("window times and scores must be finite numbers")
         if end <= start:
             raise ValueError(f"window {self._count} ends ({end}) at or before it starts ({start})")
-        if self._buffer and (start, end) < self._buffer[-1][1:3]:
+        if self._previous is not None and (start, end) < self._previous:
             raise ValueError(f"window {self._count} starts at {start} s, before the previous window: "
                              "windows must arrive in order")
         # owned_bounds: the midpoint between the previous window's end and this start, non-decreasing
-        bound = start if not self._buffer else (self._buffer[-1][2] + start) / 2.0
+        bound = start if self._previous is None else (self._previous[1] + start) / 2.0
         bound = max(bound, self._last_bound)
         self._last_bound = bound
+        self._previous = (start, end)
         self._max_end = max(self._max_end, end)
         self._buffer.append((self._count, start, end, bound, row))
         self._count += 1

@@ -1,0 +1,363 @@
+"""Live streams: falv.video.live, falv.labeling.stream and `falv stream`.
+
+Sources are real MPEG-TS feeds written by ``stream_test_video`` (frames that show their
+own index) into a named pipe, a growing file, UDP and HTTP on 127.0.0.1. Nothing here
+asserts a duration: the checks are which frames each window got and the events.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from falv import FALForVideoClassification, preset
+from falv.labeling.segments import SegmentCloser, owned_bounds, windows_to_segments
+from falv.labeling.stream import label_stream
+from falv.video.live import LiveReader, StreamSourceError, source_kind
+from falv.video.sampling import plan_windows, window_timestamps
+from falv.video.testing import frame_index, stream_test_video
+
+FPS = 25
+SIZE = (64, 96)  # (h, w): the tiny preset's short side, so the decoder scales nothing away
+
+
+@pytest.fixture(scope="module")
+def ab_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("stream-model")
+    torch.manual_seed(0)
+    FALForVideoClassification(preset("tiny", id2label={0: "a", 1: "b"})).save_pretrained(path)
+    return path
+
+
+def _feed(target, **kwargs) -> tuple[threading.Thread, list[float]]:
+    """A writer thread feeding ``target`` (errors such as a reader that went away are swallowed)."""
+    written: list[float] = []
+
+    def run() -> None:
+        try:
+            stream_test_video(target, fps=FPS, size=SIZE, written=written, **kwargs)
+        except (OSError, ValueError):
+            pass
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, written
+
+
+def _collect(source, model, **kwargs) -> tuple[list[dict], dict[int, list[int]]]:
+    """All events of label_stream, and the frame indices each window's frames show."""
+    seen: dict[int, list[int]] = {}
+
+    def hook(event, frames) -> None:
+        assert frames.dtype == np.uint8 and frames.shape[0] == 8 and min(frames.shape[1:3]) == 64
+        seen[event["index"]] = [frame_index(f) for f in frames]
+
+    events = list(label_stream(source, model, on_window=hook, **kwargs))
+    return events, seen
+
+
+def _expected_indices(start: float, end: float) -> list[int]:
+    return [int(t * FPS) for t in window_timestamps(start, end, FPS, 8)]
+
+
+def _check_segments(events: list[dict]) -> None:
+    """The segment events are what windows_to_segments makes of the window events."""
+    windows = [e for e in events if e["type"] == "window"]
+    rows = [(w["start"], w["end"], [next(x["score"] for x in w["labels"] if x["label"] == c) for c in "ab"])
+            for w in windows]
+    expected = [s.to_dict() for s in windows_to_segments(rows, ["a", "b"])]
+    got = [{k: v for k, v in e.items() if k != "type"} for e in events if e["type"] == "segment"]
+    assert [(s["label"], s["start"], s["end"]) for s in got] == [(s["label"], s["start"], s["end"]) for s in expected]
+    assert [s["score"] for s in got] == pytest.approx([s["score"] for s in expected])
+
+
+# -- pure parts -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("smoothing", [1, 2, 3, 4])
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_segment_closer_matches_windows_to_segments(smoothing, multilabel) -> None:
+    rng = np.random.default_rng(smoothing + 10 * multilabel)
+    labels = ["a", "b", "c"]
+    for trial in range(20):
+        n = int(rng.integers(1, 30))
+        stride, window = (0.5, 1.0) if trial % 2 else (1.0, 1.0)
+        scores = rng.random((n, 3))
+        scores[rng.random(n) < 0.3] *= 0.3  # some background
+        windows = [(i * stride, i * stride + window, scores[i]) for i in range(n)]
+        kw = dict(smoothing=smoothing, multilabel=multilabel, background_threshold=0.4,
+                  min_duration=0.6 if trial % 3 == 0 else 0.0, score_reduce="max" if trial % 4 == 1 else "mean")
+        closer = SegmentCloser(labels, **kw)
+        got, closed_at = [], []
+        for i, (a, b, row) in enumerate(windows):
+            for seg in closer.push(a, b, row):
+                got.append(seg)
+                closed_at.append(i)
+        got.extend(closer.flush())
+        expected = windows_to_segments(windows, labels, **kw)
+        assert sorted((s.label, s.start, s.end) for s in got) == [(s.label, s.start, s.end) for s in
+                                                                  sorted(expected, key=lambda s: (s.label, s.start, s.end))]
+        by_key = {(s.label, s.start, s.end): s.score for s in expected}
+        assert [s.score for s in got] == pytest.approx([by_key[(s.label, s.start, s.end)] for s in got])
+        # a segment is reported by the push that makes the first window after it final, not later
+        bounds = owned_bounds(np.array([w[0] for w in windows]), np.array([w[1] for w in windows]))
+        for seg, i in zip(got, closed_at):
+            first_after = int(np.nonzero(np.isclose(bounds, seg.end))[0][0])
+            assert i == first_after + (smoothing - 1) // 2
+
+
+def test_segment_closer_rejects_out_of_order_windows() -> None:
+    closer = SegmentCloser(["a"])
+    closer.push(1.0, 2.0, [0.9])
+    with pytest.raises(ValueError, match="in order"):
+        closer.push(0.0, 1.0, [0.9])
+
+
+def test_window_timestamps_are_plan_windows_choice() -> None:
+    plan = plan_windows(10.0, FPS, 8, window=2.0, stride=0.7)
+    for w in plan[:-1]:  # the last one is filled from the end of the file
+        assert tuple(window_timestamps(w.start, w.end, FPS, 8)) == w.timestamps
+    assert window_timestamps(0.0, 1.0, None, 4) == [0.125, 0.375, 0.625, 0.875]
+
+
+def test_source_kind(tmp_path) -> None:
+    fifo = tmp_path / "f"
+    os.mkfifo(fifo)
+    (tmp_path / "file.ts").write_bytes(b"x")
+    assert source_kind(str(fifo)) == "pipe"
+    assert source_kind(str(tmp_path / "file.ts")) == "file"
+    assert source_kind("udp://127.0.0.1:5000") == source_kind("http://127.0.0.1/x.ts") == "network"
+    assert source_kind("/dev/video0") == "device"
+    for bad, reason in [(str(tmp_path / "missing.ts"), "no such file"), (str(tmp_path), "directory"),
+                        ("ftp://127.0.0.1/a.ts", "unsupported URL scheme")]:
+        with pytest.raises(StreamSourceError, match=reason):
+            source_kind(bad)
+
+
+# -- live sources ---------------------------------------------------------------------------------
+
+
+def test_fifo_windows_get_the_frames_plan_windows_chooses(tmp_path, ab_model) -> None:
+    fifo = tmp_path / "live.ts"
+    os.mkfifo(fifo)
+    writer, written = _feed(fifo, frames=55)  # 2.2 s
+    events, seen = _collect(str(fifo), ab_model, window=0.8, stride=0.4, timeout=20)
+    writer.join(10)
+    windows = [e for e in events if e["type"] == "window"]
+    plan = plan_windows(55 / FPS, FPS, 8, window=0.8, stride=0.4)
+    assert [(w["start"], w["end"]) for w in windows] == pytest.approx([(p.start, p.end) for p in plan])
+    for w, p in zip(windows, plan):  # the frames shown at the plan's timestamps, last window included
+        assert seen[w["index"]] == [int(t * FPS) for t in p.timestamps]
+        assert [x["label"] for x in w["labels"]] and sum(x["score"] for x in w["labels"]) == pytest.approx(1.0)
+    assert events[-1] == {"type": "end", "reason": "end_of_stream", "windows": len(plan), "skipped": 0,
+                          "duration": pytest.approx(2.2)}
+    _check_segments(events)
+    assert len(written) == 55
+
+
+def test_growing_file_is_followed_until_it_stops_growing(tmp_path, ab_model) -> None:
+    path = tmp_path / "recording.ts"
+    path.touch()
+    started = threading.Event()
+    writer, _ = _feed(path, frames=40, wait=lambda i: started.wait(10) if i == 0 else None)
+    reader = LiveReader(str(path), size=64, timeout=1.5)
+    assert reader.kind == "file"
+    started.set()
+    time.sleep(0.3)  # some data is there when the reader opens; the rest arrives while it reads
+    got = [(round(f.time * FPS), frame_index(f.image)) for f in reader.frames()]
+    writer.join(10)
+    assert got == [(i, i) for i in range(40)]  # every frame, in order, at its time
+
+
+def _free_port(kind=socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_udp_source_and_reconnect_after_the_sender_restarts(ab_model) -> None:
+    port = _free_port()
+    url = f"udp://127.0.0.1:{port}"
+    stop = threading.Event()
+    state = {"senders": 0}
+
+    def senders() -> None:
+        # two senders one after the other: frames 0-29, then (after a pause) frames 100-139
+        time.sleep(1.0)  # the reader binds the port first
+        stream_test_video(f"{url}?pkt_size=1316", frames=30, fps=FPS, size=SIZE)
+        state["senders"] = 1
+        time.sleep(2.0)  # longer than the read timeout: the reader drops and reconnects
+        stream_test_video(f"{url}?pkt_size=1316", frames=40, fps=FPS, size=SIZE, first_index=100)
+        state["senders"] = 2
+
+    thread = threading.Thread(target=senders, daemon=True)
+    thread.start()
+    seen: dict[int, list[int]] = {}
+
+    def hook(event, frames) -> None:
+        seen[event["index"]] = [frame_index(f) for f in frames]
+        if any(i >= 130 for i in seen[event["index"]]):
+            stop.set()  # enough: end the stream from outside, as a websocket would
+
+    events = list(label_stream(url, ab_model, window=0.4, timeout=1.0, backoff=0.2, retries=20, stop=stop,
+                               on_window=hook))
+    thread.join(10)
+    codes = [e["code"] for e in events if e["type"] == "warning"]
+    assert "source_dropped" in codes and "reconnected" in codes
+    windows = [e for e in events if e["type"] == "window"]
+    starts = [w["start"] for w in windows]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)  # stream time goes on after a drop
+    first = [seen[w["index"]] for w in windows if max(seen[w["index"]]) < 100]
+    later = [seen[w["index"]] for w in windows if min(seen[w["index"]]) >= 100]
+    assert first and later
+    # within one sender the frames are the ones shown at the window's timestamps
+    w0 = windows[0]
+    base = seen[w0["index"]][0] - int(window_timestamps(w0["start"], w0["end"], FPS, 8)[0] * FPS)
+    assert seen[w0["index"]] == [base + i for i in _expected_indices(w0["start"], w0["end"])]
+    assert events[-1]["type"] == "end" and events[-1]["reason"] == "stopped"
+    assert any(e["type"] == "segment" for e in events)
+
+
+class _LiveTS(http.server.BaseHTTPRequestHandler):
+    """Each GET streams a paced MPEG-TS (frames 0-29 on the first connection, 100-129 on the
+    second) and closes; later connections get 503 (the source is gone)."""
+
+    connections = 0
+
+    def do_GET(self) -> None:  # noqa: N802
+        type(self).connections += 1
+        n = type(self).connections
+        if n > 2:
+            self.send_error(503)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp2t")
+        self.end_headers()
+        try:
+            stream_test_video(self.wfile, frames=30, fps=FPS, size=SIZE, first_index=0 if n == 1 else 100)
+        except (OSError, ValueError):
+            pass
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_http_source_reconnects_then_gives_up(ab_model) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LiveTS)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/live.ts"
+        events, seen = _collect(url, ab_model, window=0.4, timeout=3.0, backoff=0.1, retries=1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    codes = [e["code"] for e in events if e["type"] == "warning"]
+    assert codes.count("reconnected") == 1 and "source_dropped" in codes
+    windows = [e for e in events if e["type"] == "window"]
+    indices = [seen[w["index"]] for w in windows]
+    assert any(max(i) < 30 for i in indices) and any(min(i) >= 100 for i in indices)
+    for w in windows:  # the first connection's frames are exactly the ones at the timestamps
+        if max(seen[w["index"]]) < 30:
+            assert seen[w["index"]] == _expected_indices(w["start"], w["end"])
+    end = events[-1]
+    assert end["type"] == "end" and end["reason"] == "source_lost" and "gave up" in end["message"]
+    assert [e["type"] for e in events[-3:-1]].count("segment") >= 1  # open segments flushed before the end
+
+
+def test_a_damaged_stretch_is_a_warning_not_the_end(tmp_path, ab_model) -> None:
+    """Random bytes in the middle of the feed: decoder warnings, and windows on both sides."""
+    fifo = tmp_path / "damaged.ts"
+    os.mkfifo(fifo)
+
+    class Damaging:
+        def __init__(self, fh) -> None:
+            self.fh, self.n = fh, 0
+
+        def write(self, data) -> int:
+            self.n += 1
+            if 40 <= self.n < 44:
+                data = bytes(np.random.default_rng(self.n).integers(0, 256, len(data), dtype=np.uint8))
+            return self.fh.write(data)
+
+    def run() -> None:
+        with open(fifo, "wb", buffering=0) as fh:
+            try:
+                stream_test_video(Damaging(fh), frames=75, fps=FPS, size=SIZE, realtime=False)
+            except OSError:
+                pass
+
+    threading.Thread(target=run, daemon=True).start()
+    events, seen = _collect(str(fifo), ab_model, window=1.0, timeout=10)
+    assert events[-1]["reason"] == "end_of_stream"
+    windows = [e for e in events if e["type"] == "window"]
+    assert len(windows) >= 2 and events[-1]["windows"] == len(windows)
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+
+def _falv(*args, **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "falv", "stream", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **kwargs)
+
+
+@pytest.mark.parametrize("source, code, message", [
+    ("{tmp}/missing.ts", 2, "no such file"),
+    ("ftp://127.0.0.1/live.ts", 2, "unsupported URL scheme"),
+    ("{tmp}/notes.ts", 3, "cannot be opened"),
+    ("udp://127.0.0.1:{port}", 3, "cannot be opened"),
+])
+def test_bad_source_is_one_line_and_an_exit_code(tmp_path, ab_model, source, code, message) -> None:
+    (tmp_path / "notes.ts").write_text("not a video\n" * 100)
+    source = source.format(tmp=tmp_path, port=_free_port())
+    proc = _falv(source, "--model", ab_model, "--window", 1, "--timeout", 1, "--no-reconnect")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert out == ""
+
+
+def test_bad_options_are_usage_errors(ab_model) -> None:
+    proc = _falv("udp://127.0.0.1:9", "--model", ab_model, "--window", 1, "--stride", 2)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "must not exceed" in err and "Traceback" not in err
+
+
+def test_ctrl_c_ends_cleanly_with_segments_flushed(tmp_path, ab_model) -> None:
+    fifo = tmp_path / "cam.ts"
+    os.mkfifo(fifo)
+    stop = threading.Event()
+    writer, _ = _feed(fifo, frames=2000, stop=stop)
+    proc = _falv(fifo, "--model", ab_model, "--window", 0.4, "--top-k", 1)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(json.loads(line))
+            if sum(e["type"] == "window" for e in lines) == 3:
+                proc.send_signal(signal.SIGINT)
+                break
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+    lines += [json.loads(line) for line in rest.splitlines()]
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert lines[-1]["type"] == "end" and lines[-1]["reason"] == "stopped"
+    after = lines[[e["type"] for e in lines].index("window") + 2:]
+    assert any(e["type"] == "segment" for e in after)  # the open segment was flushed
+    assert all(len(e["labels"]) == 1 for e in lines if e["type"] == "window")
