@@ -278,7 +278,7 @@ def test_http_source_reconnects_then_gives_up(ab_model) -> None:
 
 
 def test_a_damaged_stretch_is_a_warning_not_the_end(tmp_path, ab_model) -> None:
-    """Random bytes in the middle of the feed: decoder warnings, and windows on both sides."""
+    """A garbled second in the middle of the feed: the stream goes on, windows on both sides."""
     fifo = tmp_path / "damaged.ts"
     os.mkfifo(fifo)
 
@@ -288,8 +288,12 @@ def test_a_damaged_stretch_is_a_warning_not_the_end(tmp_path, ab_model) -> None:
 
         def write(self, data) -> int:
             self.n += 1
-            if 40 <= self.n < 44:
-                data = bytes(np.random.default_rng(self.n).integers(0, 256, len(data), dtype=np.uint8))
+            if 30 <= self.n < 60:  # about a second of frames: keep each TS header, garble the payload
+                b = bytearray(data)
+                noise = np.random.default_rng(self.n).integers(0, 256, len(b), dtype=np.uint8).tobytes()
+                for k in range(0, len(b) - 187, 188):
+                    b[k + 8:k + 188] = noise[k + 8:k + 188]
+                data = bytes(b)
             return self.fh.write(data)
 
     def run() -> None:
@@ -303,7 +307,26 @@ def test_a_damaged_stretch_is_a_warning_not_the_end(tmp_path, ab_model) -> None:
     events, seen = _collect(str(fifo), ab_model, window=1.0, timeout=10)
     assert events[-1]["reason"] == "end_of_stream"
     windows = [e for e in events if e["type"] == "window"]
-    assert len(windows) >= 2 and events[-1]["windows"] == len(windows)
+    assert len(windows) == 3 and events[-1]["windows"] == 3
+    assert seen[0] == _expected_indices(0.0, 1.0)  # before the damage: the right frames
+
+
+def test_a_window_that_cannot_be_made_is_skipped_with_a_warning(tmp_path, ab_model) -> None:
+    fifo = tmp_path / "f.ts"
+    os.mkfifo(fifo)
+    _feed(fifo, frames=50, realtime=False)
+
+    def hook(event, frames) -> None:
+        if event["index"] == 1:
+            raise ValueError("made-up damage")
+
+    events = list(label_stream(str(fifo), ab_model, window=0.5, timeout=10, on_window=hook))
+    assert [e["index"] for e in events if e["type"] == "window"] == [0, 2, 3]
+    warning = next(e for e in events if e["type"] == "warning")
+    assert warning["code"] == "window_skipped" and "made-up damage" in warning["message"]
+    assert events[-1]["skipped"] == 1 and events[-1]["reason"] == "end_of_stream"
+    segments = [e for e in events if e["type"] == "segment"]
+    assert segments and segments[0]["start"] == 0.0 and segments[-1]["end"] == 2.0
 
 
 # -- the command ------------------------------------------------------------------------------------
