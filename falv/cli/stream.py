@@ -56,8 +56,6 @@ def stream(source, model, window, stride, top_k, background_threshold, smoothing
     """
     from falv.errors import ConfigError
     from falv.labeling.stages import LabelOptions
-    from falv.labeling.stream import label_stream
-    from falv.model.transformer import FALForVideoClassification
     from falv.video.live import StreamSourceError, source_kind
 
     try:
@@ -69,6 +67,9 @@ def stream(source, model, window, stride, top_k, background_threshold, smoothing
         raise click.UsageError(str(exc)) from None
     except StreamSourceError as exc:  # no such file, a folder, an unknown URL scheme: a usage error
         raise click.BadParameter(str(exc), param_hint="SOURCE") from None
+    from falv.labeling.stream import label_stream  # torch: imported once the arguments are known good
+    from falv.model.transformer import FALForVideoClassification
+
     net = FALForVideoClassification.from_pretrained(model)
     net.name_or_path = model
 

@@ -344,20 +344,28 @@ def _falv(*args, **kwargs) -> subprocess.Popen:
     ("{tmp}/notes.ts", 3, "cannot be opened"),
     ("udp://127.0.0.1:{port}", 3, "cannot be opened"),
 ])
-def test_bad_source_is_one_line_and_an_exit_code(tmp_path, ab_model, source, code, message) -> None:
+def test_bad_source_is_one_line_and_an_exit_code(tmp_path, ab_model, source, code, message, capsys) -> None:
+    from falv.cli.main import main
+
     (tmp_path / "notes.ts").write_text("not a video\n" * 100)
     source = source.format(tmp=tmp_path, port=_free_port())
-    proc = _falv(source, "--model", ab_model, "--window", 1, "--timeout", 1, "--no-reconnect")
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == code, err
-    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exit_info:  # in-process: the same entry point as the command
+        main(["stream", source, "--model", str(ab_model), "--window", "1", "--timeout", "1", "--no-reconnect"])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == code, err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and lines[-1].startswith("Error: ") and message in lines[-1]
+    assert sum("Error" in line for line in lines) == 1  # click adds its usage lines to usage errors only
     assert out == ""
 
 
-def test_bad_options_are_usage_errors(ab_model) -> None:
-    proc = _falv("udp://127.0.0.1:9", "--model", ab_model, "--window", 1, "--stride", 2)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and "must not exceed" in err and "Traceback" not in err
+def test_bad_options_are_usage_errors(ab_model, capsys) -> None:
+    from falv.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["stream", "udp://127.0.0.1:9", "--model", str(ab_model), "--window", "1", "--stride", "2"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "must not exceed" in err and "Traceback" not in err
 
 
 def test_ctrl_c_ends_cleanly_with_segments_flushed(tmp_path, ab_model) -> None:
