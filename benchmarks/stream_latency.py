@@ -13,7 +13,10 @@ One run, on this machine:
 - **latency** of a window = arrival of its line - write time of the window's last
   frame (the frame shown at its last timestamp, ``floor(t * fps)``). The last window
   (filled from the end of the feed when the feed stops) is left out.
-- **model time per window**: the same model prepared as the engine prepares it
+- **model time per window in the stream**: ``falv stream --timing`` adds ``model_s``
+  (``clip_tensor`` + ``predict`` of that window) to each line; ``latency - model_s`` is
+  what the stream itself adds (pipe, demuxer, decoder, waiting, JSON).
+- **model time per window alone**: the same model prepared as the engine prepares it
   (``Engine(...).runner``, same precision), ``clip_tensor`` + ``predict`` on one
   window of the same size, median of ``--model-repeats`` calls, measured after the
   stream in the same run.
@@ -124,7 +127,7 @@ def run(args: argparse.Namespace) -> dict:
                               kwargs=dict(frames=frames, fps=args.fps, size=size, written=written))
     cmd = [sys.executable, "-m", "falv", "stream", str(fifo), "--model", str(model_dir), "--window",
            str(args.window), "--stride", str(args.stride or args.window), "--precision", args.precision,
-           "--top-k", "1"]
+           "--top-k", "1", "--timing"]
     started = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -148,8 +151,11 @@ def run(args: argparse.Namespace) -> dict:
         last = int(window_timestamps(e["start"], e["end"], args.fps, 8)[-1] * args.fps)
         if last < len(written):
             rows.append({"index": e["index"], "start": e["start"], "end": e["end"], "last_frame": last,
-                         "latency_s": arrival - written[last]})
+                         "latency_s": arrival - written[last], "model_s": e["model_s"],
+                         "overhead_s": arrival - written[last] - e["model_s"]})
     latencies = [r["latency_s"] for r in rows]
+    in_stream = [r["model_s"] for r in rows]
+    overheads = [r["overhead_s"] for r in rows]
     first_line = windows[0][0] - written[0] if windows and written else None
     model = model_time_per_window(model_dir, args.precision, args.model_repeats)
     result = {
@@ -162,13 +168,16 @@ def run(args: argparse.Namespace) -> dict:
         "latency_max_s": max(latencies) if latencies else None,
         "first_window_after_first_frame_s": first_line,
         "command_start_to_first_window_s": windows[0][0] - started if windows else None,
+        "model_in_stream_median_s": statistics.median(in_stream) if in_stream else None,
+        "overhead_median_s": statistics.median(overheads) if overheads else None,
+        "overhead_p90_s": _percentile(overheads, 0.9) if overheads else None,
         **model,
         "rows": rows,
         "end": events[-1][1] if events else None,
     }
     if latencies:
         result["goal_tiny_1s"] = result["latency_median_s"] <= 1.0
-        result["goal_model_plus_100ms"] = result["latency_median_s"] <= model["model_s"] + 0.1
+        result["goal_model_plus_100ms"] = result["latency_median_s"] <= result["model_in_stream_median_s"] + 0.1
     return result
 
 
@@ -180,11 +189,12 @@ def report(result: dict) -> str:
         f"{result['frame_size'][1]}x{result['frame_size'][0]}, window {result['window']} s / stride "
         f"{result['stride']} s, {result['seconds']} s fed, {result['windows']} windows measured",
         "",
-        "| latency median | p90 | max | model time per window | goal median <= model + 100 ms | "
-        "median <= 1 s |",
-        "|---|---|---|---|---|---|",
+        "| latency median | p90 | max | model per window in the stream (median) | latency - model: median | "
+        "p90 | model per window alone | median <= model + 100 ms | median <= 1 s |",
+        "|---|---|---|---|---|---|---|---|---|",
         f"| {ms(result['latency_median_s'])} | {ms(result['latency_p90_s'])} | {ms(result['latency_max_s'])} "
-        f"| {ms(result['model_s'])} (clip_tensor {ms(result['clip_tensor_s'])}) "
+        f"| {ms(result['model_in_stream_median_s'])} | {ms(result['overhead_median_s'])} "
+        f"| {ms(result['overhead_p90_s'])} | {ms(result['model_s'])} "
         f"| {result.get('goal_model_plus_100ms')} | {result.get('goal_tiny_1s')} |",
         "",
         f"first window line {ms(result['first_window_after_first_frame_s'])} after the first frame was written; "

@@ -42,8 +42,9 @@ from falv.cli.main import EXIT_ERROR, EXIT_OK, precision_option
 @click.option("--max-lag", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="Skip windows that end more than this many seconds behind the newest frame (the model "
                    "cannot keep up); 0 never skips.")
+@click.option("--timing", is_flag=True, help="Add model_s (seconds the model took) to each window line.")
 def stream(source, model, window, stride, top_k, background_threshold, smoothing, min_duration, crops, precision,
-           device, reconnect, retries, timeout, max_lag) -> int:
+           device, reconnect, retries, timeout, max_lag, timing) -> int:
     """Label SOURCE live: a named pipe or growing file (MPEG-TS...), udp://, rtsp://,
     http(s):// URL or /dev/video* camera.
 
@@ -84,7 +85,8 @@ def stream(source, model, window, stride, top_k, background_threshold, smoothing
     code = EXIT_OK
     try:
         events = label_stream(source, net, window=window, stride=stride, options=options, timeout=timeout,
-                              reconnect=reconnect, retries=retries, max_lag=max_lag or None, stop=stop)
+                              reconnect=reconnect, retries=retries, max_lag=max_lag or None, stop=stop,
+                              timing=timing)
         out = sys.stdout
         for event in events:
             try:

@@ -69,6 +69,7 @@ def label_stream(
     processor: Any = None,
     on_window: Callable[[dict[str, Any], np.ndarray], None] | None = None,
     reader_options: dict[str, str] | None = None,
+    timing: bool = False,
     **option_overrides: Any,
 ) -> Iterator[dict[str, Any]]:
     """Label the live ``source`` in sliding windows; yields one plain dict (JSON-ready) per event.
@@ -88,6 +89,9 @@ def label_stream(
     any thread: a signal handler, a websocket that closed) to end the stream
     cleanly. ``on_window(event, frames)``: called with each window's event and its
     uint8 ``(T, H, W, 3)`` frames before the model runs (a debug/test hook).
+    ``timing``: window events also carry ``"model_s"``, the seconds the model input
+    and the model took for that window (``clip_tensor`` + ``predict``).
+    ``reader_options``: extra FFmpeg options for opening the source.
 
     Events, in order of time (each a dict with ``"type"``):
 
@@ -133,7 +137,7 @@ def label_stream(
     reader = LiveReader(source, size=engine.spec.short_side, timeout=timeout, reconnect=reconnect,
                         retries=retries, backoff=backoff, max_backoff=max_backoff, stop=stop,
                         options=reader_options)
-    return _StreamLabeler(engine, reader, options, stop, max_lag, on_window).run()
+    return _StreamLabeler(engine, reader, options, stop, max_lag, on_window, timing).run()
 
 
 class _Feed:
@@ -158,8 +162,10 @@ class _Feed:
 
 class _StreamLabeler:
     def __init__(self, engine: Engine, reader: LiveReader, options: LabelOptions, stop: threading.Event,
-                 max_lag: float | None, on_window: Callable[[dict[str, Any], np.ndarray], None] | None) -> None:
+                 max_lag: float | None, on_window: Callable[[dict[str, Any], np.ndarray], None] | None,
+                 timing: bool = False) -> None:
         self.engine = engine
+        self.timing = timing
         self.reader = reader
         self.options = options
         self.stop = stop
@@ -230,6 +236,7 @@ class _StreamLabeler:
             frames = self._frames_at(stamps)
             if self.on_window is not None:
                 self.on_window(dict(event), frames)
+            began = time.perf_counter()
             pixels = clip_tensor(frames, self.engine.spec, self.options.crops)
         except FalvError:
             raise
@@ -253,6 +260,8 @@ class _StreamLabeler:
         labels = self.engine.labels
         best = np.argsort(-scores, kind="stable")[: min(self.options.top_k, len(labels))]
         event["labels"] = [{"label": labels[i], "score": float(scores[i])} for i in best]
+        if self.timing:
+            event["model_s"] = round(time.perf_counter() - began, 6)
         self.windows_run += 1
         events.append(event)
         events.extend(_segment(s) for s in self.closer.push(start, end, scores))

@@ -57,7 +57,7 @@ DEFAULT_PERIOD_S = 0.04
 MAX_WARNINGS = 20
 
 #: Options for opening every source: no demuxer buffering, a short probe.
-LOW_LATENCY_OPTIONS = {"probesize": "65536", "analyzeduration": "500000"}
+LOW_LATENCY_OPTIONS = {"probesize": "65536", "analyzeduration": "100000"}
 
 
 class StreamSourceError(FalvError):

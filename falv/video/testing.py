@@ -184,8 +184,8 @@ def stream_test_video(
     pts ``i / fps``; with ``realtime`` frame ``i`` is written at ``i / fps`` seconds
     after the first (so a reader sees it arrive as from a camera). The encoder
     holds no frame back (x264 ``zerolatency``: no B-frames, no lookahead) and the
-    muxer writes each packet out at once (``flush_packets``, no mux delay), so a
-    frame reaches the reader as soon as it is encoded. ``written[i]`` receives the
+    muxer writes each packet out at once (``flush_packets``) with its PES length
+    (``omit_video_pes_length=0``), so a frame reaches the reader as soon as it is encoded. ``written[i]`` receives the
     wall time (``time.time()``) at which frame ``i`` was handed to the target.
     ``stop`` (a ``threading.Event``) ends the feed early; ``wait(i)`` is called before
     frame ``i`` (tests use it to hold the feed at a frame). Returns the number of frames written.
@@ -195,6 +195,10 @@ def stream_test_video(
     h, w = size
     rate = Fraction(fps).limit_denominator(1001)
     mux_options = {"flush_packets": "1"}
+    if format == "mpegts":
+        # the PES length lets the demuxer hand a frame over as soon as it is complete, instead
+        # of when the next frame starts (measured: 80 -> 40 ms from write to decoded frame at 25 fps)
+        mux_options["omit_video_pes_length"] = "0"
     mux_options.update(options or {})
     own = None
     if isinstance(target, (str, Path)) and "://" not in str(target):
