@@ -101,6 +101,8 @@ def source_kind(source: str) -> str:
                                             f"{', '.join(NETWORK_SCHEMES)}, or a path)")
         source = source.split("://", 1)[1]
     if source.startswith("/dev/video"):
+        if not os.path.exists(source):
+            raise StreamSourceError(source, "no such camera device")
         return "device"
     try:
         st = os.stat(source)

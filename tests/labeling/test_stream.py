@@ -139,8 +139,7 @@ def test_source_kind(tmp_path) -> None:
     assert source_kind(str(fifo)) == "pipe"
     assert source_kind(str(tmp_path / "file.ts")) == "file"
     assert source_kind("udp://127.0.0.1:5000") == source_kind("http://127.0.0.1/x.ts") == "network"
-    assert source_kind("/dev/video0") == "device"
-    for bad, reason in [(str(tmp_path / "missing.ts"), "no such file"), (str(tmp_path), "directory"),
+    for bad, reason in [("/dev/video-none", "no such camera device"), (str(tmp_path / "missing.ts"), "no such file"), (str(tmp_path), "directory"),
                         ("ftp://127.0.0.1/a.ts", "unsupported URL scheme")]:
         with pytest.raises(StreamSourceError, match=reason):
             source_kind(bad)
