@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import bisect
 import copy
-import math
 import queue
 import threading
 import time
@@ -267,40 +266,43 @@ class _StreamLabeler:
         events.extend(_segment(s) for s in self.closer.push(start, end, scores))
         return events
 
-    def _due(self) -> list[dict[str, Any]]:
-        """Run every sliding window whose frames have all arrived."""
-        events: list[dict[str, Any]] = []
-        while not self.stop.is_set():
+    def _due(self, feed: _Feed) -> Iterator[dict[str, Any]]:
+        """Run every sliding window whose frames have all arrived, each yielded as soon as it is
+        scored; what else has arrived is taken in before each window (it sees the newest frame)."""
+        while True:
+            self._drain(feed)
+            while self.pending:
+                yield self.pending.popleft()
+            if self.stop.is_set() or not self.times:
+                return
             start, end = self._bounds(self.next_k)
             stamps = self._timestamps(start, end)
             if not self._ready(stamps):
-                break
+                return
             k = self.next_k
             self.next_k += 1
-            events.extend(self._run_window(k, float(start), float(end), stamps))
+            yield from self._run_window(k, float(start), float(end), stamps)
             self._prune()
-        return events
 
-    def _at_end(self) -> list[dict[str, Any]]:
+    def _at_end(self) -> Iterator[dict[str, Any]]:
         """The source ended at ``d`` (the last frame's end): the complete windows, then a last
         window ``[d - W, d]`` over what is left (as :func:`plan_windows` does for a file)."""
         if not self.times:
-            return []
+            return
         d = Fraction(self._duration())
-        events: list[dict[str, Any]] = []
         while True:
             start, end = self._bounds(self.next_k)
             if end > d + EPS:
                 break
             k = self.next_k
             self.next_k += 1
-            events.extend(self._run_window(k, float(start), float(end), self._timestamps(start, end)))
+            yield from self._run_window(k, float(start), float(end), self._timestamps(start, end))
+            self._prune()
         if self.last_end is None or self.last_end < float(d - EPS):
             start = max(Fraction(0), d - self.window)
             k = self.next_k
             self.next_k += 1
-            events.extend(self._run_window(k, float(start), float(d), self._timestamps(start, d)))
-        return events
+            yield from self._run_window(k, float(start), float(d), self._timestamps(start, d))
 
     def _duration(self) -> float:
         """Stream seconds up to the end of the newest frame."""
@@ -309,10 +311,37 @@ class _StreamLabeler:
         return float(self.times[-1]) + (1.0 / self.reader.fps if self.reader.fps else self.reader._period)
 
     # -- the loop ----------------------------------------------------------------------------
+    def _take(self, item: Any) -> None:
+        """One item from the reader: a frame into the ring buffer, a notice into the events,
+        the end of the source or its error into the state."""
+        if item is _Feed._END:
+            self.ended = True
+        elif isinstance(item, StreamSourceError):
+            if not self.started:
+                raise item  # nothing to flush: the source never gave a frame
+            self.reason, self.message, self.ended = "source_lost", str(item), True
+        elif isinstance(item, BaseException):
+            raise RunError(f"reading {self.reader.source} failed ({type(item).__name__}: {item})") from item
+        elif isinstance(item, LiveNotice):
+            self.pending.append(_warning(item.code, item.message))
+        else:
+            self.started = True
+            self.frames.append(item)
+            self.times.append(item.time)
+
+    def _drain(self, feed: _Feed) -> None:
+        while not self.ended:
+            try:
+                item = feed.items.get_nowait()
+            except queue.Empty:
+                return
+            self._take(item)
+
     def run(self) -> Iterator[dict[str, Any]]:
         feed = _Feed(self.reader)
-        reason, message = "end_of_stream", None
-        started = False
+        self.reason, self.message = "end_of_stream", None
+        self.started = self.ended = False
+        self.pending: deque[dict[str, Any]] = deque()
         try:
             try:  # prepare the model while the source opens: the first result comes sooner
                 _ = self.engine.runner
@@ -320,61 +349,31 @@ class _StreamLabeler:
                 raise
             except Exception as exc:
                 raise RunError(f"the model could not be prepared ({type(exc).__name__}: {exc})") from exc
-            while True:
+            while not self.ended:
                 if self.stop.is_set():
-                    reason = "stopped"
+                    self.reason = "stopped"
                     break
                 try:
                     item = feed.items.get(timeout=POLL_S)
                 except queue.Empty:
                     continue
-                batch = [item]
-                while True:  # take whatever else has arrived: windows see the newest frame
-                    try:
-                        batch.append(feed.items.get_nowait())
-                    except queue.Empty:
-                        break
-                ended = False
-                events: list[dict[str, Any]] = []
-                for item in batch:
-                    if item is _Feed._END:
-                        ended = True
-                        break
-                    if isinstance(item, BaseException):
-                        if isinstance(item, StreamSourceError) and not started:
-                            raise item  # nothing to flush: the source never gave a frame
-                        if isinstance(item, StreamSourceError):
-                            reason, message = "source_lost", str(item)
-                            ended = True
-                            break
-                        raise RunError(f"reading {self.reader.source} failed "
-                                       f"({type(item).__name__}: {item})") from item
-                    if isinstance(item, LiveNotice):
-                        events.append(_warning(item.code, item.message))
-                        continue
-                    started = True
-                    self.frames.append(item)
-                    self.times.append(item.time)
-                for event in events:
-                    yield event
-                if self.times:
-                    for event in self._due():
-                        yield event
-                    self._prune()
-                if ended:
-                    break
-            if reason == "end_of_stream":
-                for event in self._at_end():
-                    yield event
+                self._take(item)
+                yield from self._due(feed)
+                self._prune()
+            while self.pending:
+                yield self.pending.popleft()
+            if self.reason == "end_of_stream" and not self.stop.is_set():
+                yield from self._at_end()
+            elif self.stop.is_set() and self.reason == "end_of_stream":
+                self.reason = "stopped"
         finally:
             self.stop.set()  # the reader ends at its next packet (or read timeout)
         for segment in self.closer.flush():
             yield _segment(segment)
-        end: dict[str, Any] = {"type": "end", "reason": reason, "windows": self.windows_run,
-                               "skipped": self.skipped,
-                               "duration": self._duration()}
-        if message:
-            end["message"] = message
+        end: dict[str, Any] = {"type": "end", "reason": self.reason, "windows": self.windows_run,
+                               "skipped": self.skipped, "duration": self._duration()}
+        if self.message:
+            end["message"] = self.message
         yield end
 
 

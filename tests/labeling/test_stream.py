@@ -392,3 +392,22 @@ def test_ctrl_c_ends_cleanly_with_segments_flushed(tmp_path, ab_model) -> None:
     after = lines[[e["type"] for e in lines].index("window") + 2:]
     assert any(e["type"] == "segment" for e in after)  # the open segment was flushed
     assert all(len(e["labels"]) == 1 for e in lines if e["type"] == "window")
+
+
+def test_windows_far_behind_the_newest_frame_are_skipped(tmp_path, ab_model) -> None:
+    """A model slower than the source: windows ending more than max_lag behind are skipped."""
+    fifo = tmp_path / "slow.ts"
+    os.mkfifo(fifo)
+    _feed(fifo, frames=40)
+
+    def slow_first_window(event, frames) -> None:
+        if event["index"] == 0:
+            time.sleep(1.0)  # meanwhile 1 s of frames arrives
+
+    events = list(label_stream(str(fifo), ab_model, window=0.2, timeout=10, max_lag=0.3,
+                               on_window=slow_first_window))
+    behind = [e for e in events if e["type"] == "warning" and e["code"] == "model_behind"]
+    scored = [e["index"] for e in events if e["type"] == "window"]
+    assert behind and "window 1 " in behind[0]["message"] and 1 not in scored
+    assert scored[0] == 0 and scored[-1] == 7  # the stream catches up and runs to the end
+    assert events[-1]["skipped"] == len(behind) and events[-1]["windows"] == len(scored)
