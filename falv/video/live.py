@@ -177,7 +177,7 @@ class LiveReader:
         try:
             container = av.open(path, mode="r", **kwargs)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise StreamSourceError(self.source, f"cannot be opened ({_reason(exc)})") from None
+            raise StreamSourceError(self.source, f"cannot be opened ({self._why(exc)})") from None
         stream = pick_video_stream(container)
         if stream is None:
             container.close()
@@ -226,7 +226,7 @@ class LiveReader:
                 yield from self._read(container, stream, rebase)
                 ended_by = "the source ended"
             except (av.error.FFmpegError, OSError) as exc:
-                ended_by = f"reading failed ({_reason(exc)})"
+                ended_by = f"reading failed ({self._why(exc)})"
             finally:
                 try:
                     container.close()
@@ -299,6 +299,11 @@ class LiveReader:
                 self._last_time = t
                 self.frames_decoded += 1
                 yield LiveFrame(time=t, image=self._convert(frame, stream), wall=time.time())
+
+    def _why(self, exc: BaseException) -> str:
+        if isinstance(exc, av.error.ExitError):  # the timeout callback interrupted FFmpeg
+            return f"no data within {self.timeout:g} s"
+        return _reason(exc)
 
     def _convert(self, frame: Any, stream: Any) -> np.ndarray:
         if self._out_hw is None:

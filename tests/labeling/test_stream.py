@@ -341,7 +341,7 @@ def _falv(*args, **kwargs) -> subprocess.Popen:
     ("{tmp}/missing.ts", 2, "no such file"),
     ("ftp://127.0.0.1/live.ts", 2, "unsupported URL scheme"),
     ("{tmp}/notes.ts", 3, "cannot be opened"),
-    ("udp://127.0.0.1:{port}", 3, "cannot be opened"),
+    ("udp://127.0.0.1:{port}", 3, "cannot be opened (no data within 1 s)"),
 ])
 def test_bad_source_is_one_line_and_an_exit_code(tmp_path, ab_model, source, code, message, capsys) -> None:
     from falv.cli.main import main
