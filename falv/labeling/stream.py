@@ -140,23 +140,58 @@ def label_stream(
 
 
 class _Feed:
-    """The reader on a background thread, handing items over through a queue."""
+    """The reader on a background thread, handing items over through a queue.
+
+    The reader never waits for the model (a source must be read as it comes). While the
+    model runs, frames wait here; with ``keep_s`` only the newest ``keep_s`` seconds of
+    them are kept (older ones could only serve windows that the lag check skips), so
+    memory stays bounded even when the model is far slower than the source."""
 
     _END = object()
 
-    def __init__(self, reader: LiveReader) -> None:
+    def __init__(self, reader: LiveReader, keep_s: float | None = None) -> None:
         self.reader = reader
-        self.items: queue.Queue[Any] = queue.Queue()
+        self.keep_s = keep_s
+        self.items: deque[Any] = deque()
+        self.frames = 0  # frames waiting in `items`
+        self.dropped = 0
+        self.cond = threading.Condition()
         self.thread = threading.Thread(target=self._run, name="falv-live-reader", daemon=True)
         self.thread.start()
+
+    def _put(self, item: Any) -> None:
+        with self.cond:
+            self.items.append(item)
+            if isinstance(item, LiveFrame):
+                self.frames += 1
+                if self.keep_s is not None:
+                    cap = int(self.keep_s * (self.reader.fps or 30.0)) + 1
+                    while self.frames > cap:
+                        oldest = next(i for i, x in enumerate(self.items) if isinstance(x, LiveFrame))
+                        del self.items[oldest]
+                        self.frames -= 1
+                        self.dropped += 1
+            self.cond.notify()
 
     def _run(self) -> None:
         try:
             for item in self.reader.frames():
-                self.items.put(item)
+                self._put(item)
         except BaseException as exc:  # handed to the consumer
-            self.items.put(exc)
-        self.items.put(self._END)
+            self._put(exc)
+        self._put(self._END)
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The next item; ``queue.Empty`` when none arrives within ``timeout`` (0: do not wait)."""
+        with self.cond:
+            if not self.items and timeout:
+                self.cond.wait(timeout)
+            if not self.items:
+                raise queue.Empty
+            item = self.items.popleft()
+            if isinstance(item, LiveFrame):
+                self.frames -= 1
+            return item
 
 
 class _StreamLabeler:
@@ -330,18 +365,24 @@ class _StreamLabeler:
             self.times.append(item.time)
 
     def _drain(self, feed: _Feed) -> None:
+        if feed.dropped > self.dropped:
+            self.pending.append(_warning("model_behind", f"{feed.dropped - self.dropped} frame(s) dropped "
+                                                         "while the model was busy (more than max_lag behind)"))
+            self.dropped = feed.dropped
         while not self.ended:
             try:
-                item = feed.items.get_nowait()
+                item = feed.get(0)
             except queue.Empty:
                 return
             self._take(item)
 
     def run(self) -> Iterator[dict[str, Any]]:
-        feed = _Feed(self.reader)
+        keep = None if self.max_lag is None else self.max_lag + float(self.window) + 1.0
+        feed = _Feed(self.reader, keep)
         self.reason, self.message = "end_of_stream", None
         self.started = self.ended = False
         self.pending: deque[dict[str, Any]] = deque()
+        self.dropped = 0
         try:
             try:  # prepare the model while the source opens: the first result comes sooner
                 _ = self.engine.runner
@@ -354,7 +395,7 @@ class _StreamLabeler:
                     self.reason = "stopped"
                     break
                 try:
-                    item = feed.items.get(timeout=POLL_S)
+                    item = feed.get(POLL_S)
                 except queue.Empty:
                     continue
                 self._take(item)

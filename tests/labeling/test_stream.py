@@ -411,3 +411,29 @@ def test_windows_far_behind_the_newest_frame_are_skipped(tmp_path, ab_model) -> 
     assert behind and "window 1 " in behind[0]["message"] and 1 not in scored
     assert scored[0] == 0 and scored[-1] == 7  # the stream catches up and runs to the end
     assert events[-1]["skipped"] == len(behind) and events[-1]["windows"] == len(scored)
+
+
+def test_frames_waiting_for_a_busy_model_are_bounded() -> None:
+    """While the model runs, the reader keeps reading; only the newest max_lag + W + 1 s of
+    frames wait (older ones could only serve windows the lag check skips)."""
+    from falv.labeling.stream import _Feed
+    from falv.video.live import LiveFrame, LiveNotice
+
+    class Source:
+        fps = 10.0
+
+        def frames(self):
+            yield LiveNotice("reconnected", "kept: notices are never dropped")
+            for i in range(100):
+                yield LiveFrame(time=i / 10, image=np.zeros((2, 2, 3), np.uint8), wall=0.0)
+
+    feed = _Feed(Source(), keep_s=1.0)
+    feed.thread.join(10)
+    items = []
+    while True:
+        try:
+            items.append(feed.get(0))
+        except Exception:
+            break
+    assert isinstance(items[0], LiveNotice) and items[-1] is _Feed._END
+    assert [round(f.time * 10) for f in items[1:-1]] == list(range(89, 100)) and feed.dropped == 89
