@@ -40,8 +40,8 @@ from falv.cli.main import EXIT_ERROR, EXIT_OK, precision_option
               help="Seconds to wait for the source to open and for new data (a file being written is "
                    "followed until it stops growing for this long).")
 @click.option("--max-lag", default=10.0, show_default=True, type=click.FloatRange(min=0),
-              help="Skip windows that end more than this many seconds behind the newest frame (the model "
-                   "cannot keep up); 0 never skips.")
+              help="Skip a window whose last frame arrived more than this many seconds before its turn "
+                   "(the model cannot keep up); 0 never skips.")
 @click.option("--timing", is_flag=True, help="Add model_s (seconds the model took) to each window line.")
 def stream(source, model, window, stride, top_k, background_threshold, smoothing, min_duration, crops, precision,
            device, reconnect, retries, timeout, max_lag, timing) -> int:

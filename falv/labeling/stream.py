@@ -44,8 +44,8 @@ from falv.labeling.stages import LabelOptions
 from falv.video.live import LiveFrame, LiveNotice, LiveReader, StreamSourceError
 from falv.video.sampling import EPS, window_timestamps
 
-#: Windows whose end lies more than this many stream seconds behind the newest frame are
-#: skipped (the model cannot keep up with the source): latency stays bounded.
+#: Windows whose last frame arrived more than this many seconds ago when their turn comes
+#: are skipped (the model cannot keep up with the source): latency stays bounded.
 DEFAULT_MAX_LAG_S = 10.0
 #: How often (seconds) the generator wakes up to check ``stop`` while waiting for frames.
 POLL_S = 0.05
@@ -83,8 +83,9 @@ def label_stream(
     (or pass them as keywords). ``timeout``: seconds to wait for the source to
     open and for data (a followed file ends after that long without new data);
     ``reconnect``/``retries``/``backoff``/``max_backoff``: reopening a network
-    source that drops. ``max_lag``: skip windows that end more than this many
-    seconds behind the newest frame (``None``: never skip). ``stop``: set it (from
+    source that drops. ``max_lag``: skip a window whose last frame arrived more than
+    this many seconds before its turn came (the model cannot keep up; ``None``: never
+    skip). ``stop``: set it (from
     any thread: a signal handler, a websocket that closed) to end the stream
     cleanly. ``on_window(event, frames)``: called with each window's event and its
     uint8 ``(T, H, W, 3)`` frames before the model runs (a debug/test hook).
@@ -143,17 +144,18 @@ class _Feed:
     """The reader on a background thread, handing items over through a queue.
 
     The reader never waits for the model (a source must be read as it comes). While the
-    model runs, frames wait here; with ``keep_s`` only the newest ``keep_s`` seconds of
-    them are kept (older ones could only serve windows that the lag check skips), so
+    model runs, frames wait here; with ``max_lag`` a waiting frame is dropped once every
+    window that could use it will be skipped by the lag check (a frame at least
+    ``window`` + two frame periods later arrived more than ``max_lag`` seconds ago), so
     memory stays bounded even when the model is far slower than the source."""
 
     _END = object()
 
-    def __init__(self, reader: LiveReader, keep_s: float | None = None) -> None:
+    def __init__(self, reader: LiveReader, max_lag: float | None = None, window: float = 0.0) -> None:
         self.reader = reader
-        self.keep_s = keep_s
+        self.max_lag = max_lag
+        self.window = window
         self.items: deque[Any] = deque()
-        self.frames = 0  # frames waiting in `items`
         self.dropped = 0
         self.cond = threading.Condition()
         self.thread = threading.Thread(target=self._run, name="falv-live-reader", daemon=True)
@@ -162,16 +164,22 @@ class _Feed:
     def _put(self, item: Any) -> None:
         with self.cond:
             self.items.append(item)
-            if isinstance(item, LiveFrame):
-                self.frames += 1
-                if self.keep_s is not None:
-                    cap = int(self.keep_s * (self.reader.fps or 30.0)) + 1
-                    while self.frames > cap:
-                        oldest = next(i for i, x in enumerate(self.items) if isinstance(x, LiveFrame))
-                        del self.items[oldest]
-                        self.frames -= 1
-                        self.dropped += 1
+            if isinstance(item, LiveFrame) and self.max_lag is not None:
+                self._drop_useless(time.time())
             self.cond.notify()
+
+    def _drop_useless(self, now: float) -> None:
+        period = 1.0 / self.reader.fps if self.reader.fps else 0.1
+        while True:
+            frames = [(i, x) for i, x in enumerate(self.items) if isinstance(x, LiveFrame)]
+            if len(frames) < 2:
+                return
+            first_i, first = frames[0]
+            later = next((x for _, x in frames if x.time >= first.time + self.window + 2 * period), None)
+            if later is None or now - later.wall <= self.max_lag:
+                return
+            del self.items[first_i]
+            self.dropped += 1
 
     def _run(self) -> None:
         try:
@@ -188,10 +196,7 @@ class _Feed:
                 self.cond.wait(timeout)
             if not self.items:
                 raise queue.Empty
-            item = self.items.popleft()
-            if isinstance(item, LiveFrame):
-                self.frames -= 1
-            return item
+            return self.items.popleft()
 
 
 class _StreamLabeler:
@@ -259,12 +264,15 @@ class _StreamLabeler:
     def _run_window(self, index: int, start: float, end: float, stamps: list[float]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         self.last_end = end
-        if self.max_lag is not None and self.times and self.times[-1] - end > self.max_lag:
-            self.skipped += 1
-            return [_warning("model_behind", f"window {index} ({start:.3f}-{end:.3f} s) skipped: it ends "
-                                             f"{self.times[-1] - end:.1f} s behind the newest frame "
-                                             f"(more than max_lag {self.max_lag:g} s); the model cannot "
-                                             "keep up with the source")]
+        if self.max_lag is not None and self.times:
+            times = list(self.times)
+            last = self.frames[max(bisect.bisect_right(times, stamps[-1] + self.tol) - 1, 0)]
+            waited = time.time() - last.wall  # since the window's last frame arrived
+            if waited > self.max_lag:
+                self.skipped += 1
+                return [_warning("model_behind", f"window {index} ({start:.3f}-{end:.3f} s) skipped: its last "
+                                                 f"frame arrived {waited:.1f} s ago (more than max_lag "
+                                                 f"{self.max_lag:g} s); the model cannot keep up with the source")]
         event: dict[str, Any] = {"type": "window", "index": index, "start": start, "end": end}
         try:
             frames = self._frames_at(stamps)
@@ -377,8 +385,7 @@ class _StreamLabeler:
             self._take(item)
 
     def run(self) -> Iterator[dict[str, Any]]:
-        keep = None if self.max_lag is None else self.max_lag + float(self.window) + 1.0
-        feed = _Feed(self.reader, keep)
+        feed = _Feed(self.reader, self.max_lag, float(self.window))
         self.reason, self.message = "end_of_stream", None
         self.started = self.ended = False
         self.pending: deque[dict[str, Any]] = deque()
