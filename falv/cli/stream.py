@@ -24,8 +24,8 @@ from falv.cli.main import EXIT_ERROR, EXIT_OK, precision_option
 @click.option("--threshold", "background_threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="Window scores below this are background when segmenting.")
 @click.option("--smoothing", default=1, show_default=True, type=click.IntRange(1),
-              help="Moving average over this many windows before segmenting (delays a segment's end by "
-                   "(N-1)//2 windows).")
+              help="Moving average over this many windows before segmenting (a segment's line then comes "
+                   "(N-1)//2 windows later).")
 @click.option("--min-duration", default=0.0, show_default=True, type=click.FloatRange(0),
               help="Drop segments shorter than this many seconds.")
 @click.option("--crops", default=1, show_default=True, type=click.Choice(["1", "3"]),
