@@ -86,7 +86,7 @@ def stream(source, model, window, stride, top_k, background_threshold, smoothing
     try:
         events = label_stream(source, net, window=window, stride=stride, options=options, timeout=timeout,
                               reconnect=reconnect, retries=retries, max_lag=max_lag or None, stop=stop,
-                              timing=timing)
+                              timing=timing, copy_model=False)
         out = sys.stdout
         for event in events:
             try:

@@ -69,6 +69,7 @@ def label_stream(
     on_window: Callable[[dict[str, Any], np.ndarray], None] | None = None,
     reader_options: dict[str, str] | None = None,
     timing: bool = False,
+    copy_model: bool = True,
     **option_overrides: Any,
 ) -> Iterator[dict[str, Any]]:
     """Label the live ``source`` in sliding windows; yields one plain dict (JSON-ready) per event.
@@ -76,7 +77,7 @@ def label_stream(
     Arguments: ``source`` a path (FIFO, growing file), ``udp://``, ``rtsp://``,
     ``http(s)://``... URL or ``/dev/video*`` (see :mod:`falv.video.live`);
     ``model`` a loaded :class:`falv.FALForVideoClassification` (copied before it
-    is prepared) or anything ``from_pretrained`` accepts; ``window``/``stride``
+    is prepared, unless ``copy_model=False``) or anything ``from_pretrained`` accepts; ``window``/``stride``
     seconds (``stride <= window``, default ``window``); ``options`` a
     :class:`LabelOptions` for ``top_k``, ``crops``, ``smoothing``,
     ``min_duration``, ``background_threshold``, ``precision``, ``device``
@@ -91,7 +92,8 @@ def label_stream(
     uint8 ``(T, H, W, 3)`` frames before the model runs (a debug/test hook).
     ``timing``: window events also carry ``"model_s"``, the seconds the model input
     and the model took for that window (``clip_tensor`` + ``predict``).
-    ``reader_options``: extra FFmpeg options for opening the source.
+    ``reader_options``: extra FFmpeg options for opening the source. ``copy_model=False``
+    lets inference cast and repack a model passed as a module in place.
 
     Events, in order of time (each a dict with ``"type"``):
 
@@ -127,7 +129,8 @@ def label_stream(
         raise ConfigError(f"max_lag must be > 0 seconds or None, got {max_lag!r}")
     if isinstance(model, torch.nn.Module):
         model_id = str(getattr(model, "name_or_path", None) or type(model).__name__)
-        model = copy.deepcopy(model)  # inference casts and repacks the model in place
+        if copy_model:
+            model = copy.deepcopy(model)  # inference casts and repacks the model in place
     else:
         model_id = str(model)
         processor = processor or FALImageProcessor.from_pretrained(model)
