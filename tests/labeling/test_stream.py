@@ -171,7 +171,7 @@ def test_growing_file_is_followed_until_it_stops_growing(tmp_path, ab_model) -> 
     path.touch()
     started = threading.Event()
     writer, _ = _feed(path, frames=40, wait=lambda i: started.wait(10) if i == 0 else None)
-    reader = LiveReader(str(path), size=64, timeout=1.5)
+    reader = LiveReader(str(path), size=64, timeout=3.0)
     assert reader.kind == "file"
     started.set()
     time.sleep(0.3)  # some data is there when the reader opens; the rest arrives while it reads
@@ -186,6 +186,27 @@ def _free_port(kind=socket.SOCK_DGRAM) -> int:
         return s.getsockname()[1]
 
 
+def _udp_bound(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _wait_until_bound(port: int, limit: float = 60.0, *, released_first: bool = False) -> None:
+    """Wait until someone (the reader) has bound UDP ``port`` on 127.0.0.1; with
+    ``released_first``, until it has let it go (dropped the connection) and bound it again."""
+    deadline = time.monotonic() + limit
+    if released_first:
+        gone = time.monotonic() + 10.0  # if the short gap was missed, the drop has surely happened by then
+        while _udp_bound(port) and time.monotonic() < gone:
+            time.sleep(0.005)
+    while time.monotonic() < deadline and not _udp_bound(port):
+        time.sleep(0.02)
+
+
 def test_udp_source_and_reconnect_after_the_sender_restarts(ab_model) -> None:
     port = _free_port()
     url = f"udp://127.0.0.1:{port}"
@@ -193,12 +214,12 @@ def test_udp_source_and_reconnect_after_the_sender_restarts(ab_model) -> None:
     state = {"senders": 0}
 
     def senders() -> None:
-        # two senders one after the other: frames 0-59, then (after a pause) frames 100-139. What
-        # is sent before the reader has bound the port is lost (UDP): it starts at a later keyframe.
-        time.sleep(1.0)
+        # two senders one after the other: frames 0-59, then (after a pause) frames 100-139. UDP
+        # loses what is sent while nobody listens, so each sender waits for the reader's socket.
+        _wait_until_bound(port)
         stream_test_video(f"{url}?pkt_size=1316", frames=60, fps=FPS, size=SIZE)
         state["senders"] = 1
-        time.sleep(2.5)  # longer than the read timeout: the reader drops and reconnects
+        _wait_until_bound(port, released_first=True)  # the read timeout passes: it drops and reconnects
         stream_test_video(f"{url}?pkt_size=1316", frames=40, fps=FPS, size=SIZE, first_index=100)
         state["senders"] = 2
 
