@@ -54,6 +54,7 @@ def precision_option(help: str = "auto: bf16 on CPUs and GPUs that support it, e
 COMMANDS = {
     "convert": "falv.cli.convert:convert",
     "label": "falv.cli.label:label",
+    "stream": "falv.cli.stream:stream",
     "bench": "falv.cli.bench:bench",
     "presets": "falv.cli.presets:presets",
     "probe": "falv.cli.probe:probe",

@@ -54,6 +54,8 @@ __all__ = [
     "Segment",
     "windows_to_segments",
     "smooth_scores",
+    "assign_classes",
+    "SegmentCloser",
     "owned_bounds",
     "temporal_iou",
     "iou_matrix",
@@ -169,6 +171,22 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(firsts.tolist(), lasts.tolist()))
 
 
+def assign_classes(smoothed: np.ndarray, background_threshold: float, *, multilabel: bool) -> np.ndarray:
+    """Step 2: the (N, C) boolean mask of the classes each window is assigned to.
+
+    Single-label: the window's top class when its score is ``>= background_threshold``
+    (else background: no class). Multi-label: every class over the threshold.
+    """
+    smoothed = np.asarray(smoothed, dtype=np.float64)
+    if multilabel:
+        return smoothed >= background_threshold
+    top = np.argmax(smoothed, axis=1)
+    keep = smoothed[np.arange(len(top)), top] >= background_threshold
+    active = np.zeros_like(smoothed, dtype=bool)
+    active[np.nonzero(keep)[0], top[keep]] = True
+    return active
+
+
 def windows_to_segments(
     windows: Sequence[WindowLike],
     labels: Sequence[str],
@@ -206,14 +224,7 @@ def windows_to_segments(
     smoothed = smooth_scores(scores, int(smoothing))  # (N, C)
     bounds = owned_bounds(starts, ends)  # (N + 1,)
 
-    # (N, C) mask of the windows each class is assigned to.
-    if multilabel:
-        active = smoothed >= background_threshold
-    else:
-        top = np.argmax(smoothed, axis=1)
-        keep = smoothed[np.arange(len(top)), top] >= background_threshold
-        active = np.zeros_like(smoothed, dtype=bool)
-        active[np.nonzero(keep)[0], top[keep]] = True
+    active = assign_classes(smoothed, background_threshold, multilabel=multilabel)  # (N, C)
 
     reduce = np.mean if score_reduce == "mean" else np.max
     segments: list[Segment] = []
@@ -228,6 +239,133 @@ def windows_to_segments(
             segments.append(Segment(label=label, start=start, end=end, score=score))
     segments.sort(key=lambda s: (s.start, s.end, s.label))
     return segments
+
+
+class SegmentCloser:
+    """:func:`windows_to_segments` one window at a time, for windows that arrive live.
+
+    ``push(start, end, scores)`` takes the next window (in order of start, as a live
+    stream makes them) and returns the segments that this window closes;
+    ``flush()`` ends the sequence and returns the segments still open. Together
+    they return the segments :func:`windows_to_segments` gives for all the
+    windows at once (same smoothing, assignment, ownership, merging, dropping and
+    score; ``duration`` is not known live, so nothing is clipped), each as soon as
+    it is final: with ``smoothing=k`` a window's label is final once
+    ``(k - 1) // 2`` later windows have arrived, and a segment closes when the
+    first window without its label is final.
+
+    Memory is bounded whatever the stream's length: the raw scores of the last
+    ``k`` windows and, per open segment, its start and running score.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        *,
+        smoothing: int = 1,
+        min_duration: float = 0.0,
+        background_threshold: float = 0.5,
+        multilabel: bool = False,
+        score_reduce: str = "mean",
+    ) -> None:
+        # the batch function's own checks of the options
+        windows_to_segments([], labels, smoothing=smoothing, min_duration=min_duration,
+                            background_threshold=background_threshold, multilabel=multilabel,
+                            score_reduce=score_reduce)
+        self.labels = [str(label) for label in labels]
+        self.smoothing = int(smoothing)
+        self.min_duration = float(min_duration)
+        self.background_threshold = float(background_threshold)
+        self.multilabel = multilabel
+        self.score_reduce = score_reduce
+        self._back, self._ahead = self.smoothing // 2, (self.smoothing - 1) // 2
+        # (index, start, end, owned start, raw scores) of the windows still needed for smoothing
+        self._buffer: list[tuple[int, float, float, float, np.ndarray]] = []
+        self._count = 0  # windows pushed
+        self._decided = 0  # windows whose label is final
+        self._last_bound = -math.inf
+        self._previous: tuple[float, float] | None = None  # (start, end) of the last window pushed
+        self._max_end = -math.inf
+        self._open: dict[int, list[float]] = {}  # class -> [start, sum, max, count]
+        self._flushed = False
+
+    def push(self, start: float, end: float, scores: Any) -> list[Segment]:
+        """Add the next window; returns the segments it closes, sorted by ``(start, end, label)``."""
+        if self._flushed:
+            raise ValueError("the segment closer was flushed; make a new one")
+        row = np.asarray(scores, dtype=np.float64).reshape(-1)
+        start, end = float(start), float(end)
+        if row.shape[0] != len(self.labels):
+            raise ValueError(f"window {self._count} has {row.shape[0]} scores but there are "
+                             f"{len(self.labels)} labels")
+        if not (math.isfinite(start) and math.isfinite(end) and np.all(np.isfinite(row))):
+            raise ValueError("window times and scores must be finite numbers")
+        if end <= start:
+            raise ValueError(f"window {self._count} ends ({end}) at or before it starts ({start})")
+        if self._previous is not None and (start, end) < self._previous:
+            raise ValueError(f"window {self._count} starts at {start} s, before the previous window: "
+                             "windows must arrive in order")
+        # owned_bounds: the midpoint between the previous window's end and this start, non-decreasing
+        bound = start if self._previous is None else (self._previous[1] + start) / 2.0
+        bound = max(bound, self._last_bound)
+        self._last_bound = bound
+        self._previous = (start, end)
+        self._max_end = max(self._max_end, end)
+        self._buffer.append((self._count, start, end, bound, row))
+        self._count += 1
+        closed: list[Segment] = []
+        while self._decided + self._ahead < self._count:
+            closed.extend(self._decide())
+        return sorted(closed, key=lambda s: (s.start, s.end, s.label))
+
+    def flush(self) -> list[Segment]:
+        """End of the windows: the segments still open (and the last windows' labels)."""
+        if self._flushed:
+            return []
+        closed: list[Segment] = []
+        while self._decided < self._count:
+            closed.extend(self._decide())
+        final = max(self._last_bound, self._max_end)
+        for c in sorted(self._open):
+            segment = self._close(c, final)
+            if segment is not None:
+                closed.append(segment)
+        self._open.clear()
+        self._buffer.clear()
+        self._flushed = True
+        return sorted(closed, key=lambda s: (s.start, s.end, s.label))
+
+    def _decide(self) -> list[Segment]:
+        """Make the label of the next undecided window final; close the runs it ends."""
+        j = self._decided
+        first = self._buffer[0][0]
+        pos = j - first
+        scores = np.stack([w[4] for w in self._buffer])
+        smoothed = smooth_scores(scores, self.smoothing)[pos]  # the buffer starts at max(0, j - back)
+        bound = self._buffer[pos][3]
+        active = assign_classes(smoothed[None, :], self.background_threshold, multilabel=self.multilabel)[0]
+        closed = []
+        for c in [c for c in self._open if not active[c]]:
+            segment = self._close(c, bound)
+            if segment is not None:
+                closed.append(segment)
+        for c in np.nonzero(active)[0].tolist():
+            run = self._open.setdefault(c, [bound, 0.0, -math.inf, 0])
+            run[1] += float(smoothed[c])
+            run[2] = max(run[2], float(smoothed[c]))
+            run[3] += 1
+        self._decided += 1
+        # keep the windows the next decisions smooth over
+        while self._buffer and self._buffer[0][0] < self._decided - self._back:
+            self._buffer.pop(0)
+        return closed
+
+    def _close(self, c: int, end: float) -> Segment | None:
+        start, total, best, count = self._open.pop(c)
+        if end <= start or end - start < self.min_duration:
+            return None  # dropped, as windows_to_segments does
+        score = total / count if self.score_reduce == "mean" else best
+        return Segment(label=self.labels[c], start=float(start), end=float(end), score=float(score))
 
 
 def _interval(item: Any) -> tuple[float, float]:

@@ -268,6 +268,21 @@ def _window_timestamps(a: Fraction, b: Fraction, f: int, rate: Fraction | None, 
     return tuple(float(t) for t in snapped)
 
 
+def window_timestamps(start: Number, end: Number, fps: Number | None, num_frames: int) -> list[float]:
+    """The ``num_frames`` timestamps :func:`plan_windows` chooses inside the window ``[start, end]``.
+
+    For a window whose end is not known to be the video's end (a live stream, where
+    the duration is not known yet): TSN centres, each moved to the middle of the
+    frame that shows it when ``fps`` is known, clamped into the window. For every
+    window of a sliding-window plan except a last one filled from the video's end,
+    this equals that window's ``timestamps``.
+    """
+    a, b = _frac(start, "start"), _frac(end, "end")
+    if b < a:
+        raise ConfigError(f"end ({end}) must not be before start ({start})")
+    return list(_window_timestamps(a, b, _count(num_frames, "num_frames"), _fps(fps), b))
+
+
 # ---- feature index <-> seconds ---------------------------------------------------------------
 def seconds_to_feature_position(t: Number, num_features: int, duration: Number) -> float:
     """Continuous feature position of time ``t``: ``tau = t * n / duration``, clamped to ``[0, n]``.
@@ -323,6 +338,7 @@ __all__ = [
     "dense_clip_timestamps",
     "random_clip_start",
     "plan_windows",
+    "window_timestamps",
     "seconds_to_feature_position",
     "seconds_to_feature_index",
     "feature_index_to_seconds",

@@ -18,11 +18,13 @@ Typical use::
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
+import av.error
 import numpy as np
 
 #: Largest index the three-band code can hold.
@@ -157,6 +159,99 @@ def write_test_video(
     finally:
         out.close()
     return path
+
+
+def stream_test_video(
+    target: Any,
+    *,
+    frames: int,
+    fps: float = 25,
+    size: tuple[int, int] = (64, 96),
+    first_index: int = 0,
+    realtime: bool = True,
+    codec: str = "libx264",
+    format: str = "mpegts",
+    options: dict[str, str] | None = None,
+    written: list[float] | None = None,
+    stop: Any = None,
+    wait: Callable[[int], None] | None = None,
+) -> int:
+    """Write a live MPEG-TS feed of :func:`frame_pattern` frames to ``target``, paced like a camera.
+
+    ``target`` is a path (a named pipe, a growing file), an output URL
+    (``udp://127.0.0.1:PORT?pkt_size=1316``) or a writable binary file object (a
+    socket's ``makefile("wb")``). Frame ``i`` shows index ``first_index + i`` and has
+    pts ``i / fps``; with ``realtime`` frame ``i`` is written at ``i / fps`` seconds
+    after the first (so a reader sees it arrive as from a camera). The encoder
+    holds no frame back (x264 ``zerolatency``: no B-frames, no lookahead) and the
+    muxer writes each packet out at once (``flush_packets``) with its PES length
+    (``omit_video_pes_length=0``), so a frame reaches the reader as soon as it is encoded. ``written[i]`` receives the
+    wall time (``time.time()``) at which frame ``i`` was handed to the target.
+    ``stop`` (a ``threading.Event``) ends the feed early; ``wait(i)`` is called before
+    frame ``i`` (tests use it to hold the feed at a frame). Returns the number of frames written.
+    """
+    import time
+
+    h, w = size
+    rate = Fraction(fps).limit_denominator(1001)
+    mux_options = {"flush_packets": "1"}
+    if format == "mpegts":
+        # the PES length lets the demuxer hand a frame over as soon as it is complete, instead
+        # of when the next frame starts (measured: 80 -> 40 ms from write to decoded frame at 25 fps)
+        mux_options["omit_video_pes_length"] = "0"
+    mux_options.update(options or {})
+    own = None
+    if isinstance(target, (str, Path)) and "://" not in str(target):
+        # Opened here, not by FFmpeg: opening a FIFO blocks until a reader comes, and PyAV
+        # holds the GIL while FFmpeg opens its output (every thread of the process would wait).
+        target = own = open(target, "wb", buffering=0)
+    count = 0
+    try:
+        out = av.open(target, "w", format=format, options=mux_options)
+    except BaseException:
+        if own is not None:
+            own.close()
+        raise
+    try:
+        copts = {"tune": "zerolatency", "preset": "ultrafast", "crf": "18"} if codec == "libx264" else {}
+        stream = out.add_stream(codec, rate=rate, options=copts)
+        stream.width, stream.height = w, h
+        stream.pix_fmt = "yuv420p"
+        if codec in ("mpeg2video", "mpeg1video", "mpeg4"):
+            stream.bit_rate = max(1_000_000, 4 * w * h * int(fps))
+        stream.codec_context.time_base = 1 / rate
+        stream.codec_context.gop_size = max(1, int(round(fps)))  # a keyframe a second: a late reader starts soon
+        start = time.monotonic()
+        for i in range(frames):
+            if stop is not None and stop.is_set():
+                break
+            if wait is not None:
+                wait(i)
+            if realtime:
+                delay = start + i / float(rate) - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            frame = av.VideoFrame.from_ndarray(frame_pattern(first_index + i, h, w), format="rgb24")
+            frame.pts = i
+            frame.time_base = 1 / rate
+            for packet in stream.encode(frame):
+                out.mux(packet)
+            if written is not None:
+                written.append(time.time())
+            count += 1
+        for packet in stream.encode():
+            out.mux(packet)
+    finally:
+        try:
+            out.close()
+        except (OSError, av.error.FFmpegError):  # the reader went away
+            pass
+        if own is not None:
+            try:
+                own.close()
+            except OSError:
+                pass
+    return count
 
 
 def write_test_audio(path: str | os.PathLike[str], *, seconds: float = 1.0, codec: str = "aac") -> Path:
