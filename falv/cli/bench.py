@@ -136,6 +136,7 @@ def run_bench(
     from falv.inference import (
         choose_device,
         default_num_threads,
+        device_supports_bf16,
         matmul_peak,
         precision_name,
         prepare_for_inference,
@@ -179,8 +180,13 @@ def run_bench(
     shape = (batch_size, config.num_frames, config.num_channels, config.image_size, config.image_size)
     clips = [torch.randn(shape, generator=gen) for _ in range(max(1, warmup + repeats))]
 
-    # the float dtype of the peak and of autocast (int8 runs are compared with the bf16 peak)
+    # the float dtype of the peak (int8 and fp32 runs are compared with the bf16 peak where bf16
+    # is native; without native bf16 its "peak" is an emulation that takes minutes to measure
+    # and means nothing, so the fp32 peak stands in)
+    native = device_supports_bf16(dev)
     peak_dtype = torch.bfloat16 if dtype in (torch.float32, torch.int8) else dtype
+    if peak_dtype == torch.bfloat16 and not native:
+        peak_dtype = torch.float32
     say(f"measuring the {precision_name(peak_dtype)} matmul peak")
     peak = matmul_peak(peak_dtype, sizes=peak_sizes, device=dev)
 
