@@ -36,10 +36,15 @@ from falv.cli.main import precision_option
               help="Epochs of the fine-tune Label Studio's START_TRAINING starts (default: falv train's).")
 @click.option("--train-on-annotations", is_flag=True,
               help="New annotations in Label Studio (webhook) start a fine-tune too.")
+@click.option("--allow-stream", "allow_streams", multiple=True, metavar="PREFIX",
+              help="Live sources /v1/stream may open: URLs or devices starting with PREFIX (repeatable), "
+                   "e.g. udp://127.0.0.1:5000 or /dev/video0; paths under --allow-root are allowed anyway.")
+@click.option("--max-streams", default=4, show_default=True, type=click.IntRange(1),
+              help="Live streams open at once (each loads the model once more).")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(model, host, port, data_dir, allow_roots, token, basic_auth, max_upload_mb, max_queue, batch_size,
-          workers, timeout, precision, device, train_epochs, train_on_annotations, log_level) -> int:
+          workers, timeout, precision, device, train_epochs, train_on_annotations, allow_streams, max_streams, log_level) -> int:
     """Serve labeling over HTTP: jobs, a review page at /, Label Studio's ML backend.
 
     Binds 127.0.0.1 unless --host says otherwise (which needs --token). Jobs persist
@@ -62,7 +67,8 @@ def serve(model, host, port, data_dir, allow_roots, token, basic_auth, max_uploa
                                  allow_roots=tuple(allow_roots), token=token, basic_auth=basic_auth,
                                  max_upload_mb=max_upload_mb, max_queue=max_queue, precision=precision,
                                  device=device, batch_size=batch_size, workers=workers, timeout=timeout,
-                                 train_epochs=train_epochs, train_on_annotations=train_on_annotations)
+                                 train_epochs=train_epochs, train_on_annotations=train_on_annotations,
+                                 allow_streams=tuple(allow_streams), max_streams=max_streams)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     service = LabelService(settings)

@@ -24,14 +24,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from falv.errors import ConfigError, FalvError
 from falv.serve.jobs import FINAL, Job
-from falv.serve.service import JOB_OPTIONS, LabelService, PathNotAllowed, QueueFull, confine, job_options
+from falv.serve.service import (JOB_OPTIONS, LabelService, PathNotAllowed, QueueFull, confine, job_options,
+                                stream_source)
 
 log = logging.getLogger(__name__)
 
@@ -438,6 +439,79 @@ def create_app(service: LabelService, *, manage: bool = True) -> FastAPI:
         return Response(buffer.getvalue(), media_type="application/zip",
                         headers={"Content-Disposition": 'attachment; filename="falv-labels.zip"'})
 
+    # -- live streams (falv stream's generator, on a websocket) -----------------------------------
+    streams = {"open": 0}
+
+    @app.websocket("/v1/stream")
+    async def stream(ws: WebSocket) -> None:
+        """``/v1/stream?source=S&window=W[&stride=S&top_k=K&threshold=T&token=T]``: one JSON
+        message per event of :func:`falv.labeling.stream.label_stream` (windows, closed
+        segments, warnings, the end), until the source ends or the client goes."""
+        import threading
+
+        from falv.labeling.stream import label_stream
+
+        query = ws.query_params
+        await ws.accept()
+
+        async def refuse(code: int, kind: str, message: str) -> None:
+            await ws.send_json({"type": "error", "error": {"type": kind, "message": message}})
+            await ws.close(code=code)
+
+        if settings.token and not hmac.compare_digest(
+                (query.get("token") or _bearer(ws.headers.get("authorization", "")) or "").encode(),
+                settings.token.encode()):
+            await refuse(1008, "unauthorized", "a valid token is required (?token= or Authorization: Bearer)")
+            return
+        if service.state == "ERROR":
+            await refuse(1011, "unavailable", f"the labeling engine stopped: {service.error}")
+            return
+        try:
+            source = stream_source(query.get("source") or "", settings)
+            timeout = float(query.get("timeout") or 10.0)
+            if not 0 < timeout < 3600:
+                raise ConfigError("timeout must be between 0 and 3600 seconds")
+            options = job_options({k: v for k, v in query.items() if k not in ("source", "token", "timeout")})
+            if "window" not in options:
+                raise ConfigError("a stream needs window= (seconds)")
+        except (FalvError, ValueError) as exc:
+            await refuse(1008, "forbidden" if isinstance(exc, PathNotAllowed) else "invalid_options", str(exc))
+            return
+        if streams["open"] >= settings.max_streams:
+            await refuse(1013, "busy", f"{settings.max_streams} streams are open; try again later")
+            return
+        streams["open"] += 1
+        stop = threading.Event()
+        events: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        labels = dict(options)
+        window, stride = labels.pop("window"), labels.pop("stride", None)
+        if "threshold" in labels:
+            labels["background_threshold"] = labels.pop("threshold")
+
+        def produce() -> None:
+            try:
+                for event in label_stream(source, service.current_model, window=window, stride=stride, stop=stop,
+                                          timeout=timeout, precision=settings.precision, device=settings.device,
+                                          **labels):
+                    loop.call_soon_threadsafe(events.put_nowait, event)
+            except Exception as exc:  # a source that cannot be opened, a model that broke
+                loop.call_soon_threadsafe(events.put_nowait, {
+                    "type": "error", "error": {"type": getattr(exc, "code", type(exc).__name__), "message": str(exc)}})
+            finally:
+                loop.call_soon_threadsafe(events.put_nowait, None)
+
+        threading.Thread(target=produce, name="falv-stream", daemon=True).start()
+        try:
+            while (event := await events.get()) is not None:
+                await ws.send_json(event)
+            await ws.close()
+        except WebSocketDisconnect:
+            pass
+        finally:
+            stop.set()
+            streams["open"] -= 1
+
     # -- Label Studio's ML backend -------------------------------------------------------------------
     from falv.serve import labelstudio as ls
 
@@ -522,6 +596,10 @@ def create_app(service: LabelService, *, manage: bool = True) -> FastAPI:
         return {**service.training, "model_version": service.model_version}
 
     return app
+
+
+def _bearer(header: str) -> str | None:
+    return header[7:] if header.lower().startswith("bearer ") else None
 
 
 def _reject_constant(name: str) -> Any:

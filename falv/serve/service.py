@@ -57,6 +57,8 @@ class ServeSettings:
     model_version: str | None = None
     train_epochs: int | None = None  # fine-tunes from /webhook (None: falv train's default)
     train_on_annotations: bool = False  # new annotations start a fine-tune too, not only START_TRAINING
+    allow_streams: tuple[str, ...] = ()  # prefixes of stream sources /v1/stream may open (URLs, devices)
+    max_streams: int = 4
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
@@ -103,6 +105,19 @@ def confine(path: str, roots: tuple[Path, ...]) -> Path:
         if resolved == root or root in resolved.parents:
             return resolved
     raise PathNotAllowed(f"{path} is outside the allowed folders ({', '.join(map(str, roots))})")
+
+
+def stream_source(source: str, settings: ServeSettings) -> str:
+    """A live source /v1/stream may open: one that starts with an ``--allow-stream`` prefix
+    (``udp://127.0.0.1:5000``, ``rtsp://camera/``, ``/dev/video0``), or a path (a FIFO, a
+    growing file) under an ``--allow-root``; anything else is PathNotAllowed."""
+    if not isinstance(source, str) or not source:
+        raise PathNotAllowed("give source= (a URL, a device or a path)")
+    if any(source.startswith(prefix) for prefix in settings.allow_streams):
+        return source
+    if "://" in source or source.startswith("/dev/"):
+        raise PathNotAllowed(f"{source}: not an allowed stream (start the server with --allow-stream PREFIX)")
+    return str(confine(source, settings.allow_roots))
 
 
 def job_options(raw: dict[str, Any]) -> dict[str, Any]:
@@ -166,6 +181,7 @@ class LabelService:
         self.error: str | None = None
         self._stop = threading.Event()
         self._swap = threading.Event()  # set: the engine drains, then the next model takes over
+        self._swap_done = threading.Event()
         self._next: tuple[Any, str] | None = None
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -224,7 +240,8 @@ class LabelService:
 
     def use_model(self, model_dir: str, version: str) -> None:
         """Label with ``model_dir`` from now on: jobs in flight finish on the current model, queued
-        ones run on the new one, which becomes ``model_version`` (thread-safe)."""
+        ones run on the new one, which becomes ``model_version`` (thread-safe). Returns once the
+        engine thread has switched."""
         from falv.labeling.engine import Engine
         from falv.model.transformer import FALForVideoClassification
 
@@ -234,16 +251,20 @@ class LabelService:
             raise ConfigError(f"the new model's labels {model.config.labels} differ from the served ones {self.labels}")
         self._next = (Engine(model, self.base_options, None, str(model_dir)), version)
         self.current_model = str(model_dir)
+        self._swap_done.clear()
         self._swap.set()
         self._notify()
         if self._thread is None or not self._thread.is_alive():  # not started (tests): swap now
             self._take_next_model()
+        while self._swap.is_set() and self._thread is not None and self._thread.is_alive():
+            self._swap_done.wait(0.1)  # until the engine thread has drained and taken the new model
 
     def _take_next_model(self) -> None:
         if self._next is not None:
             self.engine, self.model_version = self._next
             self._next = None
         self._swap.clear()
+        self._swap_done.set()
 
     def start_training(self, trainer: Any) -> dict[str, Any]:
         """Run ``trainer(service) -> (model_dir, version)`` on a thread unless one runs; the model it

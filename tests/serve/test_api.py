@@ -358,3 +358,32 @@ def test_basic_auth_guards_the_label_studio_endpoints(serve_model, media, tmp_pa
             assert c.post(path, json={}, headers={"Authorization": "Basic %%%"}).status_code == 401
         assert c.post("/setup", json={"project": "1", "schema": CONFIG}, headers=good).status_code == 200
         assert c.get("/health").status_code == 200
+
+
+def test_stream_websocket_sends_windows_segments_and_the_end(client, media):
+    from falv.video.testing import write_test_video
+
+    path = write_test_video(media / "live.ts", frames=60, fps=12, size=(64, 80), container="mpegts")
+    events = []
+    with client.websocket_connect(f"/v1/stream?source={path}&window=1&stride=0.5&timeout=1") as ws:
+        while True:
+            event = ws.receive_json()
+            events.append(event)
+            if event["type"] in ("end", "error"):
+                break
+    kinds = [e["type"] for e in events]
+    assert kinds[-1] == "end" and kinds.count("window") >= 8 and "segment" in kinds, events[-1]
+    windows = [e for e in events if e["type"] == "window"]
+    assert windows[0]["start"] == 0 and windows[1]["start"] == pytest.approx(0.5)
+    assert {x["label"] for w in windows for x in w["labels"]} <= {"a", "b", "c"}
+
+
+@pytest.mark.parametrize("query, kind", [
+    ("source=udp://127.0.0.1:9&window=1", "forbidden"), ("source=/etc/hostname&window=1", "forbidden"),
+    ("source=/dev/video0&window=1", "forbidden"), ("source=MEDIA/clip0.mp4", "invalid_options"),
+    ("source=MEDIA/clip0.mp4&window=1&stride=2", "invalid_options"), ("source=MEDIA/clip0.mp4&window=x", "invalid_options"),
+])
+def test_stream_websocket_refuses_sources_and_options(client, media, query, kind):
+    with client.websocket_connect("/v1/stream?" + query.replace("MEDIA", str(media))) as ws:
+        event = ws.receive_json()
+    assert event["type"] == "error" and event["error"]["type"] == kind and event["error"]["message"]
