@@ -218,7 +218,7 @@ def _int8_file(directory: Path, meta: dict[str, Any], runtime: str, log: Callabl
             os.replace(tmp, target)
         return target, None, "dynamic"
     ov = ex.require("openvino", "--runtime openvino")
-    nncf = ex.require("nncf", "--runtime openvino --precision int8")
+    nncf = ex.quiet_nncf()
     log("compressing weights to int8 for OpenVINO (NNCF, data-free)")
     model = nncf.compress_weights(ov.Core().read_model(str(directory / ex.ONNX_NAME)),
                                   mode=nncf.CompressWeightsMode.INT8_ASYM)
