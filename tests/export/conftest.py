@@ -9,8 +9,8 @@ pytest.importorskip("openvino")
 
 
 def tiny_config(**overrides) -> FALConfig:
-    """4 frames of 32x32, 8x8 patches, width 32 (as tests/model's)."""
-    base = dict(image_size=32, patch_size=8, num_frames=4, hidden_size=32, num_hidden_layers=2,
+    """4 frames of 32x32, 8x8 patches, width 32, one block (every step of a scheme, fast to export)."""
+    base = dict(image_size=32, patch_size=8, num_frames=4, hidden_size=32, num_hidden_layers=1,
                 num_attention_heads=4, intermediate_size=64, id2label={0: "a", 1: "b", 2: "c"})
     return FALConfig(**{**base, **overrides})
 
