@@ -479,7 +479,7 @@ def export_model(
     *,
     formats: str | Sequence[str] = ("onnx",),
     quantize: str | None = None,
-    calibrate: str | os.PathLike | None = None,
+    calibrate: str | os.PathLike | Sequence[Any] | None = None,
     calibration_limit: int = 32,
     opset: int = OPSET,
     processor: Any = None,
@@ -491,7 +491,8 @@ def export_model(
     preprocessor_config.json), ``model.onnx`` and ``export.json``; ``formats``
     containing ``"openvino"`` adds ``openvino/model.xml``; ``quantize="int8"`` adds
     ``model.int8.onnx`` (and ``openvino/model.int8.xml``): static, calibrated on up to
-    ``calibration_limit`` clips of the videos under ``calibrate``, or dynamic (ONNX
+    ``calibration_limit`` clips of the videos under ``calibrate`` (or a list of ``(1, T, C, H, W)``
+    clips), or dynamic (ONNX
     Runtime) / weight-only (OpenVINO) without. Returns the ``export.json`` content.
     """
     say = log or (lambda _msg: None)
@@ -518,7 +519,9 @@ def export_model(
         raise ConfigError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     calibration = None
-    if calibrate is not None:
+    if isinstance(calibrate, (list, tuple)):  # clips (1, T, C, H, W) already made (benchmarks, tests)
+        calibration = list(calibrate)[:calibration_limit]
+    elif calibrate is not None:
         say(f"reading calibration clips from {calibrate}")
         calibration = calibration_clips(calibrate, model, processor, limit=calibration_limit)
 
