@@ -122,7 +122,8 @@ def time_paths(runners: dict[str, Any], clips: list[Any], repeats: int, warmup: 
     return {n: {"times": times[n], "outputs": outputs[n]} for n in names}
 
 
-def speed(preset_name: str, repeats: int, warmup: int, calib_clips: int, log: Any) -> dict[str, Any]:
+def speed(preset_name: str, repeats: int, warmup: int, calib_clips: int, log: Any,
+          skip: tuple[str, ...] = ()) -> dict[str, Any]:
     import torch
 
     from falv import FALForVideoClassification, preset
@@ -145,6 +146,9 @@ def speed(preset_name: str, repeats: int, warmup: int, calib_clips: int, log: An
         runners: dict[str, Any] = {}
         for runtime, precision in PATHS:
             name = f"{runtime} {precision}"
+            if name in skip:
+                result["skipped"][name] = "left out of this run (--skip)"
+                continue
             log(f"[{preset_name}] preparing {name}")
             runner = make_runner(runtime, precision, model, Path(tmp))
             if isinstance(runner, str):
@@ -271,6 +275,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timed rounds")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--calib-clips", type=int, default=8, help="clips that calibrate the static int8 files")
+    parser.add_argument("--skip", default="", help="paths left out, as PRESET:RUNTIME PRECISION, comma-separated "
+                                                   "(e.g. 'base:torch bf16' on a CPU that emulates bf16)")
     parser.add_argument("--model", help="a trained model for the agreement part")
     parser.add_argument("--data", help="its labeled videos (a falv synth folder, class folders, ...)")
     parser.add_argument("--split", default=None, help="split evaluated (default: falv evaluate's)")
@@ -290,8 +296,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="falv-runtime-bench-") as tmp:
         out = args.out or Path(tmp)
         if not args.no_speed:
+            skips = [item.strip().split(":", 1) for item in args.skip.split(",") if ":" in item]
             for name in [p.strip() for p in args.presets.split(",") if p.strip()]:
-                result["speed"].append(speed(name, args.repeats, args.warmup, args.calib_clips, log))
+                skip = tuple(path for preset_name, path in skips if preset_name == name)
+                result["speed"].append(speed(name, args.repeats, args.warmup, args.calib_clips, log, skip))
         if args.quick and not args.model:  # a random tiny model on 6 generated videos: the code paths only
             args.model, args.data = _precision_agreement().quick_setup(out / "inputs")
             args.calibrate_split = "test"
