@@ -176,15 +176,15 @@ def speed(preset_name: str, repeats: int, warmup: int, calib_clips: int, log: An
     return result
 
 
-def agreement(model: str, data: str, split: str | None, calibrate_split: str, out: Path, clips: str,
-              log: Any) -> dict[str, Any]:
+def agreement(model: str, data: str, split: str | None, calibrate_split: str | None, out: Path, clips: str,
+              log: Any, calibrate_data: str | None = None) -> dict[str, Any]:
     """falv evaluate per runtime and precision on a trained model; top-1 compared with torch fp32."""
     from falv.data.sources import load_source
     from falv.evaluation.runner import evaluate
     from falv.export.onnx import export_model
 
     pa = _precision_agreement()
-    source = load_source(data, split=calibrate_split)
+    source = load_source(calibrate_data or data, split=calibrate_split)
     calib_dir = out / "calibration.txt"
     calib_dir.parent.mkdir(parents=True, exist_ok=True)
     calib_dir.write_text("\n".join(str(e.path) for e in source.entries[:64]) + "\n")
@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--data", help="its labeled videos (a falv synth folder, class folders, ...)")
     parser.add_argument("--split", default=None, help="split evaluated (default: falv evaluate's)")
     parser.add_argument("--calibrate-split", default="train", help="split whose videos calibrate int8")
+    parser.add_argument("--calibrate-data", default=None, help="labeled videos that calibrate int8 (default: --data)")
     parser.add_argument("--clips", default="1", help="clips per video in the agreement part")
     parser.add_argument("--train", action="store_true", help="train a small model (falv synth + train) first")
     parser.add_argument("--no-speed", action="store_true", help="only the agreement part")
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.model, args.data = train_model(out / "trained", log)
         if args.model and args.data:
             result["agreement"] = agreement(args.model, args.data, args.split, args.calibrate_split,
-                                            out / "agreement", args.clips, log)
+                                            out / "agreement", args.clips, log, args.calibrate_data)
     print_report(result)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
