@@ -65,7 +65,8 @@ def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_sub
     try:
         check_options(clips, crops, window=window, stride=stride, smoothing=smoothing, min_duration=min_duration,
                       segment_threshold=segment_threshold)
-        check_runtime(runtime, precision, device)
+        if runtime != "torch":  # a precision or device the runtime lacks: a usage error (torch: checked by the run)
+            check_runtime(runtime, precision, device)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     bar = _Progress(enabled=not quiet and sys.stderr.isatty())

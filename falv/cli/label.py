@@ -82,7 +82,8 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
                                batch_size=batch_size, workers=workers, timeout=timeout, smoothing=smoothing,
                                min_duration=min_duration, background_threshold=background_threshold,
                                embeddings=embeddings, precision=precision, device=device, runtime=runtime)
-        check_runtime(runtime, precision, device)
+        if runtime != "torch":  # a precision or device the runtime lacks: a usage error (torch: checked by the run)
+            check_runtime(runtime, precision, device)
     except ConfigError as exc:  # contradictory options: a usage error
         raise click.UsageError(str(exc)) from None
     found = collect_inputs(list(inputs))

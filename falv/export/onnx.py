@@ -443,10 +443,18 @@ def quantize_openvino(xml_path: Path, out_path: Path, calibration: Sequence[Any]
             info = {"method": "weights (data-free)"}
         else:
             data = nncf.Dataset([clip.numpy().astype("float32") for clip in calibration])
-            ignored = nncf.IgnoredScope(patterns=[".*patch_embed.*", ".*/head/.*"], validate=False)
-            kwargs = dict(model_type=nncf.ModelType.TRANSFORMER) if transformer else {}
+            # as falv's own int8 and ONNX Runtime's: attention's activation x activation MatMuls stay float
+            ignored = nncf.IgnoredScope(patterns=[".*patch_embed.*", ".*/head/.*", ".*/attn/MatMul.*"],
+                                        validate=False)
+            kwargs: dict[str, Any] = dict(model_type=nncf.ModelType.TRANSFORMER) if transformer else {}
+            # without VNNI, 7-bit weights everywhere (as ONNX Runtime's reduce_range): 16-bit pair sums saturate
+            overflow_fix = not cpu_has_vnni()
+            if overflow_fix:
+                from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+                kwargs["advanced_parameters"] = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
             quantized = nncf.quantize(model, data, subset_size=len(calibration), ignored_scope=ignored, **kwargs)
-            info = {"method": "static", "calibration_clips": len(calibration)}
+            info = {"method": "static", "calibration_clips": len(calibration), "overflow_fix": overflow_fix}
     ov.save_model(quantized, str(out_path), compress_to_fp16=False)
     return info
 
