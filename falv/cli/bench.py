@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from falv.cli.main import precision_option, preset_option
+from falv.cli.main import precision_option, preset_option, runtime_option
 from falv.config import ATTENTION_TYPES
 
 # Schemes that transformers' TimeSformer implements (the others have no public counterpart).
@@ -123,9 +123,12 @@ def run_bench(
     seed: int = 0,
     peak_sizes: tuple[int, ...] = (2048, 3072),
     log: Callable[[str], None] | None = None,
+    runtime: str = "torch",
 ) -> dict[str, Any]:
     """Time falv (its chosen precision, fp32, bf16 autocast) and, if installed, transformers'
     TimeSformer (fp32, bf16 autocast) with the same weights on the same clips.
+    ``runtime`` onnxruntime or openvino: the model's ONNX export in that runtime at ``precision``
+    takes the place of falv's reduced-precision paths (falv fp32 stays the reference).
 
     Returns a JSON-ready dict: machine, matmul peak, FLOPs, one row per path (ms per
     clip best and median over ``repeats``, GFLOP/s, % of peak, ratios) and the
@@ -149,7 +152,14 @@ def run_bench(
     say = log or (lambda _msg: None)
     repeats = max(1, int(repeats))
     dev = choose_device(device)
-    dtype = resolve_precision(precision, dev)
+    rt_precision = None
+    if runtime != "torch":
+        from falv.export.runtime import check_runtime
+
+        rt_precision = check_runtime(runtime, precision, device)
+        dtype = torch.float32  # the torch side: the fp32 reference (and transformers) only
+    else:
+        dtype = resolve_precision(precision, dev)
     threads = num_threads or default_num_threads()
     if dev.type == "cpu":
         torch.set_num_threads(threads)
@@ -192,8 +202,20 @@ def run_bench(
 
     # -- paths -----------------------------------------------------------------------------------
     paths: list[tuple[str, Callable[[Any], Any]]] = []
+    tmp_export = None
+    if rt_precision is not None:
+        from falv.export.onnx import export_model
+        from falv.export.runtime import prepare_runtime
+
+        say(f"exporting to ONNX for {runtime}")
+        tmp_export = tempfile.TemporaryDirectory(prefix="falv-bench-export-")
+        export_model(fal, tmp_export.name)
+        rt = prepare_runtime(tmp_export.name, runtime, rt_precision, device, num_threads=threads, log=say)
+        main_name = f"{runtime} {rt_precision}" + (f" ({rt.method})" if rt.method else "")
+        paths.append((main_name, lambda x: rt.predict(x)[0]))
     fp32_runner = prepare_for_inference(copy.deepcopy(fal) if dtype != torch.float32 else fal, dev, "fp32")
-    main_name = f"falv {precision_name(dtype)}"
+    if rt_precision is None:
+        main_name = f"falv {precision_name(dtype)}"
     if dtype != torch.float32:
         main = prepare_for_inference(copy.deepcopy(fal), dev, precision_name(dtype))
         main_name += f" ({main.mode}{', packed' if main.packed_linears else ''})"
@@ -255,8 +277,10 @@ def run_bench(
         }
 
     agreement = {}
-    if dtype != torch.float32:
+    if dtype != torch.float32 or rt_precision is not None:
         agreement[f"{main_name} vs falv fp32"] = compare(outputs[main_name], outputs["falv fp32"])
+    if tmp_export is not None:
+        tmp_export.cleanup()
     if ts is not None:
         agreement["falv fp32 vs transformers fp32"] = compare(outputs["falv fp32"], outputs["transformers fp32"])
 
@@ -265,7 +289,8 @@ def run_bench(
         "attention_type": attention_type,
         "clip": f"{config.num_frames}x{config.image_size}",
         "batch_size": batch_size,
-        "precision": precision_name(dtype),
+        "precision": rt_precision or precision_name(dtype),
+        "runtime": runtime,
         "device": str(dev),
         "machine": {
             "cpu": _cpu_model_name(),
@@ -332,16 +357,19 @@ def format_bench(result: dict[str, Any]) -> str:
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed runs per path first.")
 @click.option("--transformers/--no-transformers", "with_transformers", default=True, show_default=True,
               help="Also time transformers' TimeSformer with the same weights.")
+@runtime_option("What runs falv's model: torch, or its ONNX export in onnxruntime or openvino "
+                "(timed against falv fp32 and transformers; docs/export.md).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", "num_threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads (default: one per core).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also write the results to this JSON file.")
 def bench(preset: str, attention_type: str, batch_size: int, precision: str, repeats: int, warmup: int,
-          with_transformers: bool, device: str, num_threads: int | None, json_path: str | None) -> None:
+          with_transformers: bool, runtime: str, device: str, num_threads: int | None,
+          json_path: str | None) -> None:
     """Time one forward pass per clip: ms, GFLOP, GFLOP/s against the measured matmul peak, vs transformers."""
     result = run_bench(preset, attention_type, batch_size, precision, repeats, warmup, with_transformers, device,
-                       num_threads, log=lambda msg: click.echo(msg, err=True))
+                       num_threads, log=lambda msg: click.echo(msg, err=True), runtime=runtime)
     click.echo(format_bench(result))
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

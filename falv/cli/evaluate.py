@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, precision_option
+from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, precision_option, runtime_option
 
 
 @click.command()
@@ -43,10 +43,12 @@ from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, precision_option
 @click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Seconds a decoding task may take before the video counts as failed.")
 @precision_option()
+@runtime_option()
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_subset, window, stride, smoothing,
-             min_duration, segment_threshold, batch_size, workers, timeout, precision, device, quiet) -> int:
+             min_duration, segment_threshold, batch_size, workers, timeout, precision, runtime, device,
+             quiet) -> int:
     """Evaluate a model on labeled videos (--data) and/or untrimmed videos (--untrimmed).
 
     Every video goes through the labeling engine with --clips x --crops views;
@@ -56,12 +58,15 @@ def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_sub
     """
     from falv.errors import ConfigError
     from falv.evaluation.runner import check_options, evaluate as run_evaluate
+    from falv.export.runtime import check_runtime
 
     if data is None and untrimmed is None:
         raise click.UsageError("give --data (labeled videos) and/or --untrimmed (ground truth of untrimmed videos)")
     try:
         check_options(clips, crops, window=window, stride=stride, smoothing=smoothing, min_duration=min_duration,
                       segment_threshold=segment_threshold)
+        if runtime != "torch":  # a precision or device the runtime lacks: a usage error (torch: checked by the run)
+            check_runtime(runtime, precision, device)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     bar = _Progress(enabled=not quiet and sys.stderr.isatty())
@@ -70,7 +75,7 @@ def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_sub
             model, data, out_dir, clips=clips, crops=crops, split=split, untrimmed=untrimmed,
             untrimmed_subset=untrimmed_subset, window=window, stride=stride, smoothing=smoothing,
             min_duration=min_duration, segment_threshold=segment_threshold, workers=workers, batch_size=batch_size,
-            timeout=timeout, precision=precision, device=device, progress=bar,
+            timeout=timeout, precision=precision, runtime=runtime, device=device, progress=bar,
         )
     finally:
         bar.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, precision_option
+from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, precision_option, runtime_option
 
 FORMAT_CHOICES = ("jsonl", "csv", "label-studio", "fiftyone", "activitynet", "webvtt")
 
@@ -55,11 +55,13 @@ def _formats(value: tuple[str, ...]) -> list[str]:
 @click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Seconds a decoding task may take before the file is reported as failed.")
 @precision_option()
+@runtime_option()
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--no-resume", is_flag=True, help="Label every input again even if labels.jsonl has it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, background_threshold, smoothing,
-          min_duration, embeddings, batch_size, workers, timeout, precision, device, no_resume, quiet) -> int:
+          min_duration, embeddings, batch_size, workers, timeout, precision, runtime, device, no_resume,
+          quiet) -> int:
     """Label INPUTS (video files, folders, glob patterns, or .txt/.csv lists of paths).
 
     Writes DIR/labels.jsonl (one record per input, errors included) and the other
@@ -67,6 +69,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
     error records); 2: usage error; 3: the run could not start (e.g. bad model).
     """
     from falv.errors import ConfigError
+    from falv.export.runtime import check_runtime
     from falv.labeling.engine import LabelOptions, label as run_label
     from falv.labeling.export import export_formats, latest_records
     from falv.labeling.store import record_key
@@ -78,7 +81,9 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
         options = LabelOptions(clips=clips, crops=int(crops), window=window, stride=stride, top_k=top_k,
                                batch_size=batch_size, workers=workers, timeout=timeout, smoothing=smoothing,
                                min_duration=min_duration, background_threshold=background_threshold,
-                               embeddings=embeddings, precision=precision, device=device)
+                               embeddings=embeddings, precision=precision, device=device, runtime=runtime)
+        if runtime != "torch":  # a precision or device the runtime lacks: a usage error (torch: checked by the run)
+            check_runtime(runtime, precision, device)
     except ConfigError as exc:  # contradictory options: a usage error
         raise click.UsageError(str(exc)) from None
     found = collect_inputs(list(inputs))

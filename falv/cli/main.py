@@ -50,9 +50,22 @@ def precision_option(help: str = "auto: bf16 on CPUs and GPUs that support it, e
         "agreement on your model, docs/performance.md).",
     )
 
+#: falv.export.runtime.RUNTIMES, repeated here so that ``--help`` does not import the runtimes
+RUNTIME_CHOICES = ("torch", "onnxruntime", "openvino")
+
+
+def runtime_option(help: str = "What runs the model: torch (falv's own path), or its ONNX export in "
+                               "onnxruntime or openvino (falv[export]; exported once and cached, or taken "
+                               "from a falv export folder given as --model; docs/export.md).") -> Any:
+    """The ``--runtime`` option of the commands that run a model (falv.export.runtime.prepare_runtime)."""
+    return click.option("--runtime", default="torch", show_default=True, type=click.Choice(RUNTIME_CHOICES),
+                        help=help)
+
+
 # command name -> "module:function"; each module holds one click command.
 COMMANDS = {
     "convert": "falv.cli.convert:convert",
+    "export": "falv.cli.export:export",
     "label": "falv.cli.label:label",
     "stream": "falv.cli.stream:stream",
     "bench": "falv.cli.bench:bench",

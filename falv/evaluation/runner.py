@@ -436,6 +436,7 @@ def evaluate(
     precision: str = "auto",
     device: str = "auto",
     progress: Progress | None = None,
+    runtime: str = "torch",
 ) -> dict[str, Any]:
     """Evaluate ``model`` on the labeled videos of ``data`` and/or untrimmed videos; returns the metrics dict.
 
@@ -453,7 +454,7 @@ def evaluate(
     :func:`default_window`) with ``stride`` (default ``window / 2``), segmented
     with ``smoothing``, ``min_duration`` and ``segment_threshold``, and scored by
     mAP at tIoU 0.3/0.5/0.7 (``localization``). ``workers``, ``batch_size``,
-    ``timeout``, ``precision`` and ``device`` go to the engine.
+    ``timeout``, ``precision``, ``runtime`` and ``device`` go to the engine.
     With ``out_dir``, writes ``metrics.json``, ``confusion_matrix.csv`` / ``.png``,
     ``per_class.csv``, ``predictions.jsonl`` (and ``detections.json``); see
     ``docs/evaluation.md``. Videos that cannot be decoded are listed in
@@ -470,7 +471,7 @@ def evaluate(
     info = _describe_model(model)
     k = len(info.labels)
     engine = dict(top_k=k, apply_thresholds=False, workers=workers, batch_size=batch_size, timeout=timeout,
-                  precision=precision, device=device)
+                  precision=precision, device=device, runtime=runtime)
     loc_options = None
     if untrimmed is not None:
         win = float(window) if window is not None else default_window(info.num_frames)
@@ -480,11 +481,13 @@ def evaluate(
                                    background_threshold=segment_threshold, **dict(engine, top_k=min(k, 5)))
     view_options = [LabelOptions(clips=c, crops=n, **engine) for c, n in views]  # validated before any work
 
-    from falv.inference import choose_device, precision_name, resolve_precision
+    from falv.export.runtime import check_runtime
+    from falv.inference import choose_device
 
     dev = choose_device(device)
     result: dict[str, Any] = {
-        "model": info.name, "device": dev.type, "precision": precision_name(resolve_precision(precision, dev)),
+        "model": info.name, "device": dev.type, "precision": check_runtime(runtime, precision, device),
+        "runtime": runtime,
         "data": None if data is None else _describe_data(data),
         "source": None, "split": split, "multilabel": None, "clips": views[-1][0], "crops": views[-1][1],
         "views_per_video": views[-1][0] * views[-1][1],

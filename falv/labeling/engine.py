@@ -168,7 +168,7 @@ class Engine:
 
     def __init__(self, model: Any, options: LabelOptions, out_dir: Path | None, model_id: str,
                  processor: Any = None) -> None:
-        from falv.inference import check_precision, choose_device
+        from falv.export.runtime import check_runtime
         from falv.processing import FALImageProcessor
 
         self.options = options
@@ -189,7 +189,7 @@ class Engine:
         # Options are checked now (a bad precision or device stops the run before any work);
         # the model itself is converted on the model thread when a run starts, while the
         # workers decode the first videos (int8 quantization takes ~0.7 s for ViT-B).
-        check_precision(options.precision, choose_device(options.device))
+        check_runtime(options.runtime, options.precision, options.device)
         self._model: Any = model
         self._runner: Any = None
         self._runner_lock = threading.Lock()
@@ -199,13 +199,16 @@ class Engine:
 
     @property
     def runner(self) -> Any:
-        """The model prepared for inference (:func:`falv.inference.prepare_for_inference`), made on first use."""
+        """The model prepared for inference in ``options.runtime`` (:func:`falv.export.runtime.prepare_runtime`:
+        torch's :func:`falv.inference.prepare_for_inference`, or the exported graph in ONNX Runtime or
+        OpenVINO), made on first use."""
         with self._runner_lock:
             if self._runner is None:
-                from falv.inference import prepare_for_inference
+                from falv.export.runtime import prepare_runtime
 
                 opts = self.options
-                self._runner = prepare_for_inference(self._model, device=opts.device, precision=opts.precision)
+                self._runner = prepare_runtime(self._model, opts.runtime, precision=opts.precision,
+                                               device=opts.device)
                 self._model = None
             return self._runner
 

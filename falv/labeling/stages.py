@@ -40,6 +40,7 @@ class LabelOptions:
     embeddings: bool = False
     precision: str = "auto"
     device: str = "auto"
+    runtime: str = "torch"         # torch, onnxruntime or openvino (falv.export.runtime.prepare_runtime)
 
     def __post_init__(self) -> None:
         if self.crops not in (1, 3):
@@ -55,6 +56,10 @@ class LabelOptions:
             raise ConfigError(f"window must be > 0 seconds, got {self.window}")
         if self.stride is not None and self.window is None:
             raise ConfigError("--stride needs --window")
+        from falv.export.runtime import RUNTIMES  # no torch import
+
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"unknown runtime {self.runtime!r}; valid values: {', '.join(RUNTIMES)}")
 
 
 @dataclass(frozen=True)
