@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, precision_option, runtime_option
+from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options
 
 
 @click.command()
@@ -38,13 +38,7 @@ from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, precision_option, runtime_o
               help="Untrimmed videos: drop segments shorter than this many seconds.")
 @click.option("--threshold", "segment_threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="Untrimmed videos: window scores below this are background.")
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1), help="Clips per model call.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="Decoding processes.")
-@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Seconds a decoding task may take before the video counts as failed.")
-@precision_option()
-@runtime_option()
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@engine_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_subset, window, stride, smoothing,
              min_duration, segment_threshold, batch_size, workers, timeout, precision, runtime, device,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, precision_option, runtime_option
+from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options
 
 FORMAT_CHOICES = ("jsonl", "csv", "label-studio", "fiftyone", "activitynet", "webvtt")
 
@@ -50,13 +50,7 @@ def _formats(value: tuple[str, ...]) -> list[str]:
 @click.option("--min-duration", default=0.0, show_default=True, type=click.FloatRange(0),
               help="Drop segments shorter than this many seconds.")
 @click.option("--embeddings", is_flag=True, help="Also write clip and video embeddings (safetensors).")
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1), help="Clips per model call.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="Decoding processes.")
-@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Seconds a decoding task may take before the file is reported as failed.")
-@precision_option()
-@runtime_option()
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@engine_options
 @click.option("--no-resume", is_flag=True, help="Label every input again even if labels.jsonl has it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, background_threshold, smoothing,

@@ -62,6 +62,22 @@ def runtime_option(help: str = "What runs the model: torch (falv's own path), or
                         help=help)
 
 
+def engine_options(fn: Any) -> Any:
+    """The options of the commands that run the labeling engine (label, evaluate, serve):
+    --batch-size, --workers, --timeout, --precision, --runtime, --device."""
+    for option in reversed([
+        click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1), help="Clips per model call."),
+        click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="Decoding processes."),
+        click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+                     help="Seconds a decoding task may take before the video is reported as failed."),
+        precision_option(),
+        runtime_option(),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 # command name -> "module:function"; each module holds one click command.
 COMMANDS = {
     "convert": "falv.cli.convert:convert",

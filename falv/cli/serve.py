@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from falv.cli.main import precision_option
+from falv.cli.main import engine_options
 
 
 @click.command()
@@ -26,12 +26,7 @@ from falv.cli.main import precision_option
 @click.option("--max-upload-mb", default=2048.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--max-queue", default=10_000, show_default=True, type=click.IntRange(1),
               help="Unfinished jobs accepted before new ones get 429.")
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1), help="Clips per model call.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="Decoding processes.")
-@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Seconds a decoding task may take before the file is reported as failed.")
-@precision_option()
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@engine_options
 @click.option("--train-epochs", type=click.IntRange(1), default=None,
               help="Epochs of the fine-tune Label Studio's START_TRAINING starts (default: falv train's).")
 @click.option("--train-on-annotations", is_flag=True,
@@ -44,7 +39,7 @@ from falv.cli.main import precision_option
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(model, host, port, data_dir, allow_roots, token, basic_auth, max_upload_mb, max_queue, batch_size,
-          workers, timeout, precision, device, train_epochs, train_on_annotations, allow_streams, max_streams, log_level) -> int:
+          workers, timeout, precision, runtime, device, train_epochs, train_on_annotations, allow_streams, max_streams, log_level) -> int:
     """Serve labeling over HTTP: jobs, a review page at /, Label Studio's ML backend.
 
     Binds 127.0.0.1 unless --host says otherwise (which needs --token). Jobs persist
@@ -65,7 +60,7 @@ def serve(model, host, port, data_dir, allow_roots, token, basic_auth, max_uploa
     try:
         settings = ServeSettings(model=model, host=host, port=port, data_dir=data_dir or default_data_dir(),
                                  allow_roots=tuple(allow_roots), token=token, basic_auth=basic_auth,
-                                 max_upload_mb=max_upload_mb, max_queue=max_queue, precision=precision,
+                                 max_upload_mb=max_upload_mb, max_queue=max_queue, precision=precision, runtime=runtime,
                                  device=device, batch_size=batch_size, workers=workers, timeout=timeout,
                                  train_epochs=train_epochs, train_on_annotations=train_on_annotations,
                                  allow_streams=tuple(allow_streams), max_streams=max_streams)

@@ -49,6 +49,7 @@ class ServeSettings:
     max_upload_mb: float = 2048.0
     max_queue: int = 10_000
     precision: str = "auto"
+    runtime: str = "torch"
     device: str = "auto"
     batch_size: int = 4
     workers: int = 2
@@ -173,7 +174,7 @@ class LabelService:
         self.model_version = settings.model_version or f"falv:{Path(settings.model).name or settings.model}"
         self.base_options = LabelOptions(batch_size=settings.batch_size, workers=settings.workers,
                                          timeout=settings.timeout, precision=settings.precision,
-                                         device=settings.device)
+                                         runtime=settings.runtime, device=settings.device)
         from falv.labeling.engine import Engine
 
         self.engine = Engine(model, self.base_options, None, settings.model)  # checks precision/device now
