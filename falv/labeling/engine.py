@@ -532,6 +532,21 @@ def _failure(error: BaseException, path: str, stage: str) -> dict[str, str]:
     return {"type": code, "message": message}
 
 
+def resolve_model(model: Any, *, copy_model: bool = True, processor: Any = None) -> tuple[Any, str, Any]:
+    """``(module, model id, processor or None)`` for what a front-end was given: a loaded
+    model (copied first unless ``copy_model=False``: inference casts and repacks it in place;
+    its config's preprocessing applies) or anything ``from_pretrained`` accepts (then the
+    checkpoint's own preprocessing)."""
+    from falv.model.transformer import FALForVideoClassification
+    from falv.processing import FALImageProcessor
+
+    if isinstance(model, torch.nn.Module):
+        model_id = str(getattr(model, "name_or_path", None) or type(model).__name__)
+        return (copy.deepcopy(model) if copy_model else model), model_id, processor
+    return (FALForVideoClassification.from_pretrained(model), str(model),
+            processor or FALImageProcessor.from_pretrained(model))
+
+
 def label(
     inputs: Iterable[str] | str,
     model: Any,
@@ -553,8 +568,6 @@ def label(
     inference cast and repack it in place).
     """
     from falv.labeling.inputs import collect_inputs
-    from falv.model.transformer import FALForVideoClassification
-    from falv.processing import FALImageProcessor
 
     if options is None:
         options = LabelOptions(**option_overrides)
@@ -562,15 +575,7 @@ def label(
         raise TypeError("options must be a LabelOptions")
     elif option_overrides:
         options = dataclasses.replace(options, **option_overrides)
-    processor = None
-    if isinstance(model, torch.nn.Module):
-        model_id = str(getattr(model, "name_or_path", None) or type(model).__name__)
-        if copy_model:
-            model = copy.deepcopy(model)  # inference casts and repacks the model in place
-    else:
-        model_id = str(model)
-        processor = FALImageProcessor.from_pretrained(model)  # the checkpoint's own preprocessing
-        model = FALForVideoClassification.from_pretrained(model)
+    model, model_id, processor = resolve_model(model, copy_model=copy_model)
     found = collect_inputs(inputs if not isinstance(inputs, str) else [inputs])
     out = Path(out_dir) if out_dir is not None else None
     engine = Engine(model, options, out, model_id, processor=processor)  # checks the options; cheap
@@ -589,5 +594,5 @@ def label(
             store.close()
 
 
-__all__ = ["Engine", "JobCancelled", "LabelJob", "LabelOptions", "ModelSpec", "aggregate", "clip_tensor", "decode_chunk", "label",
+__all__ = ["Engine", "JobCancelled", "LabelJob", "LabelOptions", "resolve_model", "ModelSpec", "aggregate", "clip_tensor", "decode_chunk", "label",
            "plan_video", "write_embeddings"]

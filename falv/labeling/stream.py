@@ -25,7 +25,6 @@ as :func:`plan_windows` does for a file of duration ``d``.
 from __future__ import annotations
 
 import bisect
-import copy
 import queue
 import threading
 import time
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 
 from falv.errors import ConfigError, FalvError, RunError
-from falv.labeling.engine import Engine, clip_tensor
+from falv.labeling.engine import Engine, clip_tensor, resolve_model
 from falv.labeling.segments import SegmentCloser
 from falv.labeling.stages import LabelOptions
 from falv.video.live import LiveFrame, LiveNotice, LiveReader, StreamSourceError
@@ -116,9 +115,6 @@ def label_stream(
     model on the calling thread; the source is read on a background thread, so
     frames keep arriving while the model runs.
     """
-    from falv.model.transformer import FALForVideoClassification
-    from falv.processing import FALImageProcessor
-
     if options is None:
         options = LabelOptions(window=window, stride=stride, **option_overrides)
     else:
@@ -127,14 +123,7 @@ def label_stream(
         options = dataclasses.replace(options, window=window, stride=stride, **option_overrides)
     if max_lag is not None and not max_lag > 0:
         raise ConfigError(f"max_lag must be > 0 seconds or None, got {max_lag!r}")
-    if isinstance(model, torch.nn.Module):
-        model_id = str(getattr(model, "name_or_path", None) or type(model).__name__)
-        if copy_model:
-            model = copy.deepcopy(model)  # inference casts and repacks the model in place
-    else:
-        model_id = str(model)
-        processor = processor or FALImageProcessor.from_pretrained(model)
-        model = FALForVideoClassification.from_pretrained(model)
+    model, model_id, processor = resolve_model(model, copy_model=copy_model, processor=processor)
     engine = Engine(model, options, None, model_id, processor=processor)  # checks precision and device
     stop = stop or threading.Event()
     reader = LiveReader(source, size=engine.spec.short_side, timeout=timeout, reconnect=reconnect,

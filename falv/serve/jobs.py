@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -227,13 +226,3 @@ def _job(row: sqlite3.Row) -> Job:
     return Job(id=row["id"], status=row["status"], name=row["name"], path=row["path"], upload=bool(row["upload"]),
                options=json.loads(row["options"]), record=json.loads(row["record"]) if row["record"] else None,
                progress=float(row["progress"]), created=row["created"], updated=row["updated"])
-
-
-def wait_until(predicate: Any, timeout: float, poll: float = 0.05) -> bool:
-    """Poll ``predicate()`` until true or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return bool(predicate())
