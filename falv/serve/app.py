@@ -360,14 +360,14 @@ def create_app(service: LabelService, *, manage: bool = True) -> FastAPI:
         if saved is not None:
             doc, stamp = saved
             return {"job": job.id, **doc, "saved": stamp}
-        record = job.record or {}
-        labels = [x["label"] for x in record.get("labels") or []]
-        if labels and not record.get("multilabel"):
-            labels = labels[:1]
-        elif record.get("multilabel"):
-            cut = record.get("threshold") if record.get("threshold") is not None else 0.5
-            labels = [x["label"] for x in record.get("labels") or [] if x["score"] >= cut]
-        segments = [{"label": s["label"], "start": s["start"], "end": s["end"]} for s in record.get("segments") or []]
+        from falv.labeling.formats import _video_choices  # what a labeling tool pre-selects
+        from falv.labeling.records import LabelRecord
+
+        if job.record is None:
+            return {"job": job.id, "labels": [], "segments": [], "saved": None}
+        record = LabelRecord.from_dict(job.record)
+        labels = [label for label, _ in _video_choices(record, None)]
+        segments = [{"label": s.label, "start": s.start, "end": s.end} for s in record.segments]
         return {"job": job.id, "labels": labels, "segments": segments, "saved": None}
 
     def _check_corrections(body: dict[str, Any], job: Job) -> dict[str, Any]:

@@ -3,6 +3,7 @@ import torch
 
 from falv import FALConfig, FALForVideoClassification
 from falv.model.baseline import R2Plus1DForVideoClassification, baseline_preset
+from tests.model.conftest import randomize_
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
@@ -13,14 +14,6 @@ def tiny_config(**overrides) -> FALConfig:
     base = dict(image_size=32, patch_size=8, num_frames=4, hidden_size=32, num_hidden_layers=1,
                 num_attention_heads=4, intermediate_size=64, id2label={0: "a", 1: "b", 2: "c"})
     return FALConfig(**{**base, **overrides})
-
-
-def randomize_(model: torch.nn.Module, std: float = 0.1, seed: int = 0) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * std)
-    return model
 
 
 def build_model(kind: str) -> torch.nn.Module:
