@@ -60,11 +60,14 @@ def loaders(paths: dict[str, Path]) -> dict[str, object]:
     from falv import FALForVideoClassification
 
     hf = transformers.TimesformerForVideoClassification
+    # a .pyth holds no head count; falv assumes ViT's 64 per head unless told (the base preset is)
+    heads = json.loads((paths["transformers"] / "config.json").read_text())["num_attention_heads"]
     return {
         "transformers": lambda: hf.from_pretrained(paths["transformers"]),
         "falv dir": lambda: FALForVideoClassification.from_pretrained(paths["falv dir"]),
         "falv <- transformers dir": lambda: FALForVideoClassification.from_pretrained(paths["transformers"]),
-        "falv <- .pyth": lambda: FALForVideoClassification.from_pretrained(paths["falv <- .pyth"]),
+        "falv <- .pyth": lambda: FALForVideoClassification.from_pretrained(paths["falv <- .pyth"],
+                                                                   num_attention_heads=heads),
     }
 
 
