@@ -103,6 +103,22 @@ def timesformer_key_map(config: FALConfig, source: str) -> dict[str, tuple[str, 
     return mapping
 
 
+def transformers_to_original(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """A transformers TimeSformer state dict in the original ``.pyth`` ``model_state`` layout.
+
+    The inverse of the key map above, for writing checkpoints the way the reference code
+    does (tests, benchmarks). The temporal keys are taken where the state has them.
+    """
+    out = {orig: state[hf] for hf, orig, _falv, _t in _TOP_KEYS if hf in state}
+    for i in range(num_layers):
+        for hf_stem, orig_stem, _falv in _BLOCK_KEYS + _TEMPORAL_KEYS:
+            for suffix in ("weight", "bias"):
+                key = f"timesformer.encoder.layer.{i}.{hf_stem}.{suffix}"
+                if key in state:
+                    out[f"model.blocks.{i}.{orig_stem}.{suffix}"] = state[key]
+    return out
+
+
 def convert_state_dict(
     source_state: dict[str, torch.Tensor],
     config: FALConfig,
@@ -222,11 +238,21 @@ def config_from_original_state(
     return FALConfig(**kwargs)
 
 
+def _is_zip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
 def read_original_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The ``model_state`` of a TimeSformer ``.pyth`` file, loaded without unpickling code."""
     path = Path(path)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: tensors are read from the file as they are used, not copied in first
+        # (zip-format checkpoints, torch >= 1.6; legacy ones are read whole).
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint not found: {path}") from exc
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ... for bad files

@@ -143,7 +143,6 @@ def load_model(
     """
     from falv.hub.convert import config_from_original_state, convert_state_dict, read_original_checkpoint
     from falv.model.embeddings import resize_position_embeddings
-    from falv.model.transformer import FALForVideoClassification
 
     path = resolve(path_or_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     if path.is_file():
@@ -156,8 +155,11 @@ def load_model(
         source_state = _read_weights(path)
         source = "falv" if config.model_type == MODEL_TYPE and _is_falv_dir(path) else "transformers"
 
-    model = FALForVideoClassification(config)
-    expected = model.state_dict()
+    # The model is built on the meta device: no memory and no random initialisation for
+    # weights that are about to be replaced; load_state_dict(assign=True) then adopts the
+    # loaded tensors as they are (no copy). Only a fresh head (``labels``) is initialised.
+    skeleton = _skeleton(config)
+    expected = skeleton.state_dict()
     if source == "falv":
         state = source_state
         check_state_keys(state, expected, path)
@@ -181,17 +183,27 @@ def load_model(
     if labels is not None:
         new_config = new_config.with_labels(list(labels))
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
-    if new_config is not config:
-        model = FALForVideoClassification(new_config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    model = skeleton if new_config is config else _skeleton(new_config)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in missing if not (labels is not None and k.startswith("head."))]
     if missing or unexpected:
         raise CheckpointError(f"weights do not fit the model: missing {missing}, unexpected {unexpected}")
+    if labels is not None:
+        model.head.to_empty(device="cpu")
+        model.init_head()
     model.eval()
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     model.name_or_path = str(path_or_id)
     return model
+
+
+def _skeleton(config: FALConfig) -> Any:
+    """A FALForVideoClassification on the meta device: its structure, keys and shapes only."""
+    from falv.model.transformer import FALForVideoClassification
+
+    with torch.device("meta"):
+        return FALForVideoClassification(config)
 
 
 def _is_falv_dir(path: Path) -> bool:

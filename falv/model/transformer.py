@@ -229,15 +229,8 @@ class FALForVideoClassification(ModelProperties, nn.Module):
         """TimeSformer/ViT init: truncated normal (std=initializer_range) for linears and
         embeddings, zero biases, unit LayerNorms, and zero ``temporal_fc`` in every
         divided-attention block but the first (so those blocks start as image blocks)."""
+        self._init_modules(self.modules())
         std = self.config.initializer_range
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
         emb = self.fal.embeddings
         for p in (emb.cls_token, emb.pos_embed):
             if p is not None:
@@ -249,6 +242,21 @@ class FALForVideoClassification(ModelProperties, nn.Module):
                 if step.fc is not None and i > 0:
                     nn.init.zeros_(step.fc.weight)
                     nn.init.zeros_(step.fc.bias)
+
+    def init_head(self) -> None:
+        """Initialise the classification head alone (a new label set on loaded weights)."""
+        self._init_modules(self.head.modules())
+
+    def _init_modules(self, modules: Any) -> None:
+        std = self.config.initializer_range
+        for module in modules:
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
 
     # -- forward ----------------------------------------------------------
     def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 
 from falv import FALForVideoClassification
 from falv.errors import CheckpointError
-from falv.hub.convert import timesformer_key_map
+from falv.hub.convert import timesformer_key_map, transformers_to_original
 
 from .conftest import randomize_, tiny_config
 
@@ -64,20 +64,7 @@ def test_space_only_follows_original_timesformer(tmp_path):
 
 
 def original_state(hf, attention_type):
-    from falv.hub.convert import _BLOCK_KEYS, _TEMPORAL_KEYS, _TOP_KEYS
-
-    state = {}
-    hf_state = hf.state_dict()
-    for hf_key, orig_key, _falv, _t in _TOP_KEYS:
-        if hf_key in hf_state:
-            state[orig_key] = hf_state[hf_key]
-    stems = _BLOCK_KEYS + (_TEMPORAL_KEYS if attention_type == "divided_space_time" else [])
-    for i in range(hf.config.num_hidden_layers):
-        for hf_stem, orig_stem, _ in stems:
-            for suffix in ("weight", "bias"):
-                state[f"model.blocks.{i}.{orig_stem}.{suffix}"] = hf_state[
-                    f"timesformer.encoder.layer.{i}.{hf_stem}.{suffix}"]
-    return state
+    return transformers_to_original(hf.state_dict(), hf.config.num_hidden_layers)
 
 
 @pytest.mark.parametrize("attention_type", ["divided_space_time", "joint_space_time", "space_only"])

@@ -103,6 +103,24 @@ def test_new_label_set_gets_a_fresh_head(tmp_path):
     assert tuned.config.labels == ["x", "y", "z", "w", "v"]
     assert tuned.head.fc.weight.shape == (5, 32)
     torch.testing.assert_close(tuned.fal.norm.weight, model.fal.norm.weight)
+    # the new head is initialised like a fresh model's (the rest is built on the meta device)
+    assert torch.count_nonzero(tuned.head.fc.bias) == 0
+    assert 0.005 < tuned.head.fc.weight.std() < 0.04  # trunc-normal, std initializer_range=0.02
+
+
+def test_loading_materialises_every_tensor_with_the_stored_values(tmp_path):
+    model = randomize_(FALForVideoClassification(tiny_config())).eval()
+    model.save_pretrained(tmp_path)
+    loaded = FALForVideoClassification.from_pretrained(tmp_path)
+    tensors = dict(loaded.named_parameters()) | dict(loaded.named_buffers())
+    assert all(t.device.type == "cpu" and t.requires_grad for t in loaded.parameters())
+    expected = model.state_dict()
+    assert set(tensors) == set(expected)
+    for name, tensor in tensors.items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0, msg=name)
+    loaded.train()  # trainable as loaded: gradients reach every parameter
+    loaded(torch.randn(1, 4, 3, 32, 32)).logits.sum().backward()
+    assert all(p.grad is not None for p in loaded.parameters())
 
 
 def test_corrupt_weights_are_reported(tmp_path):
