@@ -42,6 +42,18 @@ def _floats(value: str, name: str) -> tuple[float, float]:
 @click.option("--lr", type=click.FloatRange(0, min_open=True), help="Peak learning rate (default: 1e-3 per 16 clips; a tenth with --init).")
 @click.option("--weight-decay", default=0.05, show_default=True, type=click.FloatRange(0))
 @click.option("--warmup-epochs", type=click.FloatRange(0), help="Default: 10% of the epochs, at least one.")
+@click.option("--scheduler", default="cosine", show_default=True, type=click.Choice(["cosine", "step", "plateau"]),
+              help="Learning rate after warm-up: cosine decay to --min-lr, step decay every --step-epochs, "
+              "or reduce on plateau of the validation metric.")
+@click.option("--min-lr", default=1e-5, show_default=True, type=click.FloatRange(0), help="Floor of every scheduler.")
+@click.option("--step-epochs", type=click.FloatRange(0, min_open=True),
+              help="step: epochs between decays (default: a third of the epochs).")
+@click.option("--step-gamma", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="step: factor per decay.")
+@click.option("--plateau-patience", default=2, show_default=True, type=click.IntRange(0),
+              help="plateau: validations without improvement tolerated before a reduction.")
+@click.option("--plateau-factor", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="plateau: factor per reduction.")
 @click.option("--label-smoothing", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @click.option("--mixup", default=0.0, show_default=True, type=click.FloatRange(0), help="Mixup alpha (0: off).")
 @click.option("--cutmix", default=0.0, show_default=True, type=click.FloatRange(0), help="CutMix alpha (0: off).")
