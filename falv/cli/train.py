@@ -64,9 +64,15 @@ def _floats(value: str, name: str) -> tuple[float, float]:
 @click.option("--scale", default="0.5,1.0", show_default=True, help="Random resized crop area range MIN,MAX.")
 @click.option("--flip/--no-flip", default=False, show_default=True,
               help="Random horizontal flips (leave off when classes have a direction: left/right).")
+@click.option("--color-jitter", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Brightness, contrast and saturation factors drawn in [1-S, 1+S], once per clip (0: off).")
+@click.option("--rotate", default=0.0, show_default=True, type=click.FloatRange(0, 45),
+              help="Rotate each clip by one angle in [-DEG, DEG] (0: off).")
 @click.option("--metric", default="auto", show_default=True, type=click.Choice(["auto", "val_top1", "val_loss", "val_map"]),
               help="Validation metric for the best checkpoint and early stopping.")
 @click.option("--patience", type=click.IntRange(1), help="Stop after this many epochs without improvement.")
+@click.option("--min-delta", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Smallest change of --metric that counts as an improvement (best/, --patience, plateau).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--workers", type=click.IntRange(0), help="Data loading processes (default: 0 with cached frames, else 2).")
 @click.option("--cache", default="auto", show_default=True, type=click.Choice(["auto", "on", "off"]),

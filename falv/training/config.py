@@ -61,6 +61,8 @@ class TrainConfig:
     # augmentation
     scale: tuple[float, float] = (0.5, 1.0)  # random resized crop area range
     flip: str = "off"                 # horizontal flip: off by default (direction classes flip meaning)
+    color_jitter: float = 0.0         # brightness/contrast/saturation factors in [1-s, 1+s] per clip (0: off)
+    rotate: float = 0.0               # one rotation in [-deg, deg] per clip (0: off)
     # validation, stopping, checkpoints
     metric: str = "auto"              # val_top1 (single-label) / val_map (multi-label)
     patience: int | None = None       # early stopping: epochs without improvement

@@ -387,7 +387,8 @@ class Trainer:
 
         cfg, mcfg = self.config, self.model.config
         size, mean, std = mcfg.image_size, tuple(mcfg.image_mean), tuple(mcfg.image_std)
-        ttf = train_transform(crop_size=size, scale=cfg.scale, flip=cfg.flip == "on", mean=mean, std=std)
+        ttf = train_transform(crop_size=size, scale=cfg.scale, flip=cfg.flip == "on", mean=mean, std=std,
+                              color_jitter=cfg.color_jitter, rotate=cfg.rotate)
         etf = eval_transform(shortest_edge=size, mean=mean, std=std)
         self.cache = _cache_budget(cfg, self.train_src, ttf.shortest_edge or size)
         val_cache = self.cache and int(self.cache * len(self.val_src) / max(1, len(self.train_src))) + 2**20
