@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from falv.cli.configfile import config_option, write_resolved_config
 from falv.cli.main import EXIT_OK, preset_option
 
 
@@ -19,6 +20,7 @@ def _floats(value: str, name: str) -> tuple[float, float]:
 
 
 @click.command()
+@config_option
 @click.option("--data", "-d", help="Training videos: a folder per class, a CSV/TSV list, a `falv synth` folder, "
               "Kinetics/UCF101/SSv2 annotations.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -87,11 +89,14 @@ def train(resume: bool, out: Path, data: str | None, scale: str, flip: bool, cli
     """
     from falv.training import TrainConfig
     from falv.training import train as run
+    from falv.training.checkpoint import latest_checkpoint
 
     if not resume and not data:
         raise click.UsageError("--data is required (or --resume to continue a run)")
     config = TrainConfig(data=data or "", out=str(out), scale=_floats(scale, "--scale"),
                          flip="on" if flip else "off", clip_grad=clip_grad or None, **options)
+    if not resume and latest_checkpoint(out) is None:  # a run folder in use is refused by the run itself
+        write_resolved_config(click.get_current_context(), out, "train")
     result = run(config, resume=resume, echo=lambda m: click.echo(m))
     summary = {"best_dir": str(result.best_dir), "best_epoch": result.best_epoch,
                result.best_metric: result.best_value, "epochs": result.epochs_run, "seconds": round(result.seconds, 1)}
