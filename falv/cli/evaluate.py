@@ -8,10 +8,12 @@ from typing import Any
 
 import click
 
+from falv.cli.configfile import config_option, write_resolved_config
 from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options
 
 
 @click.command()
+@config_option
 @click.option("--model", "-m", required=True,
               help="falv directory, transformers TimeSformer directory or hub id, or a TimeSformer .pyth file.")
 @click.option("--data", "-d", default=None,
@@ -63,6 +65,7 @@ def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_sub
             check_runtime(runtime, precision, device)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    write_resolved_config(click.get_current_context(), out_dir, "evaluate")
     bar = _Progress(enabled=not quiet and sys.stderr.isatty())
     try:
         result = run_evaluate(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from falv.cli.configfile import config_option, write_resolved_config
 from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options
 
 FORMAT_CHOICES = ("jsonl", "csv", "label-studio", "fiftyone", "activitynet", "webvtt")
@@ -26,6 +27,7 @@ def _formats(value: tuple[str, ...]) -> list[str]:
 
 
 @click.command()
+@config_option
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", "-m", required=True,
               help="falv directory, transformers TimeSformer directory or hub id, or a TimeSformer .pyth file.")
@@ -89,6 +91,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
     net.name_or_path = model
     if no_resume:
         _set_aside(out_dir)
+    write_resolved_config(click.get_current_context(), out_dir, "label")
 
     show = not quiet and sys.stderr.isatty()
     started = time.monotonic()

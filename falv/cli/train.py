@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from falv.cli.configfile import config_option, write_resolved_config
 from falv.cli.main import EXIT_OK, preset_option
 
 
@@ -19,6 +20,7 @@ def _floats(value: str, name: str) -> tuple[float, float]:
 
 
 @click.command()
+@config_option
 @click.option("--data", "-d", help="Training videos: a folder per class, a CSV/TSV list, a `falv synth` folder, "
               "Kinetics/UCF101/SSv2 annotations.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -42,6 +44,18 @@ def _floats(value: str, name: str) -> tuple[float, float]:
 @click.option("--lr", type=click.FloatRange(0, min_open=True), help="Peak learning rate (default: 1e-3 per 16 clips; a tenth with --init).")
 @click.option("--weight-decay", default=0.05, show_default=True, type=click.FloatRange(0))
 @click.option("--warmup-epochs", type=click.FloatRange(0), help="Default: 10% of the epochs, at least one.")
+@click.option("--scheduler", default="cosine", show_default=True, type=click.Choice(["cosine", "step", "plateau"]),
+              help="Learning rate after warm-up: cosine decay to --min-lr, step decay every --step-epochs, "
+              "or reduce on plateau of the validation metric.")
+@click.option("--min-lr", default=1e-5, show_default=True, type=click.FloatRange(0), help="Floor of every scheduler.")
+@click.option("--step-epochs", type=click.FloatRange(0, min_open=True),
+              help="step: epochs between decays (default: a third of the epochs).")
+@click.option("--step-gamma", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="step: factor per decay.")
+@click.option("--plateau-patience", default=2, show_default=True, type=click.IntRange(0),
+              help="plateau: validations without improvement tolerated before a reduction.")
+@click.option("--plateau-factor", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="plateau: factor per reduction.")
 @click.option("--label-smoothing", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @click.option("--mixup", default=0.0, show_default=True, type=click.FloatRange(0), help="Mixup alpha (0: off).")
 @click.option("--cutmix", default=0.0, show_default=True, type=click.FloatRange(0), help="CutMix alpha (0: off).")
@@ -52,9 +66,15 @@ def _floats(value: str, name: str) -> tuple[float, float]:
 @click.option("--scale", default="0.5,1.0", show_default=True, help="Random resized crop area range MIN,MAX.")
 @click.option("--flip/--no-flip", default=False, show_default=True,
               help="Random horizontal flips (leave off when classes have a direction: left/right).")
+@click.option("--color-jitter", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Brightness, contrast and saturation factors drawn in [1-S, 1+S], once per clip (0: off).")
+@click.option("--rotate", default=0.0, show_default=True, type=click.FloatRange(0, 45),
+              help="Rotate each clip by one angle in [-DEG, DEG] (0: off).")
 @click.option("--metric", default="auto", show_default=True, type=click.Choice(["auto", "val_top1", "val_loss", "val_map"]),
               help="Validation metric for the best checkpoint and early stopping.")
 @click.option("--patience", type=click.IntRange(1), help="Stop after this many epochs without improvement.")
+@click.option("--min-delta", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Smallest change of --metric that counts as an improvement (best/, --patience, plateau).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--workers", type=click.IntRange(0), help="Data loading processes (default: 0 with cached frames, else 2).")
 @click.option("--cache", default="auto", show_default=True, type=click.Choice(["auto", "on", "off"]),
@@ -69,11 +89,14 @@ def train(resume: bool, out: Path, data: str | None, scale: str, flip: bool, cli
     """
     from falv.training import TrainConfig
     from falv.training import train as run
+    from falv.training.checkpoint import latest_checkpoint
 
     if not resume and not data:
         raise click.UsageError("--data is required (or --resume to continue a run)")
     config = TrainConfig(data=data or "", out=str(out), scale=_floats(scale, "--scale"),
                          flip="on" if flip else "off", clip_grad=clip_grad or None, **options)
+    if not resume and latest_checkpoint(out) is None:  # a run folder in use is refused by the run itself
+        write_resolved_config(click.get_current_context(), out, "train")
     result = run(config, resume=resume, echo=lambda m: click.echo(m))
     summary = {"best_dir": str(result.best_dir), "best_epoch": result.best_epoch,
                result.best_metric: result.best_value, "epochs": result.epochs_run, "seconds": round(result.seconds, 1)}

@@ -210,6 +210,68 @@ def random_hflip(clip: torch.Tensor, p: float = 0.5, generator: torch.Generator 
 
 
 # -- pipelines -----------------------------------------------------------------------
+# ITU-R 601 luma weights, as in PIL's convert("L") and torchvision's rgb_to_grayscale.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def grayscale(clip: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) -> (..., 1, H, W) luma."""
+    r, g, b = clip.unbind(-3)
+    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(-3)
+
+
+def adjust_color(clip: torch.Tensor, brightness: float = 1.0, contrast: float = 1.0, saturation: float = 1.0,
+                 max_value: float = 255.0) -> torch.Tensor:
+    """Brightness, contrast and saturation factors (1 = unchanged) applied to a whole clip
+    (T, 3, H, W) in [0, max_value], in that order, each a blend as in PIL's ImageEnhance:
+    brightness with black, contrast with the clip's mean grey (one value for every frame, so
+    a fade is not undone frame by frame), saturation with each pixel's grey."""
+    x = clip
+    if brightness != 1.0:
+        x = (x * brightness).clamp(0, max_value)
+    if contrast != 1.0:
+        mean = grayscale(x).mean()
+        x = (mean + contrast * (x - mean)).clamp(0, max_value)
+    if saturation != 1.0:
+        grey = grayscale(x)
+        x = (grey + saturation * (x - grey)).clamp(0, max_value)
+    return x
+
+
+def random_color_jitter(clip: torch.Tensor, strength: float, generator: torch.Generator | None = None,
+                        max_value: float = 255.0) -> torch.Tensor:
+    """Brightness, contrast and saturation factors drawn once per clip from
+    ``[1 - strength, 1 + strength]`` (torchvision ColorJitter's ranges, no hue), the same for
+    every frame."""
+    if strength <= 0:
+        return clip
+    lo, hi = max(0.0, 1.0 - strength), 1.0 + strength
+    factors = [_uniform(lo, hi, generator) for _ in range(3)]
+    return adjust_color(clip, *factors, max_value=max_value)
+
+
+def rotate(clip: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate every frame of (T, C, H, W) by ``degrees`` counter-clockwise about the centre,
+    bilinear, same size, zeros outside (PIL's ``Image.rotate`` convention)."""
+    if degrees == 0:
+        return clip
+    angle = math.radians(degrees)
+    cos, sin = math.cos(angle), math.sin(angle)
+    h, w = clip.shape[-2:]
+    # affine_grid works in normalised coordinates; scale by the aspect ratio so the rotation
+    # is a rotation in pixels, not in the unit square.
+    theta = torch.tensor([[cos, -sin * h / w, 0.0], [sin * w / h, cos, 0.0]], dtype=clip.dtype)
+    grid = F.affine_grid(theta.expand(clip.shape[0], 2, 3), list(clip.shape), align_corners=False)
+    return F.grid_sample(clip, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_rotate(clip: torch.Tensor, max_degrees: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One angle in ``[-max_degrees, max_degrees]`` per clip, the same for every frame."""
+    if max_degrees <= 0:
+        return clip
+    return rotate(clip, _uniform(-max_degrees, max_degrees, generator))
+
+
 def preprocess_clip(
     clip: np.ndarray | torch.Tensor,
     shortest_edge: int,
@@ -277,8 +339,10 @@ class TrainTransform:
 
     resize shortest side to ``shortest_edge`` (skipped when ``None``) -> random
     resized crop to ``crop_size`` (``scale``, ``ratio``; one window for the whole
-    clip) -> horizontal flip with probability ``flip_p`` when ``flip`` -> rescale ->
-    normalise. Set ``flip=False`` for direction-sensitive classes ("moving
+    clip) -> rotation by one angle in ``[-rotate, rotate]`` degrees (0: off) -> horizontal
+    flip with probability ``flip_p`` when ``flip`` -> colour jitter of strength
+    ``color_jitter`` (0: off; brightness, contrast, saturation) -> rescale -> normalise.
+    Every random draw is made once per clip, so all frames get the same augmentation. Set ``flip=False`` for direction-sensitive classes ("moving
     something left", Something-Something, gestures): a mirrored clip shows the
     opposite class.
     """
@@ -293,9 +357,15 @@ class TrainTransform:
     std: tuple[float, ...] = IMAGENET_DEFAULT_STD
     rescale_factor: float = 1 / 255
     antialias: bool = True
+    color_jitter: float = 0.0
+    rotate: float = 0.0
 
     def __post_init__(self) -> None:
         _check_common(self)
+        if not 0.0 <= self.color_jitter <= 1.0:
+            raise ConfigError(f"color_jitter must be within [0, 1], got {self.color_jitter}")
+        if not 0.0 <= self.rotate <= 45.0:
+            raise ConfigError(f"rotate must be within [0, 45] degrees, got {self.rotate}")
         if self.shortest_edge is not None and self.shortest_edge <= 0:
             raise ConfigError(f"shortest_edge must be positive or None, got {self.shortest_edge}")
         object.__setattr__(self, "scale", _check_range("scale", self.scale, positive=True, upper=1.0))
@@ -313,8 +383,12 @@ class TrainTransform:
         if self.shortest_edge is not None:
             x = resize_shortest_side(x, self.shortest_edge, antialias=self.antialias)
         x = random_resized_crop(x, self.crop_size, self.scale, self.ratio, generator, self.antialias)
+        if self.rotate:
+            x = random_rotate(x, self.rotate, generator)
         if self.flip:
             x = random_hflip(x, self.flip_p, generator)
+        if self.color_jitter:
+            x = random_color_jitter(x, self.color_jitter, generator, max_value=1 / self.rescale_factor)
         return normalize(rescale(x, self.rescale_factor), self.mean, self.std)
 
 
@@ -345,13 +419,15 @@ def train_transform(
     std: Sequence[float] = IMAGENET_DEFAULT_STD,
     rescale_factor: float = 1 / 255,
     antialias: bool = True,
+    color_jitter: float = 0.0,
+    rotate: float = 0.0,
 ) -> TrainTransform:
     """Build the training pipeline; ``shortest_edge`` defaults to ``crop / 0.875`` (256 for 224)."""
     if shortest_edge is None:
         shortest_edge = int(round(min(_pair(crop_size)) / 0.875))
     return TrainTransform(
         crop_size, shortest_edge, tuple(scale), tuple(ratio), flip, flip_p,
-        tuple(mean), tuple(std), rescale_factor, antialias,
+        tuple(mean), tuple(std), rescale_factor, antialias, color_jitter, rotate,
     )  # fmt: skip
 
 

@@ -17,10 +17,16 @@ Sections, each optional (at least one source is needed):
 * **Evaluation** (``falv evaluate`` output folder): the metrics of
   ``metrics.json``, the confusion matrix picture (or a shaded table from
   ``confusion_matrix.csv``), the per-class table of ``per_class.csv``, per-class
-  AP, localisation mAP, the views and the failed videos.
+  AP, localisation mAP, the views and the failed videos; then a gallery of
+  sample predictions from ``predictions.jsonl``: the most confident mistakes
+  and correct predictions, each with frames of the video, its true class and
+  the top predictions.
 * **Training** (a run folder): the best epoch, the per-epoch table,
-  ``plots/*.png`` (drawn from ``log.jsonl`` when the folder has none) and the
+  ``plots/*.png`` (drawn from ``log.jsonl`` when the folder has none), the class
+  distribution of its train and validation videos (``split.json``) and the
   training configuration.
+* **Dataset** (any dataset source ``falv train --data`` reads): videos per class
+  in each split it has (train, val, test), as a grouped bar chart and a table.
 """
 
 from __future__ import annotations
@@ -53,6 +59,10 @@ THUMB_TIMEOUT_S = 10.0
 DEFAULT_MAX_VIDEOS = 500
 #: Labels shown per video.
 TOP_LABELS = 5
+#: Cards of each kind (mistakes, correct) in the gallery by default.
+DEFAULT_GALLERY = 6
+#: Frames shown per gallery card.
+GALLERY_FRAMES = 4
 #: Confusion matrices up to this many classes are drawn as a table when there is no picture.
 MAX_TABLE_CLASSES = 60
 
@@ -96,6 +106,8 @@ svg.timeline{width:100%;max-width:900px;display:block;margin-top:6px}
 .note{color:#607d8b;font-size:13px}
 img.plot{max-width:640px;width:100%;border:1px solid #dde3e6;background:#fff;margin:4px 8px 4px 0}
 .plots{display:flex;flex-wrap:wrap}
+img.strip{height:96px;max-width:420px;object-fit:contain;background:#111;border-radius:4px}
+svg.distribution{max-width:100%;height:auto;display:block;margin:6px 0}
 details{margin:8px 0}
 summary{cursor:pointer;color:#37474f}
 """
@@ -243,21 +255,34 @@ def _resolve_video(path: str, labels_dir: Path) -> Path:
 
 def thumbnail_uri(path: str | os.PathLike[str], duration: float | None, side: int = THUMB_SIDE) -> str | None:
     """A JPEG ``data:`` URI of the frame at mid-time, or None when the video cannot be read."""
+    return frames_uri(path, [duration / 2 if duration else 0.0], side)
+
+
+def strip_times(duration: float | None, frames: int) -> list[float]:
+    """``frames`` times at the centres of equal parts of the video (one at 0 when its length is unknown)."""
+    if not duration or duration <= 0:
+        return [0.0]
+    return [duration * (i + 0.5) / frames for i in range(frames)]
+
+
+def frames_uri(path: str | os.PathLike[str], times: Sequence[float], side: int = THUMB_SIDE) -> str | None:
+    """A JPEG ``data:`` URI of the frames at ``times`` side by side, or None when the video
+    cannot be read."""
     try:
+        import numpy as np
         from PIL import Image
 
         from falv.video.decode import read_frames
 
-        t = duration / 2 if duration else 0.0
-        frame = read_frames(path, [t], size=side, timeout=THUMB_TIMEOUT_S)[0]
-        image = Image.fromarray(frame)
-        if max(image.size) > 4 * side:  # panoramas: keep the file small
-            image.thumbnail((4 * side, 4 * side))
+        frames = read_frames(path, list(times), size=side, timeout=THUMB_TIMEOUT_S)
+        image = Image.fromarray(np.concatenate(list(frames), axis=1))
+        if max(image.size) > 4 * side * len(frames):  # panoramas: keep the file small
+            image.thumbnail((4 * side * len(frames), 4 * side))
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=75)
         return data_uri(buffer.getvalue(), "image/jpeg")
     except Exception as exc:  # noqa: BLE001 - a report never fails on one video
-        log.info("no thumbnail for %s: %s", path, exc)
+        log.info("no frames for %s: %s", path, exc)
         return None
 
 
@@ -453,8 +478,10 @@ def _per_class_table(eval_dir: Path, metrics: Mapping[str, Any]) -> str:
     return "<h3>Per class</h3>" + _table(header, rows)
 
 
-def evaluation_section(eval_dir: str | os.PathLike[str]) -> str:
-    """The evaluation section (HTML) for a ``falv evaluate`` output folder."""
+def evaluation_section(eval_dir: str | os.PathLike[str], *, gallery: int = DEFAULT_GALLERY,
+                       thumbnails: bool = True) -> str:
+    """The evaluation section (HTML) for a ``falv evaluate`` output folder; ``gallery``
+    mistakes and as many correct predictions are shown with their frames (0: none)."""
     eval_dir = Path(eval_dir)
     metrics = _read_json(eval_dir / "metrics.json", "pass the --out folder of `falv evaluate`")
     if not isinstance(metrics, Mapping):
@@ -485,6 +512,7 @@ def evaluation_section(eval_dir: str | os.PathLike[str]) -> str:
     if failed:
         rows = [(f.get("path", ""), f.get("error", "")) if isinstance(f, Mapping) else (f, "") for f in failed]
         out.append(f"<h3>Failed videos ({len(failed)})</h3>" + _table(["path", "error"], rows, numeric=False))
+    out.append(gallery_html(eval_dir, gallery, thumbnails))
     if isinstance(classes, list) and classes:
         out.append(f"<details><summary>{len(classes)} classes</summary><p>{_e(', '.join(map(str, classes)))}</p>"
                    "</details>")
@@ -546,6 +574,7 @@ def training_section(run_dir: str | os.PathLike[str]) -> str:
     if uris:
         out.append('<h3>Training curves</h3><div class="plots">'
                    + "".join(f'<img class="plot" src="{uri}" alt="{_e(name)}">' for name, uri in uris) + "</div>")
+    out.append(_split_distribution(run_dir))
     config_path = run_dir / "train_config.json"
     if config_path.is_file():
         try:
@@ -563,6 +592,196 @@ def training_section(run_dir: str | os.PathLike[str]) -> str:
     return "".join(out)
 
 
+# -- datasets: class distribution -----------------------------------------------------------------
+
+#: Colours of the splits in the class distribution chart.
+_SPLIT_COLOURS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c", "all": "#7f7f7f"}
+
+
+def class_counts(source: Any) -> Counter:
+    """Videos per class of a dataset source (a multi-label video counts once for each of its labels)."""
+    counts: Counter = Counter({c: 0 for c in source.classes})
+    for entry in source.entries:
+        counts.update(entry.labels)
+    return counts
+
+
+def class_distribution_svg(counts: Mapping[str, Mapping[str, int]]) -> str:
+    """An inline SVG: one row per class, a bar per split (``{split: {class: videos}}``)."""
+    classes = list(dict.fromkeys(c for per in counts.values() for c in per))
+    splits = list(counts)
+    if not classes or not splits:
+        return ""
+    top = max([1] + [n for per in counts.values() for n in per.values()])
+    label_w, bar_w, bar_h, gap = 220, 560, 9, 6
+    row_h = bar_h * len(splits) + gap
+    height = row_h * len(classes) + 4
+    width = label_w + bar_w + 60
+    parts = [f'<svg class="distribution" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="videos per class and split" width="{width}">']
+    for i, name in enumerate(classes):
+        y0 = i * row_h + 2
+        parts.append(f'<text x="{label_w - 6}" y="{y0 + row_h / 2 + 2:.1f}" font-size="11" text-anchor="end" '
+                     f'fill="#37474f">{_e(name if len(name) <= 34 else name[:33] + "...")}</text>')
+        for k, split in enumerate(splits):
+            n = int(counts[split].get(name, 0))
+            y = y0 + k * bar_h
+            w = n / top * bar_w
+            colour = _SPLIT_COLOURS.get(split, _PALETTE[k % len(_PALETTE)])
+            parts.append(f'<rect x="{label_w}" y="{y}" width="{max(w, 0.5):.1f}" height="{bar_h - 1}" '
+                         f'fill="{colour}"><title>{_e(f"{name}, {split}: {n} videos")}</title></rect>'
+                         f'<text x="{label_w + w + 4:.1f}" y="{y + bar_h - 1.5}" font-size="9" '
+                         f'fill="#607d8b">{n}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def distribution_html(counts: Mapping[str, Mapping[str, int]]) -> str:
+    """The chart, its legend and the table of counts (with totals) for ``{split: {class: videos}}``."""
+    splits = list(counts)
+    classes = list(dict.fromkeys(c for per in counts.values() for c in per))
+    legend = _legend({s: _SPLIT_COLOURS.get(s, _PALETTE[k % len(_PALETTE)]) for k, s in enumerate(splits)},
+                     {s: sum(counts[s].values()) for s in splits})
+    rows = [[c, *(counts[s].get(c, 0) for s in splits)] for c in classes]
+    rows.append(["total", *(sum(counts[s].values()) for s in splits)])
+    empty = [c for c in classes if any(counts[s].get(c, 0) == 0 for s in splits)]
+    warning = (f'<p class="error">classes without videos in some split: {_e(", ".join(empty[:20]))}'
+               f'{" ..." if len(empty) > 20 else ""}</p>') if empty else ""
+    return (legend + class_distribution_svg(counts) + warning
+            + f"<details><summary>videos per class and split</summary>{_table(['class', *splits], rows)}</details>")
+
+
+def dataset_section(data: str | os.PathLike[str], splits: Sequence[str] = ("train", "val", "test")) -> str:
+    """The dataset section (HTML): videos per class in every split ``data`` has (any source
+    :func:`falv.data.sources.load_source` reads; all of it as ``all`` when it has no splits)."""
+    from falv.data.sources import load_source
+    from falv.errors import FalvError
+
+    counts: dict[str, Counter] = {}
+    seen: dict[str, tuple] = {}
+    for split in splits:
+        try:
+            source = load_source(str(data), split=split)
+        except FalvError:
+            continue  # the layout has no such split
+        counts[split] = class_counts(source)
+        seen[split] = tuple(e.path for e in source.entries)
+    if len(set(seen.values())) < len(seen):  # a layout without splits ignores split=: the same videos each time
+        counts = {}
+    if not counts:
+        try:
+            counts["all"] = class_counts(load_source(str(data)))
+        except FalvError as exc:
+            raise ReportError(f"cannot read the dataset {data}: {exc}") from exc
+    out = ['<section id="dataset"><h2>Dataset</h2>', f'<p class="note">Source: <code>{_e(data)}</code>; '
+           f'{_e(", ".join(f"{s}: {sum(c.values())} videos" for s, c in counts.items()))}</p>',
+           "<h3>Class distribution</h3>", distribution_html(counts)]
+    out.append("</section>")
+    return "".join(out)
+
+
+def _split_distribution(run_dir: Path) -> str:
+    """The class distribution of a training run's train and validation sets (its split.json)."""
+    try:
+        split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return ""
+    counts: dict[str, Counter] = {}
+    for name in ("train", "val"):
+        part = split.get(name) if isinstance(split, Mapping) else None
+        if not isinstance(part, Mapping) or not isinstance(part.get("entries"), list):
+            continue
+        counter: Counter = Counter({str(c): 0 for c in part.get("classes") or []})
+        for entry in part["entries"]:
+            if isinstance(entry, Mapping):
+                counter.update(str(x) for x in entry.get("labels") or [])
+        counts[name] = counter
+    return "<h3>Class distribution</h3>" + distribution_html(counts) if counts else ""
+
+
+# -- evaluation: a gallery of sample predictions ---------------------------------------------------
+
+
+
+def _read_predictions(path: Path) -> list[Mapping[str, Any]]:
+    lines = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(item, Mapping) and isinstance(item.get("labels"), list) and item["labels"]:
+            lines.append(item)
+    return lines
+
+
+def pick_gallery(predictions: Sequence[Mapping[str, Any]], per_kind: int) -> tuple[list[Any], list[Any]]:
+    """(mistakes, correct): the ``per_kind`` most confident of each, highest top score first,
+    ties by path (a deterministic choice)."""
+    def top_score(p: Mapping[str, Any]) -> float:
+        return float(_number(p["labels"][0].get("score")) or 0.0)
+
+    ranked = sorted(predictions, key=lambda p: (-top_score(p), str(p.get("path"))))
+    mistakes = [p for p in ranked if p.get("correct") is False][:per_kind]
+    correct = [p for p in ranked if p.get("correct") is True][:per_kind]
+    return mistakes, correct
+
+
+def _gallery_card(item: Mapping[str, Any], base: Path, thumbnails: bool, colours: Mapping[str, str]) -> str:
+    path = str(item.get("path", ""))
+    name = Path(path).name or path
+    uri = None
+    if thumbnails:
+        video = _resolve_video(path, base)
+        try:
+            from falv.video.metadata import probe
+
+            duration = probe(str(video)).duration
+        except Exception:  # noqa: BLE001 - no duration: one frame at the start
+            duration = None
+        uri = frames_uri(video, strip_times(duration, GALLERY_FRAMES))
+    thumb = (f'<img class="strip" src="{uri}" alt="{_e(name)}">' if uri
+             else '<div class="thumb placeholder">no preview</div>')
+    truth = item.get("target", item.get("targets"))
+    truth_text = ", ".join(map(str, truth)) if isinstance(truth, list) else str(truth)
+    ok = item.get("correct") is True
+    body = [f'<div class="name" title="{_e(path)}">{"&#10003;" if ok else "&#10007;"} {_e(name)}</div>',
+            f'<div class="meta">true class: <b>{_e(truth_text)}</b></div>']
+    for ls in item["labels"][:3]:
+        score = _number(ls.get("score")) or 0.0
+        label = str(ls.get("label"))
+        pct = max(0.0, min(1.0, score)) * 100
+        body.append(f'<div class="lbl"><span class="bar" style="width:{pct * 1.2:.0f}px;'
+                    f'background:{colours.get(label, "#90a4ae")}"></span>'
+                    f'<span class="txt">{_e(label)} <span class="note">{score:.3f}</span></span></div>')
+    css = "card" if ok else "card failed"
+    return f'<div class="{css}">{thumb}<div class="body">{"".join(body)}</div></div>'
+
+
+def gallery_html(eval_dir: Path, per_kind: int = DEFAULT_GALLERY, thumbnails: bool = True) -> str:
+    """Sample predictions of an evaluation (right and wrong, with frames), or "" without
+    ``predictions.jsonl``."""
+    predictions = _read_predictions(eval_dir / "predictions.jsonl")
+    if not predictions or per_kind <= 0:
+        return ""
+    mistakes, correct = pick_gallery(predictions, per_kind)
+    colours = label_colours(str(ls.get("label")) for p in predictions for ls in p["labels"][:1])
+    wrong_total = sum(1 for p in predictions if p.get("correct") is False)
+    right_total = sum(1 for p in predictions if p.get("correct") is True)
+    out = [f'<h3>Sample predictions</h3><p class="note">The most confident of {wrong_total} mistakes and '
+           f'{right_total} correct predictions; frames at the centres of {GALLERY_FRAMES} equal parts of each video.</p>']
+    for title, items in ((f"Mistakes ({len(mistakes)} of {wrong_total})", mistakes),
+                         (f"Correct ({len(correct)} of {right_total})", correct)):
+        if items:
+            out.append(f"<h4>{_e(title)}</h4><div class=\"cards\">"
+                       + "".join(_gallery_card(i, eval_dir, thumbnails, colours) for i in items) + "</div>")
+    return "".join(out)
+
+
 # -- the page -------------------------------------------------------------------------------------
 
 
@@ -571,25 +790,31 @@ def build_report(
     labels_dir: str | os.PathLike[str] | None = None,
     eval_dir: str | os.PathLike[str] | None = None,
     run_dir: str | os.PathLike[str] | None = None,
+    data: str | os.PathLike[str] | None = None,
     title: str | None = None,
     max_videos: int | None = DEFAULT_MAX_VIDEOS,
     thumbnails: bool = True,
+    gallery: int = DEFAULT_GALLERY,
 ) -> str:
     """The report as one HTML string (see the module docstring for its sections)."""
     from falv import __version__
 
-    if labels_dir is None and eval_dir is None and run_dir is None:
-        raise ReportError("nothing to report: give a labels folder, an evaluation folder or a training run")
+    if labels_dir is None and eval_dir is None and run_dir is None and data is None:
+        raise ReportError("nothing to report: give a labels folder, an evaluation folder, a training run "
+                          "or a dataset")
     sections, nav = [], []
     if labels_dir is not None:
         sections.append(labels_section(labels_dir, max_videos=max_videos, thumbnails=thumbnails))
         nav.append(("labels", "Labels"))
     if eval_dir is not None:
-        sections.append(evaluation_section(eval_dir))
+        sections.append(evaluation_section(eval_dir, gallery=gallery, thumbnails=thumbnails))
         nav.append(("evaluation", "Evaluation"))
     if run_dir is not None:
         sections.append(training_section(run_dir))
         nav.append(("training", "Training"))
+    if data is not None:
+        sections.append(dataset_section(data))
+        nav.append(("dataset", "Dataset"))
     title = title or "falv report"
     stamp = time.strftime("%Y-%m-%d %H:%M")
     links = "".join(f'<a href="#{anchor}">{_e(name)}</a>' for anchor, name in nav)
@@ -608,21 +833,25 @@ def write_report(
     labels_dir: str | os.PathLike[str] | None = None,
     eval_dir: str | os.PathLike[str] | None = None,
     run_dir: str | os.PathLike[str] | None = None,
+    data: str | os.PathLike[str] | None = None,
     title: str | None = None,
     max_videos: int | None = DEFAULT_MAX_VIDEOS,
     thumbnails: bool = True,
+    gallery: int = DEFAULT_GALLERY,
 ) -> Path:
     """Write one self-contained HTML report (atomically) and return its path.
 
     ``labels_dir``: a ``falv label`` output folder (or its ``labels.jsonl``);
     ``eval_dir``: a ``falv evaluate`` output folder; ``run_dir``: a training run
-    folder. At least one is needed. ``max_videos`` bounds the video cards (and
-    thumbnails decoded); ``thumbnails=False`` decodes nothing.
+    folder; ``data``: a dataset source (its class distribution). At least one is
+    needed. ``max_videos`` bounds the video cards (and thumbnails decoded);
+    ``gallery`` the evaluation's sample predictions of each kind; ``thumbnails=False``
+    decodes nothing.
     """
     from falv.hub.io import atomic_write_text
 
-    text = build_report(labels_dir=labels_dir, eval_dir=eval_dir, run_dir=run_dir, title=title,
-                        max_videos=max_videos, thumbnails=thumbnails)
+    text = build_report(labels_dir=labels_dir, eval_dir=eval_dir, run_dir=run_dir, data=data, title=title,
+                        max_videos=max_videos, thumbnails=thumbnails, gallery=gallery)
     path = Path(out_html)
     atomic_write_text(path, text)
     return path

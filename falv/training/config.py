@@ -18,6 +18,7 @@ from falv.errors import ConfigError
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 METRICS = ("auto", "val_top1", "val_loss", "val_map")
 FLIP = ("auto", "on", "off")
+SCHEDULERS = ("cosine", "step", "plateau")
 
 
 @dataclass
@@ -41,7 +42,12 @@ class TrainConfig:
     batch_size: int = 16              # global batch (split across processes)
     accumulate: int = 1               # micro-batches per optimizer step
     lr: float | None = None           # None: 1e-3 x batch x accumulate / 16 from scratch, a tenth of it fine-tuning
-    min_lr: float = 1e-5
+    min_lr: float = 1e-5              # floor of every scheduler
+    scheduler: str = "cosine"         # after warm-up: cosine decay, step decay, or reduce on plateau
+    step_epochs: float | None = None  # step: epochs between decays (None: a third of the epochs)
+    step_gamma: float = 0.1           # step: factor per decay
+    plateau_patience: int = 2         # plateau: validations without improvement tolerated
+    plateau_factor: float = 0.1       # plateau: factor per reduction
     weight_decay: float = 0.05
     warmup_epochs: float | None = None  # None: 10% of the epochs (at least one)
     label_smoothing: float = 0.1
@@ -55,6 +61,8 @@ class TrainConfig:
     # augmentation
     scale: tuple[float, float] = (0.5, 1.0)  # random resized crop area range
     flip: str = "off"                 # horizontal flip: off by default (direction classes flip meaning)
+    color_jitter: float = 0.0         # brightness/contrast/saturation factors in [1-s, 1+s] per clip (0: off)
+    rotate: float = 0.0               # one rotation in [-deg, deg] per clip (0: off)
     # validation, stopping, checkpoints
     metric: str = "auto"              # val_top1 (single-label) / val_map (multi-label)
     patience: int | None = None       # early stopping: epochs without improvement
@@ -90,6 +98,14 @@ class TrainConfig:
             raise ConfigError("mixup and cutmix alphas must not be negative")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise ConfigError(f"ema decay must be in (0, 1), got {self.ema}")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if self.step_epochs is not None and self.step_epochs <= 0:
+            raise ConfigError(f"step_epochs must be positive, got {self.step_epochs}")
+        if not 0.0 < self.step_gamma <= 1.0 or not 0.0 < self.plateau_factor < 1.0:
+            raise ConfigError("step_gamma must be in (0, 1] and plateau_factor in (0, 1)")
+        if self.plateau_patience < 0 or self.min_lr < 0:
+            raise ConfigError("plateau_patience and min_lr must not be negative")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience must be at least 1, got {self.patience}")
         if not 0 < self.scale[0] <= self.scale[1] <= 1:

@@ -1,7 +1,7 @@
 """The training loop: ``falv train`` and :func:`train`.
 
 ``entry -> clip (seeded) -> augment -> batch -> [mixup/cutmix] -> model (autocast) ->
-soft-target loss -> (accumulate) -> clip grads -> AdamW step at lr_at(step) -> [EMA]``,
+soft-target loss -> (accumulate) -> clip grads -> AdamW step at scheduled_lr(step) -> [EMA]``,
 validation every epoch, the best weights kept as a falv model directory and a
 checkpoint written atomically at the end of every epoch (and on Ctrl-C).
 
@@ -38,7 +38,7 @@ from falv.training.checkpoint import latest_checkpoint, load_checkpoint, save_ch
 from falv.training.config import TrainConfig, default_epochs, default_lr
 from falv.training.ema import ModelEMA
 from falv.training.mixing import mix_batch, soft_loss, soft_targets
-from falv.training.schedule import lr_at, param_groups
+from falv.training.schedule import PlateauTracker, param_groups, scheduled_lr
 from falv.training.split import stratified_split
 
 logger = logging.getLogger(__name__)
@@ -358,7 +358,8 @@ class Trainer:
         epochs = config.epochs or default_epochs(len(self.train_src))
         lr = config.lr or default_lr(config.batch_size, config.accumulate, fine_tune=config.init is not None)
         warmup = config.warmup_epochs if config.warmup_epochs is not None else max(1.0, round(0.1 * epochs, 2))
-        self.config = cfg = replace(config, epochs=epochs, lr=lr, warmup_epochs=warmup)
+        step_epochs = config.step_epochs or max(1.0, round(epochs / 3, 2))
+        self.config = cfg = replace(config, epochs=epochs, lr=lr, warmup_epochs=warmup, step_epochs=step_epochs)
         self.metric = _metric_name(cfg, self.multilabel)
         if self.metric == "val_map" and not self.multilabel:
             raise ConfigError("val_map needs multi-label data; use val_top1 or val_loss")
@@ -386,7 +387,8 @@ class Trainer:
 
         cfg, mcfg = self.config, self.model.config
         size, mean, std = mcfg.image_size, tuple(mcfg.image_mean), tuple(mcfg.image_std)
-        ttf = train_transform(crop_size=size, scale=cfg.scale, flip=cfg.flip == "on", mean=mean, std=std)
+        ttf = train_transform(crop_size=size, scale=cfg.scale, flip=cfg.flip == "on", mean=mean, std=std,
+                              color_jitter=cfg.color_jitter, rotate=cfg.rotate)
         etf = eval_transform(shortest_edge=size, mean=mean, std=std)
         self.cache = _cache_budget(cfg, self.train_src, ttf.shortest_edge or size)
         val_cache = self.cache and int(self.cache * len(self.val_src) / max(1, len(self.train_src))) + 2**20
@@ -523,7 +525,10 @@ class Trainer:
 
     def _rate(self, step: int) -> float:
         cfg = self.config
-        return lr_at(step, self.total_steps, self.warmup_steps, cfg.lr, min(cfg.min_lr, cfg.lr))
+        return scheduled_lr(cfg.scheduler, step, self.total_steps, self.warmup_steps, cfg.lr,
+                            min(cfg.min_lr, cfg.lr), steps_per_epoch=self.steps_per_epoch,
+                            step_epochs=cfg.step_epochs, gamma=cfg.step_gamma,
+                            scale=self.state.get("lr_scale", 1.0))
 
     def _accumulate(self, micro_batches: list[Any], rng: np.random.Generator, sums: list[float]) -> float:
         """Forward and backward over the micro-batches of one step; returns the step's mean loss."""
@@ -571,12 +576,15 @@ class Trainer:
         judged = self.ema.module if self.ema is not None else self.model
         figures = validate(judged, self.val_ds, self.ctx, self.amp, self.micro, self.multilabel)
         value = figures[self.metric]
-        if _better(self.metric, value, state["best"], cfg.min_delta):
+        improved = _better(self.metric, value, state["best"], cfg.min_delta)
+        if improved:
             state.update(best=value, best_epoch=epoch, bad_epochs=0)
             if self.ctx.is_main:
                 _save_best(judged, self.run_dir / "best")
         else:
             state["bad_epochs"] += 1
+        if cfg.scheduler == "plateau":  # judged on the same metric as the best checkpoint
+            PlateauTracker(cfg.plateau_factor, cfg.plateau_patience).update(state, improved)
         return figures
 
 

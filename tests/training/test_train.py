@@ -166,3 +166,24 @@ def test_fine_tune_from_a_transformers_timesformer(synth_set, tmp_path):
     assert model.config.labels == (synth_set / "labels.txt").read_text().split()
     saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
     assert saved["lr"] == pytest.approx(1e-3 * 4 / 16 / 10)  # linear scaling, a tenth when fine-tuning
+
+
+@pytest.mark.parametrize("scheduler,expected", [
+    ("step", [1.0, 0.5, 0.25, 0.125]),     # halved every epoch
+    ("plateau", [1.0, 1.0, 0.5, 0.25]),    # epoch 1 is the best; every later validation is a plateau
+])
+def test_step_and_plateau_schedulers_drive_the_run_and_survive_a_resume(synth_set, tmp_path, scheduler, expected):
+    kw = dict(epochs=4, scheduler=scheduler, warmup_epochs=0, min_lr=0.0, step_epochs=1, step_gamma=0.5,
+              plateau_patience=0, plateau_factor=0.5, metric="val_loss", min_delta=10.0)
+
+    def stop_at(step):
+        if step == 9:  # mid-epoch 3, after the plateau reduction
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train(_config(synth_set, tmp_path / "run", **kw), on_step=stop_at, echo=None)
+    train(TrainConfig(out=str(tmp_path / "run")), resume=True, echo=None)
+    steps = _events(tmp_path / "run", "step")
+    assert len(steps) == 16  # 4 steps an epoch
+    for event in steps:
+        assert event["lr"] == pytest.approx(3e-3 * expected[event["epoch"] - 1]), event
