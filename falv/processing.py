@@ -128,12 +128,16 @@ class FALImageProcessor:
         """From a falv or TimeSformer directory / hub id: its preprocessor config, else its model config."""
         from falv.hub.load import load_config, load_preprocessor_config
 
+        from falv.errors import CheckpointError
+
         data = load_preprocessor_config(path_or_id, **hub)
-        base = cls.from_config(load_config(path_or_id, **hub))
         if data is None:
-            return base
+            return cls.from_config(load_config(path_or_id, **hub))
         # what the preprocessor config gives wins; what it leaves out comes from the model config
-        merged = base.to_dict()
+        try:
+            merged = cls.from_config(load_config(path_or_id, **hub)).to_dict()
+        except CheckpointError:  # another family's config (e.g. the CNN baseline): the file alone
+            merged = {}
         merged.update({k: v for k, v in data.items() if v is not None})
         return cls.from_dict(merged)
 
