@@ -323,7 +323,8 @@ def calibration_clips(source: str | os.PathLike, model: Any, processor: Any, *, 
     spec = ModelSpec(num_frames=int(model.config.num_frames), short_side=int(processor.size["shortest_edge"]),
                      crop=(int(processor.crop_size["height"]), int(processor.crop_size["width"])),
                      mean=tuple(processor.image_mean), std=tuple(processor.image_std),
-                     rescale=processor.rescale_factor)
+                     rescale=processor.rescale_factor,
+                     clip_seconds=getattr(model.config, "clip_seconds", None))  # the windows falv label plans
     options = LabelOptions(clips=clips_per_video)
     clips: list[Any] = []
     for path in found.paths:

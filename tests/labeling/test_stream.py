@@ -484,4 +484,6 @@ def test_the_window_defaults_to_the_models_clip_duration(tmp_path) -> None:
     events, _ = _collect(str(fifo), model, stride=0.4, timeout=20)  # no window: the model's 0.8 s
     writer.join(10)
     plan = plan_windows(50 / FPS, FPS, 8, window=0.8, stride=0.4)
-    assert [(w["start"], w["end"]) for w in events if w["type"] == "window"] == [(p.start, p.end) for p in plan]
+    got = [(w["start"], w["end"]) for w in events if w["type"] == "window"]
+    assert len(got) == len(plan) == 4
+    assert got == [pytest.approx((p.start, p.end)) for p in plan]
