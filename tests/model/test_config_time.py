@@ -102,3 +102,25 @@ def test_timesformer_checkpoints_get_their_documented_sampling(frames, labels, s
                                       "id2label": {str(i): f"c{i}" for i in range(labels)}})
     assert config.sampling == sampling
     assert timesformer_sampling(12, 400) is None  # not a documented checkpoint: unknown
+
+
+def test_convert_keeps_or_overrides_the_sampling(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from click.testing import CliRunner
+
+    from falv import FALForVideoClassification
+    from falv.cli.main import cli
+
+    # a tiny TimeSformer of 4 frames: no documented sampling, so unknown unless given
+    hf = transformers.TimesformerForVideoClassification(transformers.TimesformerConfig(
+        image_size=32, patch_size=8, num_frames=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+        intermediate_size=64, num_labels=3)).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    assert FALForVideoClassification.from_pretrained(tmp_path / "hf").config.sampling is None
+    result = CliRunner().invoke(cli, ["convert", str(tmp_path / "hf"), str(tmp_path / "out"), "--sampling", "4x8@30"])
+    assert result.exit_code == 0, result.output
+    assert "clips of 1.07 s" in result.output
+    config = FALForVideoClassification.from_pretrained(tmp_path / "out").config
+    assert config.sampling == ClipSampling(mode="dense", frame_stride=8, fps=30.0, source="user")
+    bad = CliRunner().invoke(cli, ["convert", str(tmp_path / "hf"), str(tmp_path / "x"), "--sampling", "soon"])
+    assert bad.exit_code == 2 and "cannot read sampling" in bad.output
