@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "FALConfig": "falv.config",
+    "ClipSampling": "falv.config",
     "ATTENTION_TYPES": "falv.config",
     "FALForVideoClassification": "falv.model.transformer",
     "FALVideoClassifierForVideoClassification": "falv.model.transformer",
@@ -31,7 +32,7 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from falv.config import ATTENTION_TYPES, FALConfig
+    from falv.config import ATTENTION_TYPES, ClipSampling, FALConfig
     from falv.hub.convert import convert
     from falv.labeling.engine import LabelOptions, label
     from falv.model.presets import PRESETS, preset

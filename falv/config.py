@@ -9,7 +9,9 @@ the other. The config round-trips through JSON exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,100 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+#: How a model's clips were spaced in time (:class:`ClipSampling`).
+SAMPLING_MODES = ("dense", "uniform")
+
+
+@dataclass(frozen=True)
+class ClipSampling:
+    """How the frames of a model's training clips were spaced in time, stored in config.json
+    as ``sampling``; labeling, evaluation, serving and streaming plan windows of
+    :meth:`seconds` by default (docs/model.md, "Clip sampling").
+
+    - ``mode="dense"``: ``num_frames`` frames ``frame_stride`` source frames apart at ``fps``
+      (PySlowFast's ``NUM_FRAMES x SAMPLING_RATE``; TimeSformer on Kinetics: 8 x 32 at 30 fps),
+      a clip of ``num_frames * frame_stride / fps`` seconds.
+    - ``mode="uniform"``: TSN segment sampling, ``num_frames`` frames spread evenly over a
+      clip of ``clip_seconds`` (falv train: over each whole training clip; it records the
+      duration that 9 in 10 training clips fit in). ``clip_seconds=None``: clips were whole
+      videos of any length (Something-Something v2); the model has no window of its own and
+      a video is cut into ``--clips`` equal parts, as falv did before sampling was recorded.
+
+    ``source`` says where the numbers come from (free text, e.g. ``"falv train"``).
+    """
+
+    mode: str = "uniform"
+    clip_seconds: float | None = None
+    frame_stride: int | None = None
+    fps: float | None = None
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("sampling mode", self.mode, SAMPLING_MODES)
+        if self.mode == "dense":
+            if isinstance(self.frame_stride, bool) or not isinstance(self.frame_stride, int) or self.frame_stride < 1:
+                raise ConfigError(f"dense sampling needs frame_stride >= 1 (frames), got {self.frame_stride!r}")
+            if not _positive_number(self.fps):
+                raise ConfigError(f"dense sampling needs fps > 0 (the rate frame_stride counts at), got {self.fps!r}")
+            if self.clip_seconds is not None:
+                raise ConfigError("dense sampling gives its duration by frame_stride and fps; drop clip_seconds")
+        else:
+            if self.frame_stride is not None or self.fps is not None:
+                raise ConfigError("uniform sampling takes clip_seconds, not frame_stride/fps (that is mode='dense')")
+            if self.clip_seconds is not None and not _positive_number(self.clip_seconds):
+                raise ConfigError(f"clip_seconds must be a number > 0, got {self.clip_seconds!r}")
+        if self.fps is not None:
+            object.__setattr__(self, "fps", float(self.fps))
+        if self.clip_seconds is not None:
+            object.__setattr__(self, "clip_seconds", float(self.clip_seconds))
+
+    def seconds(self, num_frames: int) -> float | None:
+        """Duration of one clip of ``num_frames`` frames (None: a clip is a whole video)."""
+        if self.mode == "dense":
+            return num_frames * self.frame_stride / self.fps  # type: ignore[operator]
+        return self.clip_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_any(cls, value: Any) -> ClipSampling | None:
+        """A ClipSampling from itself, its dict (config.json) or None."""
+        if value is None or isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"sampling must be an object like {{\"mode\": \"dense\", \"frame_stride\": 32, "
+                              f"\"fps\": 30}}, got {value!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ConfigError(f"unknown sampling field(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        return cls(**value)
+
+    @classmethod
+    def parse(cls, text: str) -> ClipSampling:
+        """From a command-line value: ``FxS@FPS`` / ``S@FPS`` (dense, stride S at FPS, e.g. ``8x32@30``
+        or ``32@30``), ``2.5s`` or ``2.5`` (uniform over 2.5-second clips), or ``video`` (whole videos)."""
+        t = text.strip().lower()
+        if t in ("video", "whole", "none"):
+            return cls(mode="uniform", clip_seconds=None, source="user")
+        try:
+            if "@" in t:
+                stride, fps = t.split("@", 1)
+                numbers: dict[str, Any] = {"mode": "dense", "frame_stride": int(stride.split("x", 1)[-1]),
+                                           "fps": float(fps)}
+            else:
+                numbers = {"mode": "uniform", "clip_seconds": float(t.removesuffix("s"))}
+        except ValueError:
+            raise ConfigError(f"cannot read sampling {text!r}: give STRIDE@FPS (e.g. 32@30), SECONDS (e.g. 2.5s) "
+                              "or 'video'") from None
+        return cls(**numbers, source="user")
+
+
+def _positive_number(x: Any) -> bool:
+    return not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     """Return ``value`` if it is one of ``choices``, else raise a ConfigError listing them."""
     if value not in choices:
@@ -47,12 +143,38 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def default_id2label(num_labels: int) -> dict[int, str]:
+    """``{0: "LABEL_0", ...}``: transformers' names for ``num_labels`` unnamed classes."""
+    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
+        raise ConfigError(f"num_labels must be an integer >= 1, got {num_labels!r}")
+    return {i: f"LABEL_{i}" for i in range(num_labels)}
+
+
+def accepts_num_labels(cls):  # type: ignore[no-untyped-def]
+    """Let a config dataclass take ``num_labels=N`` as transformers' configs do: without
+    ``id2label`` the labels are ``LABEL_0`` ... ``LABEL_{N-1}``; with it, N must match."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, num_labels: int | None = None, **kwargs: Any) -> None:
+        if num_labels is not None:
+            if kwargs.get("id2label") is None:
+                kwargs["id2label"] = default_id2label(num_labels)
+            elif len(kwargs["id2label"]) != num_labels:
+                raise ConfigError(f"num_labels={num_labels} but id2label has {len(kwargs['id2label'])} labels")
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
 class LabelFields:
     """Label, problem-type and preprocessing handling, and config.json writing, shared by the
     configs of falv's models (:class:`FALConfig` and the CNN baseline's), so the trainer and
     the labeler read either. Subclasses provide ``to_dict``.
     The dataclass using it declares ``id2label``, ``label2id``, ``problem_type``,
-    ``image_mean``, ``image_std``, ``num_channels`` and ``thresholds``."""
+    ``image_mean``, ``image_std``, ``num_channels``, ``num_frames``, ``thresholds``, ``temperature``
+    and ``sampling``."""
 
     id2label: dict[int, str]
     label2id: dict[str, int]
@@ -61,6 +183,9 @@ class LabelFields:
     image_std: tuple[float, ...]
     num_channels: int
     thresholds: list[float] | None
+    temperature: float | None
+    sampling: ClipSampling | None
+    num_frames: int
 
     def _normalise_labels(self) -> None:
         """JSON gives string keys and lists: back to ``{int: str}``, ``{str: int}`` and tuples."""
@@ -71,6 +196,11 @@ class LabelFields:
             self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
         self.image_mean = tuple(float(x) for x in self.image_mean)
         self.image_std = tuple(float(x) for x in self.image_std)
+        self.sampling = ClipSampling.from_any(self.sampling)
+        if self.thresholds is not None:
+            self.thresholds = [float(x) for x in self.thresholds]
+        if self.temperature is not None and not isinstance(self.temperature, bool):
+            self.temperature = float(self.temperature) if isinstance(self.temperature, (int, float)) else self.temperature
 
     def _validate_labels(self) -> None:
         check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
@@ -82,10 +212,27 @@ class LabelFields:
             raise ConfigError("image_mean and image_std need one value per channel")
         if self.thresholds is not None and len(self.thresholds) != self.num_labels:
             raise ConfigError(f"thresholds has {len(self.thresholds)} values for {self.num_labels} labels")
+        if self.thresholds is not None and not all(math.isfinite(t) for t in self.thresholds):
+            raise ConfigError(f"thresholds must be finite numbers, got {self.thresholds}")
+        if self.temperature is not None and not _positive_number(self.temperature):
+            raise ConfigError(f"temperature must be a number > 0, got {self.temperature!r}")
 
     @property
     def num_labels(self) -> int:
         return len(self.id2label)
+
+    @num_labels.setter
+    def num_labels(self, value: int) -> None:
+        """As transformers' configs: a new label count renames the labels ``LABEL_0``..."""
+        if value != self.num_labels:
+            self.id2label = default_id2label(value)
+            self.label2id = {v: k for k, v in self.id2label.items()}
+            self.thresholds = None
+
+    @property
+    def clip_seconds(self) -> float | None:
+        """Seconds one clip of this model spans (:class:`ClipSampling`); None when unknown or a whole video."""
+        return None if self.sampling is None else self.sampling.seconds(self.num_frames)
 
     @property
     def labels(self) -> list[str]:
@@ -98,12 +245,19 @@ class LabelFields:
 
     def with_labels(self, labels: list[str]):  # -> the same config class
         """A copy with a new label set (e.g. fine-tuning on your own classes)."""
-        return dataclasses.replace(self, id2label=dict(enumerate(labels)), label2id={}, thresholds=None)
+        return dataclasses.replace(self, id2label=dict(enumerate(labels)), label2id={}, thresholds=None,
+                                   temperature=None)
 
     def _labels_to_dict(self, out: dict[str, Any]) -> dict[str, Any]:
         out["id2label"] = {str(k): v for k, v in self.id2label.items()}
         out["image_mean"] = list(self.image_mean)
         out["image_std"] = list(self.image_std)
+        # written only when known, so configs without them stay as they were
+        for name in ("sampling", "temperature"):
+            if getattr(self, name) is None:
+                out.pop(name, None)
+        if self.sampling is not None:
+            out["sampling"] = self.sampling.to_dict()
         from falv import __version__
 
         out["falv_version"] = __version__
@@ -121,6 +275,7 @@ class LabelFields:
         return path
 
 
+@accepts_num_labels
 @dataclass
 class FALConfig(LabelFields):
     """Configuration of :class:`falv.FALForVideoClassification`.
@@ -162,8 +317,14 @@ class FALConfig(LabelFields):
     # Preprocessing, saved with the model so inference needs no guessed flags.
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
     image_std: tuple[float, float, float] = IMAGENET_STD
-    # Multi-label decision thresholds, per class (None: 0.5 everywhere).
+    # Multi-label decision thresholds, per class (None: 0.5 everywhere); falv train tunes them.
     thresholds: list[float] | None = None
+    # Temperature scaling (Guo et al., 2017): scores are softmax/sigmoid(logits / temperature);
+    # falv train fits it on the validation split. None: 1.
+    temperature: float | None = None
+    # How the training clips were spaced in time (ClipSampling); None: unknown (falv before 0.x,
+    # then a clip is taken to span the whole video).
+    sampling: ClipSampling | None = None
     model_type: str = MODEL_TYPE
 
     def __post_init__(self) -> None:
@@ -226,7 +387,7 @@ class FALConfig(LabelFields):
     def from_dict(cls, data: dict[str, Any]) -> FALConfig:
         """Build from a dict; keys that are not fields (e.g. ``architectures``) are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs = {k: v for k, v in data.items() if k in names or k == "num_labels"}
         if kwargs.get("model_type", MODEL_TYPE) != MODEL_TYPE:
             raise ConfigError(
                 f"config has model_type {kwargs['model_type']!r}, expected {MODEL_TYPE!r}; "

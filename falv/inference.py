@@ -358,6 +358,24 @@ def fold_attention_scales(model: nn.Module) -> int:
     return count
 
 
+# -- scores ----------------------------------------------------------------------------------------
+
+
+def scores_from_logits(logits: torch.Tensor, multilabel: bool, temperature: float | None = 1.0) -> torch.Tensor:
+    """Class scores of ``logits``: ``softmax(logits / T)``, or ``sigmoid(logits / T)`` for
+    multi-label models (temperature scaling, Guo et al. 2017; ``T`` = 1 or None: raw scores).
+    ``T`` is the model's ``config.temperature``, fitted by ``falv train`` on its validation split."""
+    z = logits if temperature in (None, 1.0) else logits / temperature
+    return torch.sigmoid(z) if multilabel else torch.softmax(z, dim=-1)
+
+
+def config_scores(logits: torch.Tensor, config: Any, temperature: float | None = None) -> torch.Tensor:
+    """:func:`scores_from_logits` with the model ``config``'s problem type and temperature
+    (``temperature`` overrides it; 1 gives the raw scores)."""
+    t = temperature if temperature is not None else getattr(config, "temperature", None)
+    return scores_from_logits(logits, bool(config.is_multilabel), t)
+
+
 # -- the prepared model ---------------------------------------------------------------------------
 
 
@@ -412,6 +430,12 @@ class InferenceModel:
         return out.logits.float(), out.embeddings.float()
 
     __call__ = predict
+
+    def predict_scores(self, pixel_values: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        """``(B, T, C, H, W)`` clips -> calibrated class scores ``(B, K)`` float32: softmax (sigmoid
+        for multi-label models) of the logits over the config's temperature (:func:`config_scores`)."""
+        logits, _ = self.predict(pixel_values)
+        return config_scores(logits, self.model.config, temperature)
 
 
 def prepare_for_inference(

@@ -128,10 +128,32 @@ class FALImageProcessor:
         """From a falv or TimeSformer directory / hub id: its preprocessor config, else its model config."""
         from falv.hub.load import load_config, load_preprocessor_config
 
+        from falv.errors import CheckpointError
+
         data = load_preprocessor_config(path_or_id, **hub)
         if data is None:
             return cls.from_config(load_config(path_or_id, **hub))
-        return cls.from_dict(data)
+        # what the preprocessor config gives wins; what it leaves out comes from the model config
+        try:
+            merged = cls.from_config(load_config(path_or_id, **hub)).to_dict()
+        except CheckpointError:  # another family's config (e.g. the CNN baseline): the file alone
+            merged = {}
+        merged.update({k: v for k, v in data.items() if v is not None})
+        return cls.from_dict(merged)
+
+    @classmethod
+    def from_model_dir(cls, path_or_id: str | os.PathLike, **hub: Any) -> FALImageProcessor | None:
+        """:meth:`from_pretrained` where the model has a preprocessor config
+        (``preprocessor_config.json``, as transformers directories do), else None (then the
+        model config's values apply)."""
+        from falv.hub.load import load_preprocessor_config
+
+        try:
+            if load_preprocessor_config(path_or_id, **hub) is None:
+                return None
+        except Exception:  # a .pyth file or an id we cannot resolve: the loader reports it
+            return None
+        return cls.from_pretrained(path_or_id, **hub)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -14,7 +14,12 @@ import click
               help="Text file with one class name per line (for .pyth checkpoints, which carry none).")
 @click.option("--num-heads", type=int, default=None,
               help="Attention heads of a .pyth checkpoint, if not hidden_size/64.")
-def convert(source: str, destination: Path, labels_file: Path | None, num_heads: int | None) -> None:
+@click.option("--sampling", default=None,
+              help="The checkpoint's clip sampling instead of its documented one: STRIDE@FPS (e.g. 32@30 or "
+                   "8x32@30: frames 32 apart at 30 fps), SECONDS (e.g. 2.5s: frames spread over 2.5-second "
+                   "clips) or 'video' (over whole videos).")
+def convert(source: str, destination: Path, labels_file: Path | None, num_heads: int | None,
+            sampling: str | None) -> None:
     """Convert SOURCE (a transformers TimeSformer directory or hub id, or an original
     TimeSformer .pyth file) into a falv model directory DESTINATION."""
     from falv.hub.convert import convert as run_convert
@@ -22,9 +27,21 @@ def convert(source: str, destination: Path, labels_file: Path | None, num_heads:
     labels = None
     if labels_file is not None:
         labels = [line.strip() for line in labels_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    overrides = {"num_attention_heads": num_heads} if num_heads else {}
+    from falv.config import ClipSampling
+    from falv.errors import ConfigError
+
+    overrides: dict = {"num_attention_heads": num_heads} if num_heads else {}
+    if sampling is not None:
+        try:
+            overrides["sampling"] = ClipSampling.parse(sampling)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="--sampling") from None
     out = run_convert(source, destination, labels=labels, **overrides)
     from falv.hub.load import load_config
 
     cfg = load_config(out)
-    click.echo(f"wrote {out} ({cfg.attention_type}, {cfg.num_frames}x{cfg.image_size}, {cfg.num_labels} labels)")
+    seconds = cfg.clip_seconds
+    clip = ("clip sampling unknown" if cfg.sampling is None else
+            "clips of whole videos" if seconds is None else f"clips of {seconds:.3g} s")
+    click.echo(f"wrote {out} ({cfg.attention_type}, {cfg.num_frames}x{cfg.image_size}, {cfg.num_labels} labels, "
+               f"{clip})")

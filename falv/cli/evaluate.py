@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from falv.cli.configfile import config_option, write_resolved_config
-from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options
+from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options, model_time_options
 
 
 @click.command()
@@ -23,7 +23,8 @@ from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options
 @click.option("--split", default=None,
               help="Split of --data (default: test where the layout has splits; validation for SSv2).")
 @click.option("--clips", default="1", show_default=True,
-              help="Temporal clips per video; several (1,2,4) run one evaluation each, the last is the headline.")
+              help="Temporal clips per video: windows of the model's clip duration spread over it; several "
+                   "(1,2,4) run one evaluation each, the last is the headline.")
 @click.option("--crops", default="1", show_default=True,
               help="Spatial crops per clip: 1 (centre) or 3 (along the long side); 1,3 runs both.")
 @click.option("--untrimmed", type=click.Path(exists=True, path_type=Path), default=None,
@@ -31,7 +32,8 @@ from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options
 @click.option("--untrimmed-subset", default=None,
               help="Only this subset of the ground truth (default: every video with annotations).")
 @click.option("--window", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Untrimmed videos: sliding-window seconds (default: the model's frames / 4).")
+              help="Untrimmed videos: sliding-window seconds (default: the model's clip duration; "
+                   "without recorded sampling its frames / 4).")
 @click.option("--stride", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Untrimmed videos: window stride in seconds (default: --window / 2).")
 @click.option("--smoothing", default=1, show_default=True, type=click.IntRange(1),
@@ -40,11 +42,12 @@ from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options
               help="Untrimmed videos: drop segments shorter than this many seconds.")
 @click.option("--threshold", "segment_threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="Untrimmed videos: window scores below this are background.")
+@model_time_options
 @engine_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_subset, window, stride, smoothing,
-             min_duration, segment_threshold, batch_size, workers, timeout, precision, runtime, device,
-             quiet) -> int:
+             min_duration, segment_threshold, clip_seconds, temperature, batch_size, workers, timeout, precision,
+             runtime, device, quiet) -> int:
     """Evaluate a model on labeled videos (--data) and/or untrimmed videos (--untrimmed).
 
     Every video goes through the labeling engine with --clips x --crops views;
@@ -73,6 +76,7 @@ def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_sub
             untrimmed_subset=untrimmed_subset, window=window, stride=stride, smoothing=smoothing,
             min_duration=min_duration, segment_threshold=segment_threshold, workers=workers, batch_size=batch_size,
             timeout=timeout, precision=precision, runtime=runtime, device=device, progress=bar,
+            clip_seconds=clip_seconds, temperature=temperature,
         )
     finally:
         bar.close()
@@ -103,6 +107,11 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"top-1 {_number(result['top1'])}  top-5 {_number(result['top5'])}  F1 macro {_number(result['f1_macro'])}"
             f"{extra}  ({result['num_videos']} videos, {result['clips']} clip(s) x {result['crops']} crop(s))"
         )
+        cal = result.get("calibration")
+        if cal and cal.get("ece") is not None:
+            t = cal.get("temperature")
+            lines.append(f"expected calibration error ({cal['bins']} bins): {_number(cal['ece_uncalibrated'])} raw, "
+                         f"{_number(cal['ece'])} with temperature {'1 (none)' if t in (None, 1.0) else f'{t:g}'}")
     loc = result.get("localization")
     if loc:
         parts = "  ".join(f"{key} {_number(value)}" for key, value in loc.items() if key.startswith("mAP"))

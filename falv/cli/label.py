@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import click
 
 from falv.cli.configfile import config_option, write_resolved_config
-from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options
+from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options, model_time_options
 
 FORMAT_CHOICES = ("jsonl", "csv", "label-studio", "fiftyone", "activitynet", "webvtt")
 
@@ -36,12 +37,13 @@ def _formats(value: tuple[str, ...]) -> list[str]:
 @click.option("--format", "-f", "formats", multiple=True, default=("jsonl",), show_default=True,
               help=f"Output formats, repeatable or comma-separated: {', '.join(FORMAT_CHOICES)}.")
 @click.option("--clips", default=None, type=click.IntRange(1),
-              help="Temporal clips spread over each video (default 1); video scores are their average. "
-                   "With --window: that many windows of --window seconds spread over the video.")
+              help="K windows of the model's clip duration spread over each video (default: such windows side "
+                   "by side over the whole video); video scores are their average. With --window: K windows "
+                   "of --window seconds.")
 @click.option("--crops", default=1, show_default=True, type=click.Choice(["1", "3"]),
               help="Spatial crops per clip (3: along the long side).")
 @click.option("--window", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Sliding windows of this many seconds instead of --clips.")
+              help="Sliding windows of this many seconds instead of the model's clip duration.")
 @click.option("--stride", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stride of the sliding windows in seconds (default: --window).")
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1), help="Labels kept per video and window.")
@@ -52,12 +54,16 @@ def _formats(value: tuple[str, ...]) -> list[str]:
 @click.option("--min-duration", default=0.0, show_default=True, type=click.FloatRange(0),
               help="Drop segments shorter than this many seconds.")
 @click.option("--embeddings", is_flag=True, help="Also write clip and video embeddings (safetensors).")
+@click.option("--thresholds", "class_thresholds", default=None,
+              help="Multi-label models: decision thresholds instead of the config's tuned ones: one number for "
+                   "every class, or CLASS=T pairs, comma-separated (the other classes keep theirs).")
+@model_time_options
 @engine_options
 @click.option("--no-resume", is_flag=True, help="Label every input again even if labels.jsonl has it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, background_threshold, smoothing,
-          min_duration, embeddings, batch_size, workers, timeout, precision, runtime, device, no_resume,
-          quiet) -> int:
+          min_duration, embeddings, class_thresholds, clip_seconds, temperature, batch_size, workers, timeout,
+          precision, runtime, device, no_resume, quiet) -> int:
     """Label INPUTS (video files, folders, glob patterns, or .txt/.csv lists of paths).
 
     Writes DIR/labels.jsonl (one record per input, errors included) and the other
@@ -77,7 +83,8 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
         options = LabelOptions(clips=clips, crops=int(crops), window=window, stride=stride, top_k=top_k,
                                batch_size=batch_size, workers=workers, timeout=timeout, smoothing=smoothing,
                                min_duration=min_duration, background_threshold=background_threshold,
-                               embeddings=embeddings, precision=precision, device=device, runtime=runtime)
+                               embeddings=embeddings, precision=precision, device=device, runtime=runtime,
+                               clip_seconds=clip_seconds, temperature=temperature)
         if runtime != "torch":  # a precision or device the runtime lacks: a usage error (torch: checked by the run)
             check_runtime(runtime, precision, device)
     except ConfigError as exc:  # contradictory options: a usage error
@@ -87,8 +94,16 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
         click.echo(f"skipping {item}: {reason}", err=True)
     if not found.paths:
         raise click.UsageError("no input videos found")
+    from falv.processing import FALImageProcessor
+
     net = FALForVideoClassification.from_pretrained(model)
     net.name_or_path = model
+    processor = FALImageProcessor.from_model_dir(model)  # preprocessor_config.json where there is one
+    if class_thresholds is not None:
+        try:
+            options = dataclasses.replace(options, thresholds=parse_thresholds(class_thresholds, net.config))
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="--thresholds") from None
     if no_resume:
         _set_aside(out_dir)
     write_resolved_config(click.get_current_context(), out_dir, "label")
@@ -99,7 +114,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
     with click.progressbar(length=len(found.paths), label="labelling", file=sys.stderr,
                            item_show_func=lambda s: s, show_eta=True) if show else _NoBar() as bar:
         for record in run_label(found.paths, net, out_dir=out_dir, options=options, resume=not no_resume,
-                                copy_model=False):
+                                copy_model=False, processor=processor):
             if record.error is None:
                 ok += 1
             else:
@@ -129,6 +144,33 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
         for name, path in written.items():
             click.echo(f"{name}: {path}")
     return EXIT_SOME_FAILED if failed_total or unwritable else EXIT_OK
+
+
+def parse_thresholds(text: str, config) -> tuple[float, ...]:
+    """``--thresholds``: ``0.3`` (every class) or ``cat=0.3,dog=0.6`` (those classes; the others
+    keep the config's thresholds, 0.5 when it has none) -> one threshold per class."""
+    from falv.errors import ConfigError
+
+    text = text.strip()
+    if not config.is_multilabel:
+        raise ConfigError("thresholds apply to multi-label models only")
+    current = list(config.thresholds or [0.5] * config.num_labels)
+
+    def number(value: str) -> float:
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"cannot read thresholds {text!r}: give a number or CLASS=NUMBER pairs") from None
+
+    if "=" not in text:
+        return tuple([number(text)] * config.num_labels)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.rpartition("=")
+        if name not in config.label2id:
+            raise ConfigError(f"unknown class {name!r}; the model's classes: {', '.join(config.labels[:10])}"
+                              + (" ..." if config.num_labels > 10 else ""))
+        current[config.label2id[name]] = number(value)
+    return tuple(current)
 
 
 class _NoBar:

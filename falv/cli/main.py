@@ -78,6 +78,21 @@ def engine_options(fn: Any) -> Any:
     return fn
 
 
+def model_time_options(fn: Any) -> Any:
+    """Overrides of what the model's config says about time and scores (label, evaluate):
+    --clip-seconds (window duration) and --temperature (score calibration)."""
+    for option in reversed([
+        click.option("--clip-seconds", default=None, type=click.FloatRange(min=0, min_open=True),
+                     help="Seconds one clip of the model spans, instead of its config's sampling "
+                          "(e.g. 8.53 for 8 frames 32 apart at 30 fps). Windows have this duration."),
+        click.option("--temperature", default=None, type=click.FloatRange(min=0, min_open=True),
+                     help="Scores are softmax/sigmoid(logits / T); default: the config's fitted "
+                          "temperature; 1 gives the raw scores."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 # command name -> "module:function"; each module holds one click command.
 COMMANDS = {
     "convert": "falv.cli.convert:convert",

@@ -16,8 +16,8 @@ from falv.cli.main import EXIT_ERROR, EXIT_OK, precision_option
 @click.argument("source")
 @click.option("--model", "-m", required=True,
               help="falv directory, transformers TimeSformer directory or hub id, or a TimeSformer .pyth file.")
-@click.option("--window", required=True, type=click.FloatRange(min=0, min_open=True),
-              help="Window length in seconds.")
+@click.option("--window", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Window length in seconds (default: the model's clip duration, from its config's sampling).")
 @click.option("--stride", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds between window starts (default: --window; must not exceed it).")
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1), help="Labels per window line.")
@@ -60,7 +60,7 @@ def stream(source, model, window, stride, top_k, background_threshold, smoothing
     from falv.video.live import StreamSourceError, source_kind
 
     try:
-        options = LabelOptions(window=window, stride=stride, top_k=top_k, crops=int(crops), smoothing=smoothing,
+        options = LabelOptions(window=window, stride=stride if window is not None else None, top_k=top_k, crops=int(crops), smoothing=smoothing,
                                min_duration=min_duration, background_threshold=background_threshold,
                                precision=precision, device=device)
         source_kind(source)
@@ -71,8 +71,11 @@ def stream(source, model, window, stride, top_k, background_threshold, smoothing
     from falv.labeling.stream import label_stream  # torch: imported once the arguments are known good
     from falv.model.transformer import FALForVideoClassification
 
+    from falv.processing import FALImageProcessor
+
     net = FALForVideoClassification.from_pretrained(model)
     net.name_or_path = model
+    processor = FALImageProcessor.from_model_dir(model)  # preprocessor_config.json where there is one
 
     stop = threading.Event()
 
@@ -86,7 +89,7 @@ def stream(source, model, window, stride, top_k, background_threshold, smoothing
     try:
         events = label_stream(source, net, window=window, stride=stride, options=options, timeout=timeout,
                               reconnect=reconnect, retries=retries, max_lag=max_lag or None, stop=stop,
-                              timing=timing, copy_model=False)
+                              timing=timing, copy_model=False, processor=processor)
         out = sys.stdout
         for event in events:
             try:

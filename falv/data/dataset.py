@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from falv.data.sources import DatasetError, DatasetSource, VideoEntry, load_source
+from falv.config import ClipSampling
 from falv.errors import ConfigError, FalvError
 
 logger = logging.getLogger(__name__)
@@ -209,8 +210,9 @@ class VideoClipDataset(Dataset):
         frames = self._read(entry.path, timestamps)  # (T, H, W, 3) uint8
         return {"pixel_values": self._apply_transform(frames, seed), "labels": self.target(entry), "index": index}
 
-    def timestamps(self, entry: VideoEntry, rng: np.random.Generator | None = None) -> list[float]:
-        """Frame times (seconds from the first frame) for one clip of ``entry``."""
+    def clip_span(self, entry: VideoEntry) -> tuple[float, float, float]:
+        """``(start, end, fps)``: the part of ``entry`` its clips are sampled from (its
+        ``[start, end]`` segment within the video, else the whole video) and its frame rate."""
         duration, fps = self._duration_fps(entry)
         start = max(0.0, entry.start or 0.0)
         end = duration if entry.end is None else min(entry.end, duration)
@@ -220,6 +222,35 @@ class VideoClipDataset(Dataset):
                     f"{entry.path}: segment [{entry.start}, {entry.end}] starts after the end ({duration:g}s)"
                 )
             start, end = 0.0, duration
+        return start, end, fps
+
+    def sampling(self, max_videos: int = 256, quantile: float = 0.9) -> ClipSampling:
+        """How this dataset's clips space their frames in time, for the model's config
+        (:class:`falv.config.ClipSampling`): ``dense`` with ``frame_stride`` at the videos'
+        median frame rate, or ``uniform`` (TSN over each whole clip) with ``clip_seconds`` the
+        ``quantile`` of the clip durations (measured on up to ``max_videos`` entries spread
+        over the set; unreadable ones are left out): a video no longer than that is seen
+        whole, as in training, and longer ones in windows about as long as most clips."""
+        entries = self.source.entries[:: max(1, len(self.source) // max_videos)][:max_videos]
+        spans = []
+        for entry in entries:
+            try:
+                spans.append(self.clip_span(entry))
+            except (FalvError, OSError):
+                continue
+        if self.clip_sampling == "dense":
+            rates = [fps for _, _, fps in spans if fps > 0]
+            return ClipSampling(mode="dense", frame_stride=self.frame_stride,
+                                fps=float(np.median(rates)) if rates else 30.0, source="falv train")
+        lengths = [end - start for start, end, _ in spans if end > start]
+        if not lengths:
+            return ClipSampling(mode="uniform", clip_seconds=None, source="falv train")
+        seconds = float(np.quantile(np.asarray(lengths), quantile))
+        return ClipSampling(mode="uniform", clip_seconds=round(seconds, 3), source="falv train")
+
+    def timestamps(self, entry: VideoEntry, rng: np.random.Generator | None = None) -> list[float]:
+        """Frame times (seconds from the first frame) for one clip of ``entry``."""
+        start, end, fps = self.clip_span(entry)
         if self.clip_sampling == "dense":
             stride = self.frame_stride / (fps if fps > 0 else 30.0)
             return dense_timestamps(start, end, self.num_frames, stride, rng)

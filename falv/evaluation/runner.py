@@ -30,6 +30,7 @@ import numpy as np
 
 from falv.errors import ConfigError, FalvError
 from falv.evaluation import metrics as M
+from falv.evaluation.calibration import calibration_summary, undo_temperature
 from falv.evaluation.localization import DEFAULT_TIOU_THRESHOLDS, load_ground_truth, localization_map
 
 __all__ = [
@@ -136,15 +137,13 @@ def check_options(
     return views
 
 
-def default_window(num_frames: int) -> float:
-    """Sliding-window length for untrimmed videos: ``num_frames / 4`` seconds.
+def default_window(num_frames: int, clip_seconds: float | None = None) -> float:
+    """Sliding-window length for untrimmed videos: the model's clip duration (its config's
+    sampling) when known, else ``num_frames / 4`` seconds
+    (:func:`falv.labeling.stages.default_window`). Pass ``window=`` to choose another."""
+    from falv.labeling.stages import default_window as _default
 
-    Two seconds for the 8-frame presets: a model that reads 8 frames then sees 4
-    frames per second of video, as an 8x8-sampled clip of 30 fps footage does, and
-    a window about as long as the actions of the synthetic benchmark (1.5-3 s).
-    Pass ``window=`` when the model was trained on clips of another length.
-    """
-    return max(0.25, num_frames / 4.0)
+    return _default(num_frames, clip_seconds)
 
 
 def _normal(name: str) -> str:
@@ -209,6 +208,8 @@ class _Model:
     multilabel: bool
     thresholds: list[float] | None
     num_frames: int
+    temperature: float | None = None
+    clip_seconds: float | None = None
 
 
 def _describe_model(model: Any) -> _Model:
@@ -225,7 +226,8 @@ def _describe_model(model: Any) -> _Model:
     return _Model(arg=model if isinstance(model, torch.nn.Module) else str(model), name=name,
                   labels=list(config.labels), multilabel=bool(config.is_multilabel),
                   thresholds=None if config.thresholds is None else list(config.thresholds),
-                  num_frames=int(config.num_frames))
+                  num_frames=int(config.num_frames), temperature=getattr(config, "temperature", None),
+                  clip_seconds=getattr(config, "clip_seconds", None))
 
 
 def _key(path: str) -> str:
@@ -350,6 +352,9 @@ def _evaluate_view(dataset: _Dataset, model: _Model, options: Any, progress: Pro
             rows.append(row)
             ok_records.append(record)
     scores = np.stack([scores_from_record(r, index, k) for r in ok_records]) if rows else np.zeros((0, k))
+    temperature = options.temperature if options.temperature is not None else model.temperature
+    raw = (np.stack([raw_scores_from_record(r, index, k, temperature, model.multilabel) for r in ok_records])
+           if rows and temperature not in (None, 1.0) else scores)
     targets = dataset.targets[rows]
     if dataset.multilabel:
         predictions = (M.predict_multi(scores, model.thresholds) if model.multilabel
@@ -357,21 +362,46 @@ def _evaluate_view(dataset: _Dataset, model: _Model, options: Any, progress: Pro
     else:
         predictions = M.predict_single(scores)
     return {"clips": clips, "crops": crops, "scores": scores, "targets": targets, "predictions": predictions,
-            "rows": rows, "records": ok_records, "failed": failed}
+            "rows": rows, "records": ok_records, "failed": failed, "raw_scores": raw, "temperature": temperature}
 
 
 _METRIC_KEYS = ("top1", "top5", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
                 "recall_weighted", "f1_weighted", "mean_class_accuracy")
 
 
-def _view_metrics(view: dict[str, Any], multilabel: bool) -> dict[str, Any]:
+def _view_metrics(view: dict[str, Any], multilabel: bool, model_multilabel: bool) -> dict[str, Any]:
     if len(view["rows"]) == 0:
         out: dict[str, Any] = dict.fromkeys(_METRIC_KEYS)
         out["num_videos"] = 0
         if multilabel:
             out["map"] = None
+        out["calibration"] = None
         return out
-    return M.classification_metrics(view["scores"], view["targets"], predictions=view["predictions"])
+    out = M.classification_metrics(view["scores"], view["targets"], predictions=view["predictions"])
+    if multilabel == model_multilabel:  # ECE of the scores as the model means them
+        out["calibration"] = calibration_summary(view["scores"], view["targets"], view["temperature"],
+                                                 multilabel=multilabel, raw_scores=view["raw_scores"])
+    else:
+        out["calibration"] = None
+    return out
+
+
+def raw_scores_from_record(record: Any, index: Mapping[str, int], num_classes: int, temperature: float,
+                           multilabel: bool) -> np.ndarray:
+    """The video's ``(num_classes,)`` scores without the model's temperature: each window's
+    scores (a record labeled with ``top_k=num_classes`` holds them all) with the temperature
+    undone (:func:`falv.evaluation.calibration.undo_temperature`), averaged over windows as
+    the engine averages them. Exact with one crop; with 3 crops the engine averaged the
+    crops' calibrated scores first, so this is the raw score of that average."""
+    rows = []
+    for window in record.windows:
+        row = np.zeros(num_classes, dtype=np.float64)
+        for item in window.labels:
+            row[index[item.label]] = item.score
+        rows.append(row)
+    if not rows or any(len(w.labels) != num_classes for w in record.windows):
+        raise EvaluationError(f"{record.path}: the record's windows do not hold every class score")
+    return undo_temperature(np.stack(rows), temperature, multilabel=multilabel).mean(axis=0)
 
 
 # -- the untrimmed (localisation) part --------------------------------------------------------------
@@ -437,6 +467,8 @@ def evaluate(
     device: str = "auto",
     progress: Progress | None = None,
     runtime: str = "torch",
+    clip_seconds: float | None = None,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on the labeled videos of ``data`` and/or untrimmed videos; returns the metrics dict.
 
@@ -455,6 +487,12 @@ def evaluate(
     with ``smoothing``, ``min_duration`` and ``segment_threshold``, and scored by
     mAP at tIoU 0.3/0.5/0.7 (``localization``). ``workers``, ``batch_size``,
     ``timeout``, ``precision``, ``runtime`` and ``device`` go to the engine.
+    Windows have the model's clip duration (its config's sampling; ``clip_seconds``
+    overrides it): ``clips=K`` is K such windows spread over each video, a video no
+    longer than one window is one window. Scores are calibrated with the model's
+    temperature (``temperature`` overrides it; 1: raw); ``calibration`` reports the
+    expected calibration error with and without it
+    (:func:`falv.evaluation.calibration.expected_calibration_error`, 15 bins).
     With ``out_dir``, writes ``metrics.json``, ``confusion_matrix.csv`` / ``.png``,
     ``per_class.csv``, ``predictions.jsonl`` (and ``detections.json``); see
     ``docs/evaluation.md``. Videos that cannot be decoded are listed in
@@ -471,10 +509,12 @@ def evaluate(
     info = _describe_model(model)
     k = len(info.labels)
     engine = dict(top_k=k, apply_thresholds=False, workers=workers, batch_size=batch_size, timeout=timeout,
-                  precision=precision, device=device, runtime=runtime)
+                  precision=precision, device=device, runtime=runtime, clip_seconds=clip_seconds,
+                  temperature=temperature)
     loc_options = None
     if untrimmed is not None:
-        win = float(window) if window is not None else default_window(info.num_frames)
+        win = float(window) if window is not None else default_window(
+            info.num_frames, clip_seconds if clip_seconds is not None else info.clip_seconds)
         # segments come from every window's full scores; the records need no long label lists
         loc_options = LabelOptions(window=win, stride=float(stride) if stride is not None else win / 2,
                                    smoothing=smoothing, min_duration=min_duration,
@@ -489,6 +529,7 @@ def evaluate(
         "model": info.name, "device": dev.type, "precision": check_runtime(runtime, precision, device),
         "runtime": runtime,
         "data": None if data is None else _describe_data(data),
+        "clip_seconds": clip_seconds if clip_seconds is not None else info.clip_seconds,
         "source": None, "split": split, "multilabel": None, "clips": views[-1][0], "crops": views[-1][1],
         "views_per_video": views[-1][0] * views[-1][1],
         **dict.fromkeys(_METRIC_KEYS), "num_videos": 0, "num_failed": 0, "failed": [],
@@ -504,9 +545,10 @@ def evaluate(
         numbers: dict[str, Any] = {}
         for (c, n), options in zip(views, view_options):
             last = _evaluate_view(dataset, info, options, progress, c, n)
-            numbers = _view_metrics(last, dataset.multilabel)
+            numbers = _view_metrics(last, dataset.multilabel, info.multilabel)
             summaries.append({"clips": c, "crops": n, "views_per_video": c * n,
-                              **{key: numbers.get(key) for key in (*_METRIC_KEYS, "map") if key in numbers},
+                              **{key: numbers.get(key) for key in (*_METRIC_KEYS, "map", "calibration")
+                                 if key in numbers},
                               "num_videos": numbers["num_videos"], "num_failed": len(last["failed"])})
         result.update(numbers)
         report_labels = sorted(set(dataset.class_indices) | _predicted(last["predictions"], dataset.multilabel))

@@ -321,7 +321,9 @@ def explain(
     row = cls_relevance(out.attentions, grid, num_cls, residual)[0].float().cpu()
     relevance = row[num_cls:].reshape(grid).numpy().astype(np.float32)
     logits = out.logits[0].float().cpu()
-    probs = torch.sigmoid(logits) if config.is_multilabel else torch.softmax(logits, dim=-1)
+    from falv.inference import config_scores
+
+    probs = config_scores(logits, config)  # the calibrated scores labeling gives
     order = torch.argsort(probs, descending=True, stable=True)[: max(1, top_k)]
     labels = [(config.id2label[int(i)], float(probs[i])) for i in order]
     return Explanation(

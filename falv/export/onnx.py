@@ -120,14 +120,21 @@ def fingerprint(model: Any, opset: int = OPSET) -> str:
     return h.hexdigest()
 
 
-def sampling_info(num_frames: int) -> dict[str, Any]:
+def sampling_info(num_frames: int, clip_seconds: float | None = None) -> dict[str, Any]:
     """How falv picks the frames of a clip (what a service must repeat to get falv's scores)."""
+    if clip_seconds is None:
+        clips = ("falv label --clips K: K consecutive windows of duration/K seconds (default K=1: the whole "
+                 "video); --window W --stride S: sliding windows of W seconds")
+    else:
+        clips = (f"windows of clip_seconds ({clip_seconds:g} s, the model's training clips): by default side by "
+                 "side over the video; falv label --clips K: K of them spread evenly over it; a video no longer "
+                 "than one window is one window")
     return {
         "num_frames": int(num_frames),
+        "clip_seconds": clip_seconds,
         "timestamps": "TSN segment centres: the window is cut into num_frames equal segments and the frame "
                       "shown at each segment's centre is taken (falv.video.sampling.plan_windows)",
-        "clips": "falv label --clips K: K consecutive windows of duration/K seconds (default K=1: the whole "
-                 "video); --window W --stride S: sliding windows of W seconds",
+        "clips": clips,
         "frame_order": "time order; pixel_values[b, t] is frame t",
         "resize": "shortest side to size.shortest_edge (bilinear, antialiased), centre crop to crop_size",
         "pixels": "RGB, rescale by rescale_factor (1/255), then (x - image_mean) / image_std per channel",
@@ -164,7 +171,9 @@ def export_metadata(model: Any, processor: Any, *, opset: int, model_fingerprint
         "rescale_factor": float(processor.rescale_factor),
         "size": dict(processor.size),
         "crop_size": dict(processor.crop_size),
-        "sampling": sampling_info(config.num_frames),
+        "sampling": sampling_info(config.num_frames, getattr(config, "clip_seconds", None)),
+        # scores = softmax (sigmoid: multi-label) of logits / temperature, as falv labels
+        "temperature": getattr(config, "temperature", None),
         "inputs": {INPUT_NAME: {"dtype": "float32", "shape": ["batch", int(config.num_frames),
                                                                int(config.num_channels), int(config.image_size),
                                                                int(config.image_size)]}},
@@ -314,7 +323,8 @@ def calibration_clips(source: str | os.PathLike, model: Any, processor: Any, *, 
     spec = ModelSpec(num_frames=int(model.config.num_frames), short_side=int(processor.size["shortest_edge"]),
                      crop=(int(processor.crop_size["height"]), int(processor.crop_size["width"])),
                      mean=tuple(processor.image_mean), std=tuple(processor.image_std),
-                     rescale=processor.rescale_factor)
+                     rescale=processor.rescale_factor,
+                     clip_seconds=getattr(model.config, "clip_seconds", None))  # the windows falv label plans
     options = LabelOptions(clips=clips_per_video)
     clips: list[Any] = []
     for path in found.paths:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from falv.config import FALConfig
+from falv.config import ClipSampling, FALConfig
 from falv.errors import CheckpointError
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -176,6 +176,30 @@ _SAME_NAME_FIELDS = (
 )
 
 
+#: Documented clip sampling of the public TimeSformer checkpoints (facebookresearch/TimeSformer
+#: configs, PySlowFast's NUM_FRAMES x SAMPLING_RATE at its TARGET_FPS of 30), by frame count:
+#: Kinetics-400/600 TimeSformer_divST_8x32_224 (8 x 32), -HR _16x16_448 (16 x 16), -L _96x4_224 (96 x 4).
+KINETICS_STRIDES = {8: 32, 16: 16, 96: 4}
+#: Something-Something v2 has 174 classes; its TimeSformer configs (TimeSformer_divST_8_224,
+#: _16_448, _64_224) sample frames TSN-style over the whole video.
+SSV2_CLASSES = 174
+
+
+def timesformer_sampling(num_frames: int, num_labels: int) -> ClipSampling | None:
+    """The clip sampling a public TimeSformer checkpoint was trained with: Kinetics-style
+    (any label count but SSv2's) ``num_frames x stride`` at 30 fps for the 8, 16 and 96-frame
+    models; Something-Something v2: frames spread over the whole video; None when the
+    checkpoint is neither (then set it yourself: ``config.sampling``, ``falv convert --sampling``)."""
+    if num_labels == SSV2_CLASSES:
+        return ClipSampling(mode="uniform", clip_seconds=None,
+                            source=f"TimeSformer SSv2: {num_frames} frames over the whole video")
+    stride = KINETICS_STRIDES.get(num_frames)
+    if stride is None:
+        return None
+    return ClipSampling(mode="dense", frame_stride=stride, fps=30.0,
+                        source=f"TimeSformer Kinetics: {num_frames}x{stride} at 30 fps")
+
+
 def config_from_timesformer(data: dict[str, Any], preprocessor: dict[str, Any] | None = None) -> FALConfig:
     """A FALConfig from a transformers ``TimesformerConfig`` dict (and its preprocessor config)."""
     kwargs: dict[str, Any] = {k: data[k] for k in _SAME_NAME_FIELDS if k in data}
@@ -191,7 +215,9 @@ def config_from_timesformer(data: dict[str, Any], preprocessor: dict[str, Any] |
         for key in ("image_mean", "image_std"):
             if key in preprocessor:
                 kwargs[key] = tuple(preprocessor[key])
-    return FALConfig(**kwargs)
+    config = FALConfig(**kwargs)
+    config.sampling = timesformer_sampling(config.num_frames, config.num_labels)
+    return config
 
 
 def config_from_original_state(
@@ -235,7 +261,10 @@ def config_from_original_state(
         image_std=(0.225, 0.225, 0.225),
     )
     kwargs.update(overrides or {})
-    return FALConfig(**kwargs)
+    config = FALConfig(**kwargs)
+    if "sampling" not in (overrides or {}):
+        config.sampling = timesformer_sampling(config.num_frames, config.num_labels)
+    return config
 
 
 def _is_zip(path: Path) -> bool:
@@ -284,11 +313,18 @@ def convert(
     """Write a falv directory converted from a TimeSformer directory, hub id or ``.pyth`` file.
 
     ``labels`` names the classes of a ``.pyth`` checkpoint (which carries none).
-    The converted model is checked by running it once before it is saved.
+    ``sampling`` (a :class:`falv.config.ClipSampling`, its dict or its command-line text such
+    as ``"8x32@30"``) replaces the documented sampling of the checkpoint
+    (:func:`timesformer_sampling`). The converted model is checked by running it once before
+    it is saved.
     """
     from falv.hub.load import load_model
 
+    sampling = overrides.pop("sampling", None)
     model = load_model(source, **overrides)
+    if sampling is not None:
+        model.config.sampling = (ClipSampling.parse(sampling) if isinstance(sampling, str)
+                                 else ClipSampling.from_any(sampling))
     if labels is not None:
         if len(labels) != model.config.num_labels:
             raise CheckpointError(f"{len(labels)} label names given for {model.config.num_labels} classes")

@@ -44,6 +44,7 @@ from falv.data import transforms as T
 from falv.errors import ConfigError, FalvError, RunError
 from falv.labeling.records import (LabelRecord, error_fields, record_error, record_ok, record_to_json_line,
                                    video_id_for)
+from falv.inference import scores_from_logits
 from falv.labeling.segments import windows_to_segments
 from falv.labeling.stages import TASK_STAGES, LabelOptions, ModelSpec, decode_chunk, plan_video, run_task
 from falv.labeling.store import LABELS_NAME, RecordStore
@@ -177,14 +178,21 @@ class Engine:
         config = model.config
         self.labels = config.labels
         self.multilabel = config.is_multilabel
-        self.thresholds = config.thresholds
+        self.thresholds = list(options.thresholds) if options.thresholds is not None else config.thresholds
+        if self.thresholds is not None and len(self.thresholds) != len(self.labels):
+            raise ConfigError(f"{len(self.thresholds)} thresholds given for {len(self.labels)} classes")
+        # temperature scaling fitted by falv train (FALConfig.temperature), unless the options say otherwise
+        self.temperature = float(options.temperature if options.temperature is not None
+                                 else getattr(config, "temperature", None) or 1.0)
         proc = processor or FALImageProcessor.from_config(config)
         if "shortest_edge" not in proc.size:
             raise ConfigError("falv label needs a processor that resizes the shortest edge (size.shortest_edge)")
         self.spec = ModelSpec(
-            num_frames=config.num_frames, short_side=int(proc.size["shortest_edge"]),
+            # the preprocessor config's frame count where it has one (the model interpolates its time embedding)
+            num_frames=int(getattr(proc, "num_frames", None) or config.num_frames), short_side=int(proc.size["shortest_edge"]),
             crop=(int(proc.crop_size["height"]), int(proc.crop_size["width"])),
             mean=tuple(proc.image_mean), std=tuple(proc.image_std), rescale=proc.rescale_factor,
+            clip_seconds=getattr(config, "clip_seconds", None),
         )
         # Options are checked now (a bad precision or device stops the run before any work);
         # the model itself is converted on the model thread when a run starts, while the
@@ -231,7 +239,6 @@ class Engine:
         batch_pixels = torch.cat(pixels)  # (B*crops, T, C, H, W)
         try:
             logits, embeds = self.runner.predict(batch_pixels)
-            probs = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
         except FalvError:
             raise
         except Exception as exc:  # the input was checked: the model itself is broken
@@ -241,7 +248,9 @@ class Engine:
         first = 0
         for video, w, _ in live:
             n = video.options.crops
-            video.scores[w] = probs[first:first + n].mean(0).cpu().numpy()  # average over crops
+            t = video.options.temperature if video.options.temperature is not None else self.temperature
+            probs = scores_from_logits(logits[first:first + n].float(), self.multilabel, t)
+            video.scores[w] = probs.mean(0).cpu().numpy()  # average over crops
             video.embeds[w] = embeds[first:first + n].mean(0).cpu().numpy()
             first += n
         return failed
@@ -278,7 +287,9 @@ class Engine:
                     raise RunError(f"cannot write embeddings into {self.out_dir}: {exc}") from exc
             stage = "aggregating and segmenting"
             record = aggregate(video.path, video.info, video.windows, scores, self.labels, video.options,
-                               multilabel=self.multilabel, thresholds=self.thresholds, model_id=self.model_id,
+                               multilabel=self.multilabel, model_id=self.model_id,
+                               thresholds=(list(video.options.thresholds) if video.options.thresholds is not None
+                                           else self.thresholds),
                                warnings=video.warnings, embeddings=embeddings)
             stage = "writing the record"
             record_to_json_line(record)  # the JSONL writer's own check: a record that cannot be written fails here
@@ -555,6 +566,7 @@ def label(
     options: LabelOptions | None = None,
     resume: bool = True,
     copy_model: bool = True,
+    processor: Any = None,
     **option_overrides: Any,
 ) -> Iterator[LabelRecord]:
     """Label videos; yields one :class:`LabelRecord` per input, success or error.
@@ -565,7 +577,9 @@ def label(
     ``out_dir/labels.jsonl`` as they complete, and inputs already recorded there
     are skipped (``resume=True``), so an interrupted run can simply be restarted.
     A model passed as a module is copied first (``copy_model=False`` to let
-    inference cast and repack it in place).
+    inference cast and repack it in place). ``processor``: the preprocessing to use (a
+    :class:`falv.FALImageProcessor`, e.g. from the model directory's preprocessor_config.json);
+    default: the checkpoint's own for a path, the config's for a module.
     """
     from falv.labeling.inputs import collect_inputs
 
@@ -575,7 +589,7 @@ def label(
         raise TypeError("options must be a LabelOptions")
     elif option_overrides:
         options = dataclasses.replace(options, **option_overrides)
-    model, model_id, processor = resolve_model(model, copy_model=copy_model)
+    model, model_id, processor = resolve_model(model, copy_model=copy_model, processor=processor)
     found = collect_inputs(inputs if not isinstance(inputs, str) else [inputs])
     out = Path(out_dir) if out_dir is not None else None
     engine = Engine(model, options, out, model_id, processor=processor)  # checks the options; cheap
@@ -595,4 +609,5 @@ def label(
 
 
 __all__ = ["Engine", "JobCancelled", "LabelJob", "LabelOptions", "resolve_model", "ModelSpec", "aggregate", "clip_tensor", "decode_chunk", "label",
+           "scores_from_logits",
            "plan_video", "write_embeddings"]

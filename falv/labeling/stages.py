@@ -19,10 +19,15 @@ from falv.errors import ConfigError
 class LabelOptions:
     """How to label. Preprocessing (frames, size, mean/std) comes from the model."""
 
-    clips: int | None = None       # temporal clips over the whole video (default 1; with window: K windows)
+    # Windows (falv.labeling.stages.plan_video): by default windows of the model's clip duration
+    # (FALConfig.sampling) over the whole video; clips=K: K such windows spread over it.
+    clips: int | None = None       # K windows of the model's clip duration spread over the video
     crops: int = 1                 # 1 (centre) or 3 (three crops along the long side)
-    window: float | None = None    # sliding windows of this many seconds instead of clips
+    window: float | None = None    # sliding windows of this many seconds instead of the model's duration
     stride: float | None = None    # their stride (default: window)
+    clip_seconds: float | None = None  # the model's clip duration, overriding its config's sampling
+    temperature: float | None = None   # scores = softmax/sigmoid(logits / T); None: the config's (1 if none)
+    thresholds: tuple[float, ...] | None = None  # multi-label: per-class thresholds instead of the config's
     top_k: int = 5
     # Multi-label models keep only the classes over their thresholds in the video labels;
     # False keeps the top_k best classes whatever their score (evaluation needs every score).
@@ -52,6 +57,14 @@ class LabelOptions:
                               "windows would leave gaps")
         if self.clips is not None and self.stride is not None:
             raise ConfigError("give --clips (K windows spread over the video) or --stride, not both")
+        for name in ("clip_seconds", "temperature"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a number > 0, got {value!r}")
+        if self.thresholds is not None:
+            object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+            if not all(math.isfinite(t) for t in self.thresholds):
+                raise ConfigError(f"thresholds must be finite numbers, got {list(self.thresholds)}")
         if self.window is not None and self.window <= 0:
             raise ConfigError(f"window must be > 0 seconds, got {self.window}")
         if self.stride is not None and self.window is None:
@@ -72,6 +85,36 @@ class ModelSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     rescale: float
+    # seconds one clip of the model spans (FALConfig.clip_seconds); None: unknown / a whole video
+    clip_seconds: float | None = None
+
+
+def default_window(num_frames: int, clip_seconds: float | None = None) -> float:
+    """Sliding-window seconds where a window length is needed and none was given (live streams,
+    untrimmed evaluation): the model's clip duration ``clip_seconds`` (FALConfig.clip_seconds)
+    when known, else ``num_frames / 4`` seconds (at least 0.25): 2 s for 8 frames, a clip of
+    4 frames per second, about as long as the actions of falv's synthetic benchmark."""
+    if clip_seconds is not None:
+        return float(clip_seconds)
+    return max(0.25, num_frames / 4.0)
+
+
+def window_plan(spec: ModelSpec, options: LabelOptions) -> dict[str, Any]:
+    """The :func:`falv.video.plan_windows` arguments for a video, from the model and the options.
+
+    - ``window`` given: windows of that many seconds (``stride``; with ``clips=K``: K of them);
+    - else, when the model's clip duration ``W`` is known (``options.clip_seconds`` or the
+      config's sampling): windows of ``W`` seconds side by side over the whole video, or with
+      ``clips=K`` K windows of ``W`` spread over it; a video no longer than ``W`` is one window;
+    - else (a model without recorded sampling, or trained on whole videos): ``clips`` (default
+      1) equal parts of the video, as falv planned before sampling was recorded.
+    """
+    seconds = options.clip_seconds if options.clip_seconds is not None else spec.clip_seconds
+    if options.window is not None:
+        return {"num_clips": options.clips, "window": options.window, "stride": options.stride}
+    if seconds is not None:
+        return {"num_clips": options.clips, "window": seconds, "stride": None}
+    return {"num_clips": options.clips if options.clips is not None else 1, "window": None, "stride": None}
 
 
 # -- stages run in workers ------------------------------------------------------------------------
@@ -94,9 +137,8 @@ def plan_video(path: str, spec: ModelSpec, options: LabelOptions) -> dict[str, A
     if duration <= 0:
         duration = 1.0 / info.fps if math.isfinite(info.fps) and info.fps > 0 else DEFAULT_FRAME_S
         info = dataclasses.replace(info, duration=duration)
-    clips = options.clips if options.clips is not None or options.window is not None else 1
     windows = plan_windows(duration, info.fps if math.isfinite(info.fps) else 0.0, spec.num_frames,
-                           num_clips=clips, window=options.window, stride=options.stride)
+                           **window_plan(spec, options))
     return {
         "path": path,
         "info": info.to_dict(),

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from falv.errors import ConfigError, FalvError, RunError
+from falv.inference import scores_from_logits
 from falv.labeling.engine import Engine, clip_tensor, resolve_model
 from falv.labeling.segments import SegmentCloser
 from falv.labeling.stages import LabelOptions
@@ -54,7 +55,7 @@ def label_stream(
     source: str,
     model: Any,
     *,
-    window: float,
+    window: float | None = None,
     stride: float | None = None,
     options: LabelOptions | None = None,
     timeout: float = 10.0,
@@ -77,7 +78,8 @@ def label_stream(
     ``http(s)://``... URL or ``/dev/video*`` (see :mod:`falv.video.live`);
     ``model`` a loaded :class:`falv.FALForVideoClassification` (copied before it
     is prepared, unless ``copy_model=False``) or anything ``from_pretrained`` accepts; ``window``/``stride``
-    seconds (``stride <= window``, default ``window``); ``options`` a
+    seconds (``stride <= window``, default ``window``; ``window`` defaults to the model's clip
+    duration, :func:`falv.labeling.stages.default_window`); ``options`` a
     :class:`LabelOptions` for ``top_k``, ``crops``, ``smoothing``,
     ``min_duration``, ``background_threshold``, ``precision``, ``device``
     (or pass them as keywords). ``timeout``: seconds to wait for the source to
@@ -115,15 +117,26 @@ def label_stream(
     model on the calling thread; the source is read on a background thread, so
     frames keep arriving while the model runs.
     """
-    if options is None:
-        options = LabelOptions(window=window, stride=stride, **option_overrides)
-    else:
-        import dataclasses
+    import dataclasses
 
-        options = dataclasses.replace(options, window=window, stride=stride, **option_overrides)
+    from falv.labeling.stages import default_window
+
+    if options is None:
+        options = LabelOptions(**option_overrides)
+    else:
+        options = dataclasses.replace(options, **option_overrides)
+    if window is not None and not window > 0:
+        raise ConfigError(f"window must be > 0 seconds, got {window}")
     if max_lag is not None and not max_lag > 0:
         raise ConfigError(f"max_lag must be > 0 seconds or None, got {max_lag!r}")
+    if window is not None:
+        options = dataclasses.replace(options, window=window, stride=stride)
     model, model_id, processor = resolve_model(model, copy_model=copy_model, processor=processor)
+    if window is None:  # the model's clip duration
+        config = model.config
+        window = default_window(config.num_frames, options.clip_seconds if options.clip_seconds is not None
+                                else getattr(config, "clip_seconds", None))
+        options = dataclasses.replace(options, window=window, stride=stride)
     engine = Engine(model, options, None, model_id, processor=processor)  # checks precision and device
     stop = stop or threading.Event()
     reader = LiveReader(source, size=engine.spec.short_side, timeout=timeout, reconnect=reconnect,
@@ -280,8 +293,10 @@ class _StreamLabeler:
                                                f"input could not be made ({type(exc).__name__}: {exc})")]
         try:
             logits, _ = self.engine.runner.predict(pixels)
-            probs = torch.sigmoid(logits) if self.engine.multilabel else torch.softmax(logits, dim=-1)
-            scores = probs.float().mean(0).cpu().numpy().astype(np.float64)  # average over crops
+            probs = scores_from_logits(logits.float(), self.engine.multilabel,
+                                       self.options.temperature if self.options.temperature is not None
+                                       else self.engine.temperature)
+            scores = probs.mean(0).cpu().numpy().astype(np.float64)  # average over crops
         except FalvError:
             raise
         except Exception as exc:  # the input was checked: the model itself is broken

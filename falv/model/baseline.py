@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from falv.config import IMAGENET_MEAN, IMAGENET_STD, LabelFields
+from falv.config import IMAGENET_MEAN, IMAGENET_STD, ClipSampling, LabelFields, accepts_num_labels
 from falv.errors import CheckpointError, ConfigError
 from falv.hub.load import check_state_keys
 from falv.model import flops
@@ -47,6 +47,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+@accepts_num_labels
 @dataclass
 class R2Plus1DConfig(LabelFields):
     """Configuration of :class:`R2Plus1DForVideoClassification`.
@@ -80,6 +81,8 @@ class R2Plus1DConfig(LabelFields):
     image_mean: tuple[float, ...] = IMAGENET_MEAN
     image_std: tuple[float, ...] = IMAGENET_STD
     thresholds: list[float] | None = None
+    temperature: float | None = None      # as in FALConfig
+    sampling: ClipSampling | None = None  # as in FALConfig
     model_type: str = BASELINE_MODEL_TYPE
 
     def __post_init__(self) -> None:
@@ -132,7 +135,7 @@ class R2Plus1DConfig(LabelFields):
     def from_dict(cls, data: dict[str, Any]) -> R2Plus1DConfig:
         """Build from a dict; keys that are not fields (``architectures``, ...) are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**{k: v for k, v in data.items() if k in names or k == "num_labels"})
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> R2Plus1DConfig:

@@ -444,7 +444,7 @@ def create_app(service: LabelService, *, manage: bool = True) -> FastAPI:
 
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket) -> None:
-        """``/v1/stream?source=S&window=W[&stride=S&top_k=K&threshold=T&token=T]``: one JSON
+        """``/v1/stream?source=S[&window=W&stride=S&top_k=K&threshold=T&token=T]``: one JSON
         message per event of :func:`falv.labeling.stream.label_stream` (windows, closed
         segments, warnings, the end), until the source ends or the client goes."""
         import threading
@@ -472,8 +472,6 @@ def create_app(service: LabelService, *, manage: bool = True) -> FastAPI:
             if not 0 < timeout < 3600:
                 raise ConfigError("timeout must be between 0 and 3600 seconds")
             options = job_options({k: v for k, v in query.items() if k not in ("source", "token", "timeout")})
-            if "window" not in options:
-                raise ConfigError("a stream needs window= (seconds)")
         except (FalvError, ValueError) as exc:
             await refuse(1008, "forbidden" if isinstance(exc, PathNotAllowed) else "invalid_options", str(exc))
             return
@@ -485,7 +483,7 @@ def create_app(service: LabelService, *, manage: bool = True) -> FastAPI:
         events: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
         labels = dict(options)
-        window, stride = labels.pop("window"), labels.pop("stride", None)
+        window, stride = labels.pop("window", None), labels.pop("stride", None)  # default: the model's clip
         if "threshold" in labels:
             labels["background_threshold"] = labels.pop("threshold")
 

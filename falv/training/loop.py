@@ -266,8 +266,10 @@ def validate(
     amp: torch.dtype | None,
     batch_size: int,
     multilabel: bool,
-) -> dict[str, float]:
-    """Single-view validation (centre clip, centre crop): loss, top-1 or mAP, sharded over processes."""
+    return_logits: bool = False,
+) -> dict[str, Any]:
+    """Single-view validation (centre clip, centre crop): loss, top-1 or mAP, sharded over processes.
+    ``return_logits``: also ``logits`` (N, K) and ``targets`` of the whole split."""
     from falv.evaluation.metrics import mean_average_precision
 
     model.eval()
@@ -287,13 +289,37 @@ def validate(
     parts = [p for p in ctx.gather(local) if p[0] is not None]
     all_scores = np.concatenate([p[0] for p in parts])
     all_targets = np.concatenate([p[1] for p in parts])
-    out = {"val_loss": sum(p[2] for p in parts) / len(all_scores)}
+    out: dict[str, Any] = {"val_loss": sum(p[2] for p in parts) / len(all_scores)}
+    if return_logits:
+        out["logits"], out["targets"] = all_scores, all_targets
     if multilabel:
         out["val_map"] = float(mean_average_precision(all_scores, all_targets))
         out["val_top1"] = None
     else:
         out["val_top1"] = float((all_scores.argmax(-1) == all_targets).mean())
         out["val_map"] = None
+    return out
+
+
+def calibrate(config: Any, logits: np.ndarray, targets: np.ndarray, multilabel: bool) -> dict[str, Any]:
+    """Fit the model's score calibration on the validation split's logits and store it in
+    ``config``: the temperature (``config.temperature``, L-BFGS on the NLL) and, for
+    multi-label models, per-class thresholds on the calibrated scores (``config.thresholds``).
+    Returns the figures for the training log (temperature, validation ECE before and after)."""
+    from falv.evaluation.calibration import (expected_calibration_error, fit_temperature, sigmoid_np, softmax_np,
+                                             tune_thresholds)
+
+    if not hasattr(config, "temperature") or len(logits) == 0:
+        return {}
+    z = np.asarray(logits, dtype=np.float64)
+    t = fit_temperature(z, targets, multilabel=multilabel)
+    config.temperature = round(t, 4)
+    scores = sigmoid_np if multilabel else softmax_np
+    out = {"temperature": config.temperature,
+           "val_ece_raw": expected_calibration_error(scores(z), targets, multilabel=multilabel),
+           "val_ece": expected_calibration_error(scores(z / config.temperature), targets, multilabel=multilabel)}
+    if multilabel:
+        config.thresholds = [round(x, 4) for x in tune_thresholds(scores(z / config.temperature), targets)]
     return out
 
 
@@ -396,6 +422,8 @@ class Trainer:
                                          cache_bytes=self.cache)
         self.val_ds = VideoClipDataset(self.val_src, mcfg.num_frames, etf, train=False, seed=cfg.seed,
                                        cache_bytes=val_cache)
+        if hasattr(mcfg, "sampling"):  # how the model saw time: what labeling plans its windows from
+            mcfg.sampling = self.train_ds.sampling()
         self.workers = cfg.workers if cfg.workers is not None else (0 if self.cache else 2)
         batches = _epoch_batches(len(self.train_src), self.micro, 0, 0, self.ctx.rank, self.ctx.world_size)
         self.steps_per_epoch = math.ceil(len(batches) / cfg.accumulate)
@@ -574,11 +602,13 @@ class Trainer:
         if epoch % cfg.validate_every and epoch != cfg.epochs:
             return {}
         judged = self.ema.module if self.ema is not None else self.model
-        figures = validate(judged, self.val_ds, self.ctx, self.amp, self.micro, self.multilabel)
+        figures = validate(judged, self.val_ds, self.ctx, self.amp, self.micro, self.multilabel, return_logits=True)
+        logits, targets = figures.pop("logits"), figures.pop("targets")
         value = figures[self.metric]
         improved = _better(self.metric, value, state["best"], cfg.min_delta)
         if improved:
             state.update(best=value, best_epoch=epoch, bad_epochs=0)
+            figures.update(calibrate(judged.config, logits, targets, self.multilabel))
             if self.ctx.is_main:
                 _save_best(judged, self.run_dir / "best")
         else:

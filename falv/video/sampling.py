@@ -187,7 +187,10 @@ def plan_windows(
     - ``num_clips=K``: K consecutive windows of equal length ``duration / K``;
       window ``k`` is ``feature_index_to_seconds(k, K, duration)``. With
       ``window=W`` as well, K windows of length ``W`` whose starts are spread
-      evenly from 0 to ``duration - W`` (they cover the video when ``K * W >= duration``).
+      evenly from 0 to ``duration - W`` (they cover the video when ``K * W >= duration``;
+      K = 1: the middle ``W`` seconds); a video no longer than ``W`` gets one window
+      ``[0, duration]``, however large K (the multi-view protocol of PySlowFast/TimeSformer,
+      where K clips of the model's duration are spread over the video).
     - ``window=W`` (seconds) and ``stride=S`` (default ``W``, must be ``<= W``):
       sliding windows ``[k S, k S + W]``. When the video is not a multiple of the
       stride, the last window is filled from the last frames: it is
@@ -216,8 +219,10 @@ def plan_windows(
         if window is None:
             bounds = [(d * i / k, d * (i + 1) / k) for i in range(k)]
         else:
-            w = min(_positive(window, "window"), d)
-            if k == 1:
+            w = _positive(window, "window")
+            if d <= w + EPS:  # the video fits in one window: one window over all of it
+                bounds = [(Fraction(0), d)]
+            elif k == 1:
                 first = (d - w) / 2
                 bounds = [(first, first + w)]
             else:

@@ -470,3 +470,20 @@ def test_frames_waiting_for_a_busy_model_are_bounded() -> None:
     assert [round(f.time * 10) for f in items[1:-1]] == list(range(88, 100)) and feed.dropped == 88
     feed = _Feed(Source(wall=time.time() + 60), max_lag=5.0, window=1.0)  # fresh frames: all kept
     assert len(drain(feed)) == 102 and feed.dropped == 0
+
+
+def test_the_window_defaults_to_the_models_clip_duration(tmp_path) -> None:
+    from falv.config import ClipSampling
+
+    torch.manual_seed(0)
+    model = FALForVideoClassification(preset("tiny", id2label={0: "a", 1: "b"}, sampling=ClipSampling(clip_seconds=0.8),
+                                             temperature=2.0))
+    fifo = tmp_path / "live.ts"
+    os.mkfifo(fifo)
+    writer, _ = _feed(fifo, frames=50)  # 2 s
+    events, _ = _collect(str(fifo), model, stride=0.4, timeout=20)  # no window: the model's 0.8 s
+    writer.join(10)
+    plan = plan_windows(50 / FPS, FPS, 8, window=0.8, stride=0.4)
+    got = [(w["start"], w["end"]) for w in events if w["type"] == "window"]
+    assert len(got) == len(plan) == 4
+    assert got == [pytest.approx((p.start, p.end)) for p in plan]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -26,6 +27,18 @@ def _config(data, out, **kw):
     base["model_overrides"] = {k: v for k, v in SMALL.items() if k not in ("num_frames", "image_size")}
     base.update(kw)
     return TrainConfig(**base)
+
+
+def model_train_entries(data):
+    """The training entries with their probed durations."""
+    from falv.data.sources import load_source
+    from falv.video import probe
+
+    class Entry:
+        def __init__(self, path):
+            self.duration = probe(path).duration
+
+    return [Entry(e.path) for e in load_source(str(data), split="train").entries]
 
 
 def _events(run_dir: Path, kind: str) -> list[dict]:
@@ -53,6 +66,16 @@ def test_train_writes_a_run_that_label_and_evaluate_can_use(synth_set, tmp_path)
     split = json.loads((run / "split.json").read_text())
     assert split["how"]["kind"] == "split"  # the synth set's own val list
     assert {p.name for p in (run / "plots").iterdir()} >= {"loss.png", "accuracy.png", "lr.png"}
+    # how the model saw time: TSN over whole training clips of 1.0-1.5 s (the 90th percentile)
+    sampling = model.config.sampling
+    assert (sampling.mode, sampling.source) == ("uniform", "falv train")
+    durations = [e.duration for e in model_train_entries(synth_set)]
+    assert min(durations) <= sampling.clip_seconds <= max(durations)
+    assert sampling.clip_seconds == pytest.approx(float(np.quantile(durations, 0.9)), abs=1e-3)
+    # scores calibrated on the validation split: the temperature of the best epoch, logged with its ECE
+    best = next(e for e in epochs if e["epoch"] == result.best_epoch)
+    assert model.config.temperature == best["temperature"] > 0
+    assert 0 <= best["val_ece"] <= 1 and 0 <= best["val_ece_raw"] <= 1
 
 
 def test_learns_an_easy_set_above_chance(synth_set, tmp_path):
@@ -122,6 +145,9 @@ def test_multilabel_trains_with_bce_and_map(multilabel_set, tmp_path):
     assert model.config.problem_type == "multi_label_classification"
     epoch = _events(run, "epoch")[-1]
     assert epoch["val_map"] is not None and epoch["train_top1"] is None
+    # per-class thresholds tuned on the validation split, stored with the model
+    assert len(model.config.thresholds) == model.config.num_labels
+    assert all(0 <= t <= 1 for t in model.config.thresholds) and model.config.temperature > 0
 
 
 def test_fine_tune_from_a_falv_directory_with_new_classes(synth_set, tmp_path):

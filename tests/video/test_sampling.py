@@ -269,3 +269,15 @@ def test_fraction_inputs_are_exact():
     windows = plan_windows(Fraction(10, 3), Fraction(30000, 1001), 2, window=Fraction(1, 3))
     assert windows[-1].end == float(Fraction(10, 3))
     assert len(windows) == 10
+
+
+@pytest.mark.parametrize("duration, clips", [(1.5, 1), (1.5, 4), (2.0, 8), (0.0, 3)])
+def test_a_video_no_longer_than_the_window_is_one_window(duration, clips):
+    (only,) = plan_windows(duration, 30.0, 8, num_clips=clips, window=2.0)
+    assert (only.start, only.end) == (0.0, duration)
+
+
+def test_clips_of_the_model_duration_are_spread_over_the_video():
+    windows = plan_windows(10.0, 30.0, 8, num_clips=4, window=4.0)
+    assert [(w.start, w.end) for w in windows] == [(0.0, 4.0), (2.0, 6.0), (4.0, 8.0), (6.0, 10.0)]
+    assert all(w.duration == 4.0 for w in windows)
