@@ -109,7 +109,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
             rate = (ok + failed) / max(time.monotonic() - started, 1e-9)
             bar.update(1, f"{rate:.2f} videos/s")
     unwritable: list[tuple[str, str, str]] = []
-    written = export_formats(out_dir, names, classes=net.config.labels, failures=unwritable)
+    written = export_formats(out_dir, names, classes=net.config.action_labels, failures=unwritable)
     for path, name, message in unwritable if not quiet else ():
         click.echo(f"failed: {path}: could not be written as {name} ({message})", err=True)
     elapsed = time.monotonic() - started

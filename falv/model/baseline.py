@@ -80,6 +80,7 @@ class R2Plus1DConfig(LabelFields):
     image_mean: tuple[float, ...] = IMAGENET_MEAN
     image_std: tuple[float, ...] = IMAGENET_STD
     thresholds: list[float] | None = None
+    background_label: str | None = None
     model_type: str = BASELINE_MODEL_TYPE
 
     def __post_init__(self) -> None:
