@@ -49,12 +49,15 @@ def _formats(value: tuple[str, ...]) -> list[str]:
               help="Moving average over this many windows before segmenting.")
 @click.option("--min-duration", default=0.0, show_default=True, type=click.FloatRange(0),
               help="Drop segments shorter than this many seconds.")
+@click.option("--refine-edges/--no-refine-edges", default=True, show_default=True,
+              help="Put segment edges where the scores of the windows around them cross (a stride finer than "
+                   "the window makes them sharper), not half-way between the windows.")
 @click.option("--embeddings", is_flag=True, help="Also write clip and video embeddings (safetensors).")
 @engine_options
 @click.option("--no-resume", is_flag=True, help="Label every input again even if labels.jsonl has it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, background_threshold, smoothing,
-          min_duration, embeddings, batch_size, workers, timeout, precision, runtime, device, no_resume,
+          min_duration, refine_edges, embeddings, batch_size, workers, timeout, precision, runtime, device, no_resume,
           quiet) -> int:
     """Label INPUTS (video files, folders, glob patterns, or .txt/.csv lists of paths).
 
@@ -75,7 +78,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
         options = LabelOptions(clips=clips, crops=int(crops), window=window, stride=stride, top_k=top_k,
                                batch_size=batch_size, workers=workers, timeout=timeout, smoothing=smoothing,
                                min_duration=min_duration, background_threshold=background_threshold,
-                               embeddings=embeddings, precision=precision, device=device, runtime=runtime)
+                               refine_edges=refine_edges, embeddings=embeddings, precision=precision, device=device, runtime=runtime)
         if runtime != "torch":  # a precision or device the runtime lacks: a usage error (torch: checked by the run)
             check_runtime(runtime, precision, device)
     except ConfigError as exc:  # contradictory options: a usage error
