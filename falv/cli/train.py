@@ -34,7 +34,7 @@ def _floats(value: str, name: str) -> tuple[float, float]:
 @click.option("--untrimmed-window", type=click.FloatRange(0, min_open=True),
               help="Training window seconds (default: the window labeling uses for the model).")
 @click.option("--untrimmed-stride", type=click.FloatRange(0, min_open=True),
-              help="Seconds between training windows (default: a quarter of the window).")
+              help="Seconds between training windows (default: half the window).")
 @preset_option("tiny", "Model preset when training from scratch.")
 @click.option("--attention", help="Attention scheme (divided_space_time, joint_space_time, space_only, "
               "sparse_local_global, axial).")

@@ -30,8 +30,9 @@ from falv.errors import ConfigError
 
 #: The label of the learnt "no action" class when the data has none of its own.
 BACKGROUND_LABEL = "background"
-#: Training windows' stride as a fraction of their length (4 per window length).
-DEFAULT_TRAIN_STRIDE_FRACTION = 0.25
+#: Training windows' stride as a fraction of their length (2 per window length: more videos,
+#: rather than more overlapping windows of the same video, is what teaches backgrounds).
+DEFAULT_TRAIN_STRIDE_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def untrimmed_entries(
 ) -> UntrimmedWindows:
     """Labeled training windows of the videos of an ActivityNet-style ground-truth file.
 
-    ``window`` seconds long, ``stride`` apart (default a quarter of the window);
+    ``window`` seconds long, ``stride`` apart (default half the window);
     ``subset`` keeps one subset of the file (default: every annotated video). Each
     window is labeled by :func:`window_label`; background windows carry
     ``(background,)`` for single-label training and ``()`` for multi-label.

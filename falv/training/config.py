@@ -33,7 +33,7 @@ class TrainConfig:
     untrimmed: str | None = None
     untrimmed_subset: str | None = None  # one subset of that file (default: every annotated video)
     untrimmed_window: float | None = None  # window seconds (default: the window labeling uses for the model)
-    untrimmed_stride: float | None = None  # default: a quarter of the window
+    untrimmed_stride: float | None = None  # default: half the window
     # model
     preset: str = "tiny"
     attention: str | None = None      # attention scheme (default: the preset's, divided)

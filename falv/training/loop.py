@@ -129,7 +129,9 @@ def _add_untrimmed(train: DatasetSource, config: TrainConfig) -> tuple[DatasetSo
         logger.warning("%s: %d video(s) of the ground truth not found and left out: %s", config.untrimmed,
                        len(found.missing), ", ".join(found.missing[:5]))
     merged, background = with_untrimmed(train, found)
-    stride = config.untrimmed_stride if config.untrimmed_stride is not None else window / 4
+    from falv.data.untrimmed import DEFAULT_TRAIN_STRIDE_FRACTION
+
+    stride = config.untrimmed_stride if config.untrimmed_stride is not None else window * DEFAULT_TRAIN_STRIDE_FRACTION
     return merged, {"ground_truth": config.untrimmed, "subset": config.untrimmed_subset, "window": window,
                     "stride": stride, "videos": found.videos, "windows": len(found.entries),
                     "background_windows": found.background_windows, "background_label": background}

@@ -73,8 +73,8 @@ def test_untrimmed_entries_label_windows_inside_actions_and_in_gaps(tmp_path):
                                       (BACKGROUND_LABEL,)]
     assert all(isinstance(e, VideoEntry) for e in found.entries)
     assert found.background_windows == sum(e.labels == (BACKGROUND_LABEL,) for e in found.entries)
-    # default stride: a quarter of the window; subsets
-    assert len(untrimmed_entries(gt, window=2.0, subset="testing").entries) == len(window_bounds(6.0, 2.0, 0.5))
+    # default stride: half the window; subsets
+    assert len(untrimmed_entries(gt, window=2.0, subset="testing").entries) == len(window_bounds(6.0, 2.0, 1.0))
     # multi-label: the gaps carry no class
     multi = untrimmed_entries(gt, window=2.0, stride=1.0, multilabel=True)
     assert () in [e.labels for e in multi.entries] and all(BACKGROUND_LABEL not in e.labels for e in multi.entries)
