@@ -173,8 +173,8 @@ class LabelFields:
     configs of falv's models (:class:`FALConfig` and the CNN baseline's), so the trainer and
     the labeler read either. Subclasses provide ``to_dict``.
     The dataclass using it declares ``id2label``, ``label2id``, ``problem_type``,
-    ``image_mean``, ``image_std``, ``num_channels``, ``num_frames``, ``thresholds``, ``temperature``
-    and ``sampling``."""
+    ``image_mean``, ``image_std``, ``num_channels``, ``num_frames``, ``thresholds``, ``temperature``,
+    ``sampling`` and ``background_label``."""
 
     id2label: dict[int, str]
     label2id: dict[str, int]
@@ -186,6 +186,7 @@ class LabelFields:
     temperature: float | None
     sampling: ClipSampling | None
     num_frames: int
+    background_label: str | None
 
     def _normalise_labels(self) -> None:
         """JSON gives string keys and lists: back to ``{int: str}``, ``{str: int}`` and tuples."""
@@ -216,6 +217,14 @@ class LabelFields:
             raise ConfigError(f"thresholds must be finite numbers, got {self.thresholds}")
         if self.temperature is not None and not _positive_number(self.temperature):
             raise ConfigError(f"temperature must be a number > 0, got {self.temperature!r}")
+        if self.background_label is not None:
+            if self.background_label not in self.id2label.values():
+                raise ConfigError(f"background_label {self.background_label!r} is not one of the labels (id2label)")
+            if self.problem_type != "single_label_classification":
+                raise ConfigError("background_label needs a single-label model: a multi-label model says "
+                                  "'no action' by keeping every class under its threshold")
+            if self.num_labels < 2:
+                raise ConfigError("a model with a background label needs at least one other label")
 
     @property
     def num_labels(self) -> int:
@@ -240,15 +249,24 @@ class LabelFields:
         return [self.id2label[i] for i in range(self.num_labels)]
 
     @property
+    def action_labels(self) -> list[str]:
+        """Class names in index order without the background class: what labeling emits as
+        video labels, windows and segments, and what exports list as classes."""
+        return [label for label in self.labels if label != self.background_label]
+
+    @property
     def is_multilabel(self) -> bool:
         return self.problem_type == "multi_label_classification"
 
     def with_labels(self, labels: list[str]):  # -> the same config class
         """A copy with a new label set (e.g. fine-tuning on your own classes)."""
+        background = self.background_label if self.background_label in labels else None
         return dataclasses.replace(self, id2label=dict(enumerate(labels)), label2id={}, thresholds=None,
-                                   temperature=None)
+                                   temperature=None, background_label=background)
 
     def _labels_to_dict(self, out: dict[str, Any]) -> dict[str, Any]:
+        if out.get("background_label") is None:  # configs of models without one stay as they were
+            out.pop("background_label", None)
         out["id2label"] = {str(k): v for k, v in self.id2label.items()}
         out["image_mean"] = list(self.image_mean)
         out["image_std"] = list(self.image_std)
@@ -325,6 +343,9 @@ class FALConfig(LabelFields):
     # How the training clips were spaced in time (ClipSampling); None: unknown (falv before 0.x,
     # then a clip is taken to span the whole video).
     sampling: ClipSampling | None = None
+    # The label of the "no action" class learnt from the gaps of untrimmed videos (falv train
+    # --untrimmed); labeling never emits it as a label or segment (docs/evaluation.md).
+    background_label: str | None = None
     model_type: str = MODEL_TYPE
 
     def __post_init__(self) -> None:

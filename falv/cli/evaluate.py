@@ -35,7 +35,7 @@ from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options, model_time_
               help="Untrimmed videos: sliding-window seconds (default: the model's clip duration; "
                    "without recorded sampling its frames / 4).")
 @click.option("--stride", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Untrimmed videos: window stride in seconds (default: --window / 2).")
+              help="Untrimmed videos: window stride in seconds (default: --window / 8).")
 @click.option("--smoothing", default=1, show_default=True, type=click.IntRange(1),
               help="Untrimmed videos: moving average over this many windows before segmenting.")
 @click.option("--min-duration", default=0.0, show_default=True, type=click.FloatRange(0),
@@ -43,11 +43,14 @@ from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options, model_time_
 @click.option("--threshold", "segment_threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="Untrimmed videos: window scores below this are background.")
 @model_time_options
+@click.option("--refine-edges/--no-refine-edges", default=True, show_default=True,
+              help="Untrimmed videos: put segment edges where the scores of the windows around them cross, "
+                   "not half-way between the windows.")
 @engine_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_subset, window, stride, smoothing,
-             min_duration, segment_threshold, clip_seconds, temperature, batch_size, workers, timeout, precision,
-             runtime, device, quiet) -> int:
+             min_duration, segment_threshold, refine_edges, clip_seconds, temperature, batch_size, workers, timeout,
+             precision, runtime, device, quiet) -> int:
     """Evaluate a model on labeled videos (--data) and/or untrimmed videos (--untrimmed).
 
     Every video goes through the labeling engine with --clips x --crops views;
@@ -74,7 +77,8 @@ def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_sub
         result = run_evaluate(
             model, data, out_dir, clips=clips, crops=crops, split=split, untrimmed=untrimmed,
             untrimmed_subset=untrimmed_subset, window=window, stride=stride, smoothing=smoothing,
-            min_duration=min_duration, segment_threshold=segment_threshold, workers=workers, batch_size=batch_size,
+            min_duration=min_duration, segment_threshold=segment_threshold, refine_edges=refine_edges,
+            workers=workers, batch_size=batch_size,
             timeout=timeout, precision=precision, runtime=runtime, device=device, progress=bar,
             clip_seconds=clip_seconds, temperature=temperature,
         )

@@ -53,6 +53,9 @@ def _formats(value: tuple[str, ...]) -> list[str]:
               help="Moving average over this many windows before segmenting.")
 @click.option("--min-duration", default=0.0, show_default=True, type=click.FloatRange(0),
               help="Drop segments shorter than this many seconds.")
+@click.option("--refine-edges/--no-refine-edges", default=True, show_default=True,
+              help="Put segment edges where the scores of the windows around them cross (a stride finer than "
+                   "the window makes them sharper), not half-way between the windows.")
 @click.option("--embeddings", is_flag=True, help="Also write clip and video embeddings (safetensors).")
 @click.option("--thresholds", "class_thresholds", default=None,
               help="Multi-label models: decision thresholds instead of the config's tuned ones: one number for "
@@ -62,8 +65,8 @@ def _formats(value: tuple[str, ...]) -> list[str]:
 @click.option("--no-resume", is_flag=True, help="Label every input again even if labels.jsonl has it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, background_threshold, smoothing,
-          min_duration, embeddings, class_thresholds, clip_seconds, temperature, batch_size, workers, timeout,
-          precision, runtime, device, no_resume, quiet) -> int:
+          min_duration, refine_edges, embeddings, class_thresholds, clip_seconds, temperature, batch_size, workers,
+          timeout, precision, runtime, device, no_resume, quiet) -> int:
     """Label INPUTS (video files, folders, glob patterns, or .txt/.csv lists of paths).
 
     Writes DIR/labels.jsonl (one record per input, errors included) and the other
@@ -83,8 +86,8 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
         options = LabelOptions(clips=clips, crops=int(crops), window=window, stride=stride, top_k=top_k,
                                batch_size=batch_size, workers=workers, timeout=timeout, smoothing=smoothing,
                                min_duration=min_duration, background_threshold=background_threshold,
-                               embeddings=embeddings, precision=precision, device=device, runtime=runtime,
-                               clip_seconds=clip_seconds, temperature=temperature)
+                               refine_edges=refine_edges, embeddings=embeddings, precision=precision, device=device,
+                               runtime=runtime, clip_seconds=clip_seconds, temperature=temperature)
         if runtime != "torch":  # a precision or device the runtime lacks: a usage error (torch: checked by the run)
             check_runtime(runtime, precision, device)
     except ConfigError as exc:  # contradictory options: a usage error
@@ -127,7 +130,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
             rate = (ok + failed) / max(time.monotonic() - started, 1e-9)
             bar.update(1, f"{rate:.2f} videos/s")
     unwritable: list[tuple[str, str, str]] = []
-    written = export_formats(out_dir, names, classes=net.config.labels, failures=unwritable)
+    written = export_formats(out_dir, names, classes=net.config.action_labels, failures=unwritable)
     for path, name, message in unwritable if not quiet else ():
         click.echo(f"failed: {path}: could not be written as {name} ({message})", err=True)
     elapsed = time.monotonic() - started

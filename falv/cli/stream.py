@@ -28,6 +28,9 @@ from falv.cli.main import EXIT_ERROR, EXIT_OK, precision_option
                    "(N-1)//2 windows later).")
 @click.option("--min-duration", default=0.0, show_default=True, type=click.FloatRange(0),
               help="Drop segments shorter than this many seconds.")
+@click.option("--refine-edges/--no-refine-edges", default=True, show_default=True,
+              help="Put segment edges where the scores of the windows around them cross (a stride finer than "
+                   "the window makes them sharper), not half-way between the windows.")
 @click.option("--crops", default=1, show_default=True, type=click.Choice(["1", "3"]),
               help="Spatial crops per window (3: along the long side).")
 @precision_option()
@@ -43,7 +46,8 @@ from falv.cli.main import EXIT_ERROR, EXIT_OK, precision_option
               help="Skip a window whose last frame arrived more than this many seconds before its turn "
                    "(the model cannot keep up); 0 never skips.")
 @click.option("--timing", is_flag=True, help="Add model_s (seconds the model took) to each window line.")
-def stream(source, model, window, stride, top_k, background_threshold, smoothing, min_duration, crops, precision,
+def stream(source, model, window, stride, top_k, background_threshold, smoothing, min_duration, refine_edges,
+           crops, precision,
            device, reconnect, retries, timeout, max_lag, timing) -> int:
     """Label SOURCE live: a named pipe or growing file (MPEG-TS...), udp://, rtsp://,
     http(s):// URL or /dev/video* camera.
@@ -62,7 +66,7 @@ def stream(source, model, window, stride, top_k, background_threshold, smoothing
     try:
         options = LabelOptions(window=window, stride=stride if window is not None else None, top_k=top_k, crops=int(crops), smoothing=smoothing,
                                min_duration=min_duration, background_threshold=background_threshold,
-                               precision=precision, device=device)
+                               refine_edges=refine_edges, precision=precision, device=device)
         source_kind(source)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

@@ -29,6 +29,14 @@ def _floats(value: str, name: str) -> tuple[float, float]:
 @click.option("--val-fraction", default=0.15, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Share of each class held out for validation when there is no --val.")
 @click.option("--split", help="Split of --data to train on (default: train when the data has one).")
+@click.option("--untrimmed", help="Also train on annotated untrimmed videos: an ActivityNet-style ground_truth.json "
+              "(what falv evaluate --untrimmed reads). Windows inside actions train their class, windows in the "
+              "gaps a 'background' class that labeling never emits, so segments skip the gaps.")
+@click.option("--untrimmed-subset", help="Use only this subset of the --untrimmed file (e.g. validation).")
+@click.option("--untrimmed-window", type=click.FloatRange(0, min_open=True),
+              help="Training window seconds (default: the window labeling uses for the model).")
+@click.option("--untrimmed-stride", type=click.FloatRange(0, min_open=True),
+              help="Seconds between training windows (default: half the window).")
 @preset_option("tiny", "Model preset when training from scratch.")
 @click.option("--attention", help="Attention scheme (divided_space_time, joint_space_time, space_only, "
               "sparse_local_global, axial).")

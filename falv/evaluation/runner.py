@@ -43,6 +43,8 @@ __all__ = [
     "map_classes",
     "scores_from_record",
     "default_window",
+    "default_stride",
+    "DEFAULT_STRIDE_FRACTION",
     "evaluate",
     "write_report",
 ]
@@ -137,6 +139,17 @@ def check_options(
     return views
 
 
+#: Untrimmed videos: the default window stride as a fraction of the window. Windows an eighth of
+#: their length apart put a window centre every 0.25 s for 2 s windows, so segment edges
+#: (refined between window centres) land within a fraction of a second (docs/evaluation.md).
+DEFAULT_STRIDE_FRACTION = 0.125
+
+
+def default_stride(window: float) -> float:
+    """The untrimmed windows' default stride: ``window * DEFAULT_STRIDE_FRACTION`` seconds."""
+    return window * DEFAULT_STRIDE_FRACTION
+
+
 def default_window(num_frames: int, clip_seconds: float | None = None) -> float:
     """Sliding-window length for untrimmed videos: the model's clip duration (its config's
     sampling) when known, else ``num_frames / 4`` seconds
@@ -223,8 +236,10 @@ def _describe_model(model: Any) -> _Model:
 
         config = load_config(model)
         name = str(model)
+    # a learnt background class is no class of the evaluation: labeling never emits it
+    labels = list(getattr(config, "action_labels", config.labels))
     return _Model(arg=model if isinstance(model, torch.nn.Module) else str(model), name=name,
-                  labels=list(config.labels), multilabel=bool(config.is_multilabel),
+                  labels=labels, multilabel=bool(config.is_multilabel),
                   thresholds=None if config.thresholds is None else list(config.thresholds),
                   num_frames=int(config.num_frames), temperature=getattr(config, "temperature", None),
                   clip_seconds=getattr(config, "clip_seconds", None))
@@ -432,6 +447,7 @@ def _evaluate_untrimmed(untrimmed: Any, subset: str | None, model: _Model, optio
     result = localization_map(ground_truth, predictions, DEFAULT_TIOU_THRESHOLDS)
     result.update(num_videos=len(ground_truth), num_failed=len(failed), subset=subset, window=options.window,
                   stride=options.stride, smoothing=options.smoothing, min_duration=options.min_duration,
+                  refine_edges=options.refine_edges,
                   threshold=options.background_threshold)
     detections = {
         "version": "falv-evaluate",
@@ -460,6 +476,7 @@ def evaluate(
     smoothing: int = 1,
     min_duration: float = 0.0,
     segment_threshold: float = 0.5,
+    refine_edges: bool = True,
     workers: int = 2,
     batch_size: int = 4,
     timeout: float = 120.0,
@@ -483,8 +500,9 @@ def evaluate(
     files), each is listed under ``views`` when there are several.
     ``untrimmed``: an ActivityNet-style ``ground_truth.json`` (or its folder); its
     videos are labeled in sliding windows of ``window`` seconds (default
-    :func:`default_window`) with ``stride`` (default ``window / 2``), segmented
-    with ``smoothing``, ``min_duration`` and ``segment_threshold``, and scored by
+    :func:`default_window`) with ``stride`` (default :func:`default_stride`, an
+    eighth of the window), segmented with ``smoothing``, ``min_duration``,
+    ``segment_threshold`` and ``refine_edges``, and scored by
     mAP at tIoU 0.3/0.5/0.7 (``localization``). ``workers``, ``batch_size``,
     ``timeout``, ``precision``, ``runtime`` and ``device`` go to the engine.
     Windows have the model's clip duration (its config's sampling; ``clip_seconds``
@@ -516,8 +534,8 @@ def evaluate(
         win = float(window) if window is not None else default_window(
             info.num_frames, clip_seconds if clip_seconds is not None else info.clip_seconds)
         # segments come from every window's full scores; the records need no long label lists
-        loc_options = LabelOptions(window=win, stride=float(stride) if stride is not None else win / 2,
-                                   smoothing=smoothing, min_duration=min_duration,
+        loc_options = LabelOptions(window=win, stride=float(stride) if stride is not None else default_stride(win),
+                                   smoothing=smoothing, min_duration=min_duration, refine_edges=refine_edges,
                                    background_threshold=segment_threshold, **dict(engine, top_k=min(k, 5)))
     view_options = [LabelOptions(clips=c, crops=n, **engine) for c, n in views]  # validated before any work
 

@@ -76,18 +76,25 @@ def aggregate(
     model_id: str,
     warnings: Sequence[str] = (),
     embeddings: dict[str, Any] | None = None,
+    background: str | None = None,
 ) -> LabelRecord:
-    """Per-window class scores (W, K) (crops already averaged) -> the video's record."""
+    """Per-window class scores (W, K) (crops already averaged) -> the video's record.
+
+    ``background``: the label of the model's learnt background class; it takes part in
+    segmenting (a window it wins is a gap) but is left out of the video's labels, the
+    windows' labels and the segments."""
     video_scores = scores.mean(axis=0)
     order = np.argsort(-video_scores, kind="stable")
+    if background is not None:
+        order = order[np.asarray(labels)[order] != background]
     if multilabel and options.apply_thresholds:  # the classes over their own thresholds, best first
         cut = np.asarray(thresholds if thresholds is not None else [0.5] * len(labels))
         order = np.array([i for i in order if video_scores[i] >= cut[i]], dtype=int)
     top = [(labels[i], float(video_scores[i])) for i in order[: options.top_k]]
-    k = min(options.top_k, len(labels))
+    k = min(options.top_k, len(labels) - (background is not None))
     window_rows = []
     for (start, end), row in zip(windows, scores):
-        best = np.argsort(-row, kind="stable")[:k]
+        best = [i for i in np.argsort(-row, kind="stable") if labels[i] != background][:k]
         window_rows.append((start, end, [(labels[i], float(row[i])) for i in best]))
     segments = windows_to_segments(
         [(start, end, row) for (start, end), row in zip(windows, scores)],
@@ -97,6 +104,8 @@ def aggregate(
         background_threshold=options.background_threshold,
         multilabel=multilabel,
         duration=info.get("duration"),
+        background=background,
+        refine_edges=options.refine_edges,
     )
     extra = {"damaged": True, "warnings": list(warnings)[:5]} if warnings else {}
     return record_ok(
@@ -184,6 +193,7 @@ class Engine:
         # temperature scaling fitted by falv train (FALConfig.temperature), unless the options say otherwise
         self.temperature = float(options.temperature if options.temperature is not None
                                  else getattr(config, "temperature", None) or 1.0)
+        self.background = getattr(config, "background_label", None)
         proc = processor or FALImageProcessor.from_config(config)
         if "shortest_edge" not in proc.size:
             raise ConfigError("falv label needs a processor that resizes the shortest edge (size.shortest_edge)")
@@ -290,7 +300,7 @@ class Engine:
                                multilabel=self.multilabel, model_id=self.model_id,
                                thresholds=(list(video.options.thresholds) if video.options.thresholds is not None
                                            else self.thresholds),
-                               warnings=video.warnings, embeddings=embeddings)
+                               warnings=video.warnings, embeddings=embeddings, background=self.background)
             stage = "writing the record"
             record_to_json_line(record)  # the JSONL writer's own check: a record that cannot be written fails here
             return record

@@ -10,8 +10,11 @@ segments the way temporal action detection post-processing usually does:
    windows that exist. ``smoothing=1`` leaves the scores as they are.
 2. **Assignment.** Single-label: a window takes its top class when that class's
    (smoothed) score is ``>= background_threshold``, otherwise it is background.
-   Multi-label: every class is thresholded on its own, so a window can carry
-   several classes or none.
+   When the model has a learnt background class (``background=`` its label,
+   ``falv train --untrimmed``), a window whose top class is that one is
+   background too: the background class competes in the argmax but never becomes
+   a segment. Multi-label: every class is thresholded on its own, so a window
+   can carry several classes or none.
 3. **Ownership.** Each window owns the stretch of time from the midpoint between
    the previous window's end and its own start to the midpoint between its own end
    and the next window's start; the first window owns from its start, the last up
@@ -20,6 +23,19 @@ segments the way temporal action detection post-processing usually does:
    (a window owns its centre ``+- stride / 2``); with gaps (``stride > window``)
    each gap is split at its middle. Owned stretches tile ``[first start, last
    end]`` without overlap, so a constant label yields one segment over all windows.
+   **Edge refinement** (``refine_edges=True``): where the label changes between
+   two consecutive windows, the boundary is instead the point between their
+   centres where the two labels' scores cross, found by linear interpolation of
+   the difference ``score(before) - score(after)`` (positive at the first
+   window, usually negative at the second) between the window centres, clamped
+   to them. "No label" scores the background class's score when the model has
+   one, else ``background_threshold`` (a multi-label class is compared with the
+   threshold too). A window's score is taken to describe its centre (what a
+   model trained on windows labeled by their majority, as ``falv train
+   --untrimmed`` does, learns), so the refined edge lies between the centres of
+   the two windows around the change (within one stride of the owned boundary)
+   and, for scores that change linearly across the edge, on it.
+   The first start and the last end stay as in step 3.
 4. **Merging.** Consecutive windows with the same label merge into one segment
    from the first window's owned start to the last window's owned end. Its
    ``score`` is the **mean** (default) or the max (``score_reduce="max"``) of that
@@ -57,6 +73,7 @@ __all__ = [
     "assign_classes",
     "SegmentCloser",
     "owned_bounds",
+    "refined_edge",
     "temporal_iou",
     "iou_matrix",
     "covered_duration",
@@ -171,20 +188,61 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(firsts.tolist(), lasts.tolist()))
 
 
-def assign_classes(smoothed: np.ndarray, background_threshold: float, *, multilabel: bool) -> np.ndarray:
+def assign_classes(smoothed: np.ndarray, background_threshold: float, *, multilabel: bool,
+                   background_index: int | None = None) -> np.ndarray:
     """Step 2: the (N, C) boolean mask of the classes each window is assigned to.
 
     Single-label: the window's top class when its score is ``>= background_threshold``
-    (else background: no class). Multi-label: every class over the threshold.
+    and it is not the background class ``background_index`` (else background: no
+    class). Multi-label: every class over the threshold (never the background class).
     """
     smoothed = np.asarray(smoothed, dtype=np.float64)
     if multilabel:
-        return smoothed >= background_threshold
-    top = np.argmax(smoothed, axis=1)
-    keep = smoothed[np.arange(len(top)), top] >= background_threshold
-    active = np.zeros_like(smoothed, dtype=bool)
-    active[np.nonzero(keep)[0], top[keep]] = True
+        active = smoothed >= background_threshold
+    else:
+        top = np.argmax(smoothed, axis=1)
+        keep = smoothed[np.arange(len(top)), top] >= background_threshold
+        active = np.zeros_like(smoothed, dtype=bool)
+        active[np.nonzero(keep)[0], top[keep]] = True
+    if background_index is not None:
+        active[:, background_index] = False
     return active
+
+
+def _none_score(smoothed: np.ndarray, background_threshold: float, background_index: int | None) -> np.ndarray:
+    """What "no label" scores in each window (N,): the background class's score when the model
+    has one, else the threshold."""
+    if background_index is not None:
+        return smoothed[:, background_index].copy()
+    return np.full(smoothed.shape[0], float(background_threshold))
+
+
+def refined_edge(before: float, after: float, diff_before: float, diff_after: float) -> float:
+    """Where ``diff`` crosses zero between two window centres (linear interpolation).
+
+    ``before``/``after`` are the centres (seconds) of two consecutive windows and
+    ``diff_*`` the score of the first window's label minus the second's at each
+    (``>= 0`` then ``<= 0``). The result lies in ``[before, after]``; when the
+    difference does not fall (flat or noisy scores) it is the middle.
+    """
+    drop = diff_before - diff_after
+    if not (drop > 0 and math.isfinite(drop)):
+        return (before + after) / 2.0
+    fraction = min(max(diff_before / drop, 0.0), 1.0)
+    return before + (after - before) * fraction
+
+
+def _refined_bounds(bounds: np.ndarray, centres: np.ndarray, score_of: Any, states: np.ndarray) -> np.ndarray:
+    """``bounds`` with each inner boundary where ``states`` changes moved to the scores' crossing.
+
+    ``score_of(state, i)`` is the (smoothed) score of a window state at window ``i``.
+    """
+    out = bounds.copy()
+    for i in np.nonzero(states[1:] != states[:-1])[0].tolist():  # between windows i and i + 1
+        a, b = states[i], states[i + 1]
+        out[i + 1] = refined_edge(centres[i], centres[i + 1], score_of(a, i) - score_of(b, i),
+                                  score_of(a, i + 1) - score_of(b, i + 1))
+    return np.maximum.accumulate(out)
 
 
 def windows_to_segments(
@@ -197,12 +255,17 @@ def windows_to_segments(
     multilabel: bool = False,
     duration: float | None = None,
     score_reduce: str = "mean",
+    background: str | None = None,
+    refine_edges: bool = False,
 ) -> list[Segment]:
     """Labeled segments from per-window class scores (see the module docstring).
 
     ``windows`` is a sequence of ``(start, end, scores)`` with times in seconds and
     ``scores`` a per-class array aligned with ``labels``; windows may be given in
-    any order and may overlap. Returns segments sorted by ``(start, end, label)``.
+    any order and may overlap. ``background`` names the label of a learnt
+    background class (it competes for windows but never becomes a segment);
+    ``refine_edges`` moves each edge to where the scores cross (step 3). Returns
+    segments sorted by ``(start, end, label)``.
     """
     labels = [str(label) for label in labels]
     if len(set(labels)) != len(labels):
@@ -217,6 +280,7 @@ def windows_to_segments(
         raise ConfigError(f"background_threshold must be a finite number, got {background_threshold!r}")
     if duration is not None and not (duration >= 0.0):
         raise ConfigError(f"duration must be >= 0 seconds, got {duration!r}")
+    background_index = _background_index(background, labels)
     if not windows or not labels:
         return []
 
@@ -224,13 +288,24 @@ def windows_to_segments(
     smoothed = smooth_scores(scores, int(smoothing))  # (N, C)
     bounds = owned_bounds(starts, ends)  # (N + 1,)
 
-    active = assign_classes(smoothed, background_threshold, multilabel=multilabel)  # (N, C)
+    active = assign_classes(smoothed, background_threshold, multilabel=multilabel,
+                            background_index=background_index)  # (N, C)
+    centres = (starts + ends) / 2.0
+    if refine_edges and not multilabel:
+        none = _none_score(smoothed, background_threshold, background_index)
+        states = np.where(active.any(axis=1), active.argmax(axis=1), -1)
+        shared = _refined_bounds(bounds, centres, lambda st, i: none[i] if st < 0 else smoothed[i, st], states)
 
     reduce = np.mean if score_reduce == "mean" else np.max
     segments: list[Segment] = []
     for c, label in enumerate(labels):
+        edges = bounds
+        if refine_edges:
+            edges = shared if not multilabel else _refined_bounds(
+                bounds, centres, lambda st, i, c=c: smoothed[i, c] if st else background_threshold,
+                active[:, c])
         for first, last in _runs(active[:, c]):
-            start, end = float(bounds[first]), float(bounds[last + 1])
+            start, end = float(edges[first]), float(edges[last + 1])
             if duration is not None:
                 start, end = min(max(start, 0.0), duration), min(max(end, 0.0), duration)
             if end <= start or end - start < min_duration:
@@ -239,6 +314,15 @@ def windows_to_segments(
             segments.append(Segment(label=label, start=start, end=end, score=score))
     segments.sort(key=lambda s: (s.start, s.end, s.label))
     return segments
+
+
+def _background_index(background: str | None, labels: Sequence[str]) -> int | None:
+    if background is None:
+        return None
+    labels = [str(label) for label in labels]
+    if str(background) not in labels:
+        raise ConfigError(f"background label {background!r} is not one of the labels")
+    return labels.index(str(background))
 
 
 class SegmentCloser:
@@ -267,12 +351,19 @@ class SegmentCloser:
         background_threshold: float = 0.5,
         multilabel: bool = False,
         score_reduce: str = "mean",
+        background: str | None = None,
+        refine_edges: bool = False,
     ) -> None:
         # the batch function's own checks of the options
         windows_to_segments([], labels, smoothing=smoothing, min_duration=min_duration,
                             background_threshold=background_threshold, multilabel=multilabel,
-                            score_reduce=score_reduce)
+                            score_reduce=score_reduce, background=background)
         self.labels = [str(label) for label in labels]
+        self.background_index = _background_index(background, self.labels)
+        self.refine_edges = bool(refine_edges)
+        # the last decided window: (centre, smoothed scores, active classes), for refined edges
+        self._prev: tuple[float, np.ndarray, np.ndarray] | None = None
+        self._edge_max = np.full(len(self.labels), -math.inf)  # running max of each class's edges
         self.smoothing = int(smoothing)
         self.min_duration = float(min_duration)
         self.background_threshold = float(background_threshold)
@@ -343,14 +434,18 @@ class SegmentCloser:
         scores = np.stack([w[4] for w in self._buffer])
         smoothed = smooth_scores(scores, self.smoothing)[pos]  # the buffer starts at max(0, j - back)
         bound = self._buffer[pos][3]
-        active = assign_classes(smoothed[None, :], self.background_threshold, multilabel=self.multilabel)[0]
+        active = assign_classes(smoothed[None, :], self.background_threshold, multilabel=self.multilabel,
+                                background_index=self.background_index)[0]
+        centre = (self._buffer[pos][1] + self._buffer[pos][2]) / 2.0
+        edges = self._edges(bound, centre, smoothed, active)
+        self._prev = (centre, smoothed, active)
         closed = []
         for c in [c for c in self._open if not active[c]]:
-            segment = self._close(c, bound)
+            segment = self._close(c, float(edges[c]))
             if segment is not None:
                 closed.append(segment)
         for c in np.nonzero(active)[0].tolist():
-            run = self._open.setdefault(c, [bound, 0.0, -math.inf, 0])
+            run = self._open.setdefault(c, [float(edges[c]), 0.0, -math.inf, 0])
             run[1] += float(smoothed[c])
             run[2] = max(run[2], float(smoothed[c]))
             run[3] += 1
@@ -359,6 +454,30 @@ class SegmentCloser:
         while self._buffer and self._buffer[0][0] < self._decided - self._back:
             self._buffer.pop(0)
         return closed
+
+    def _edges(self, bound: float, centre: float, smoothed: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """Each class's boundary before the window being decided (as windows_to_segments places it)."""
+        edges = np.full(len(self.labels), bound)
+        if self.refine_edges and self._prev is not None:
+            before, prev_scores, prev_active = self._prev
+            if self.multilabel:
+                for c in np.nonzero(prev_active != active)[0].tolist():
+                    sign = 1.0 if prev_active[c] else -1.0
+                    edges[c] = refined_edge(before, centre, sign * (prev_scores[c] - self.background_threshold),
+                                            sign * (smoothed[c] - self.background_threshold))
+            else:
+                a = int(prev_active.argmax()) if prev_active.any() else -1
+                b = int(active.argmax()) if active.any() else -1
+                if a != b:
+                    def score(state: int, row: np.ndarray) -> float:
+                        if state >= 0:
+                            return float(row[state])
+                        return float(_none_score(row[None, :], self.background_threshold, self.background_index)[0])
+
+                    edges[:] = refined_edge(before, centre, score(a, prev_scores) - score(b, prev_scores),
+                                            score(a, smoothed) - score(b, smoothed))
+        self._edge_max = np.maximum(self._edge_max, edges)
+        return self._edge_max.copy()
 
     def _close(self, c: int, end: float) -> Segment | None:
         start, total, best, count = self._open.pop(c)

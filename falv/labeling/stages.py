@@ -42,6 +42,9 @@ class LabelOptions:
     smoothing: int = 1             # moving average over windows before segmenting
     min_duration: float = 0.0      # drop segments shorter than this (seconds)
     background_threshold: float = 0.5
+    # Segment edges where the scores of consecutive windows cross instead of half-way between them
+    # (falv.labeling.segments, step 3); matters with a stride finer than the window.
+    refine_edges: bool = True
     embeddings: bool = False
     precision: str = "auto"
     device: str = "auto"

@@ -219,7 +219,8 @@ class _StreamLabeler:
         self.stride = Fraction(options.stride if options.stride is not None else options.window)
         self.closer = SegmentCloser(engine.labels, smoothing=options.smoothing, min_duration=options.min_duration,
                                     background_threshold=options.background_threshold,
-                                    multilabel=engine.multilabel)
+                                    multilabel=engine.multilabel, background=engine.background,
+                                    refine_edges=options.refine_edges)
         self.frames: deque[LiveFrame] = deque()  # the ring buffer: only frames a window may still need
         self.times: deque[float] = deque()
         self.next_k = 0  # next sliding window to run
@@ -307,7 +308,8 @@ class _StreamLabeler:
             return [_warning("window_skipped", f"window {index} ({start:.3f}-{end:.3f} s) skipped: the model "
                                                "gave NaN or infinite scores")]
         labels = self.engine.labels
-        best = np.argsort(-scores, kind="stable")[: min(self.options.top_k, len(labels))]
+        best = [i for i in np.argsort(-scores, kind="stable")
+                if labels[i] != self.engine.background][: self.options.top_k]
         event["labels"] = [{"label": labels[i], "score": float(scores[i])} for i in best]
         if self.timing:
             event["model_s"] = round(time.perf_counter() - began, 6)

@@ -83,6 +83,7 @@ class R2Plus1DConfig(LabelFields):
     thresholds: list[float] | None = None
     temperature: float | None = None      # as in FALConfig
     sampling: ClipSampling | None = None  # as in FALConfig
+    background_label: str | None = None
     model_type: str = BASELINE_MODEL_TYPE
 
     def __post_init__(self) -> None:

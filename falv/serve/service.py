@@ -169,7 +169,7 @@ class LabelService:
         self.store = JobStore(settings.data_dir / "jobs.sqlite3")
         model = FALForVideoClassification.from_pretrained(settings.model)
         model.name_or_path = settings.model  # records name the model as `falv label --model` does
-        self.labels: list[str] = list(model.config.labels)
+        self.labels: list[str] = list(model.config.action_labels)  # what labeling emits (no background)
         self.multilabel = bool(model.config.is_multilabel)
         self.model_version = settings.model_version or f"falv:{Path(settings.model).name or settings.model}"
         self.base_options = LabelOptions(batch_size=settings.batch_size, workers=settings.workers,
@@ -248,8 +248,9 @@ class LabelService:
 
         model = FALForVideoClassification.from_pretrained(model_dir)
         model.name_or_path = str(model_dir)
-        if list(model.config.labels) != self.labels:
-            raise ConfigError(f"the new model's labels {model.config.labels} differ from the served ones {self.labels}")
+        if list(model.config.action_labels) != self.labels:
+            raise ConfigError(f"the new model's labels {model.config.action_labels} differ from the served ones "
+                              f"{self.labels}")
         self._next = (Engine(model, self.base_options, None, str(model_dir)), version)
         self.current_model = str(model_dir)
         self._swap_done.clear()

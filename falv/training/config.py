@@ -29,6 +29,12 @@ class TrainConfig:
     val_fraction: float = 0.15
     split: str | None = None          # split of `data` to train on (synth/Kinetics...): default "train" when it has one
     val_split: str | None = None      # split of `val` (or of `data` when val is None and it has one): default "val"
+    # annotated untrimmed videos (ActivityNet-style ground truth): windows inside actions train their
+    # class, windows in the gaps a background class (falv/data/untrimmed.py)
+    untrimmed: str | None = None
+    untrimmed_subset: str | None = None  # one subset of that file (default: every annotated video)
+    untrimmed_window: float | None = None  # window seconds (default: the window labeling uses for the model)
+    untrimmed_stride: float | None = None  # default: half the window
     # model
     preset: str = "tiny"
     attention: str | None = None      # attention scheme (default: the preset's, divided)
@@ -108,6 +114,10 @@ class TrainConfig:
             raise ConfigError("plateau_patience and min_lr must not be negative")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience must be at least 1, got {self.patience}")
+        if self.untrimmed_window is not None and not self.untrimmed_window > 0:
+            raise ConfigError(f"untrimmed_window must be > 0 seconds, got {self.untrimmed_window}")
+        if self.untrimmed_stride is not None and not self.untrimmed_stride > 0:
+            raise ConfigError(f"untrimmed_stride must be > 0 seconds, got {self.untrimmed_stride}")
         if not 0 < self.scale[0] <= self.scale[1] <= 1:
             raise ConfigError(f"scale {self.scale} must satisfy 0 < min <= max <= 1")
 

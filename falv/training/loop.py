@@ -87,6 +87,8 @@ def open_sources(config: TrainConfig) -> tuple[DatasetSource, DatasetSource, dic
         how = {"kind": "holdout", "fraction": config.val_fraction, "seed": config.seed,
                "val": [train.entries[i].path for i in val_idx]}
         train, val = train.subset(train_idx), train.subset(val_idx)
+    if config.untrimmed:
+        train, how["untrimmed"] = _add_untrimmed(train, config)
     missing = sorted({lab for e in val.entries for lab in e.labels} - set(train.classes))
     if missing:
         raise DatasetError(f"validation labels not in the training classes: {missing[:10]}", code="unknown_label")
@@ -94,6 +96,50 @@ def open_sources(config: TrainConfig) -> tuple[DatasetSource, DatasetSource, dic
     if len(train) == 0 or len(val) == 0:
         raise DatasetError("the training and the validation set each need at least one video", code="empty")
     return train, val, how
+
+
+def untrimmed_window(config: TrainConfig) -> float:
+    """The length of the untrimmed training windows: ``untrimmed_window``, else the window
+    labeling and evaluation plan by default for the model being trained."""
+    if config.untrimmed_window is not None:
+        return float(config.untrimmed_window)
+    from falv.evaluation.runner import default_window
+
+    if config.num_frames:
+        frames = config.num_frames
+    elif config.init is not None:
+        from falv.hub.load import load_config
+
+        frames = load_config(config.init).num_frames
+    else:
+        from falv.model.presets import preset
+
+        frames = preset(config.preset).num_frames
+    return default_window(int(frames))
+
+
+def _add_untrimmed(train: DatasetSource, config: TrainConfig) -> tuple[DatasetSource, dict[str, Any]]:
+    """The training source plus the windows of the untrimmed videos (``--untrimmed``)."""
+    from falv.data.untrimmed import untrimmed_entries, with_untrimmed
+
+    window = untrimmed_window(config)
+    found = untrimmed_entries(config.untrimmed, window=window, stride=config.untrimmed_stride,
+                              subset=config.untrimmed_subset, multilabel=train.multilabel)
+    if found.missing:
+        logger.warning("%s: %d video(s) of the ground truth not found and left out: %s", config.untrimmed,
+                       len(found.missing), ", ".join(found.missing[:5]))
+    merged, background = with_untrimmed(train, found)
+    from falv.data.untrimmed import DEFAULT_TRAIN_STRIDE_FRACTION
+
+    stride = config.untrimmed_stride if config.untrimmed_stride is not None else window * DEFAULT_TRAIN_STRIDE_FRACTION
+    return merged, {"ground_truth": config.untrimmed, "subset": config.untrimmed_subset, "window": window,
+                    "stride": stride, "videos": found.videos, "windows": len(found.entries),
+                    "background_windows": found.background_windows, "background_label": background}
+
+
+def background_of(how: dict[str, Any]) -> str | None:
+    """The background label the training data defines (``--untrimmed``, single-label), if any."""
+    return (how.get("untrimmed") or {}).get("background_label")
 
 
 def _cache_budget(config: TrainConfig, source: DatasetSource, size: int) -> int:
@@ -105,22 +151,24 @@ def _cache_budget(config: TrainConfig, source: DatasetSource, size: int) -> int:
         return budget
     from falv.video import probe
 
-    sample = source.entries[:: max(1, len(source) // 16)][:16]
+    paths = list(dict.fromkeys(e.path for e in source.entries))  # windows of one file share its frames
+    sample = paths[:: max(1, len(paths) // 16)][:16]
     per_video = []
-    for entry in sample:
+    for path in sample:
         try:
-            info = probe(entry.path)
+            info = probe(path)
         except (FalvError, OSError):
             continue
         aspect = max(info.width, info.height) / max(1, min(info.width, info.height))
         per_video.append(info.num_frames * size * size * aspect * 3)
-    estimate = float(np.mean(per_video)) * len(source) if per_video else math.inf
+    estimate = float(np.mean(per_video)) * len(paths) if per_video else math.inf
     return budget if estimate <= budget else 0
 
 
 # -- model ---------------------------------------------------------------------------
-def build_model(config: TrainConfig, classes: list[str], multilabel: bool) -> nn.Module:
-    """A FAL model for ``classes``: a preset from scratch, or ``config.init`` with a new head."""
+def build_model(config: TrainConfig, classes: list[str], multilabel: bool, background: str | None = None) -> nn.Module:
+    """A FAL model for ``classes``: a preset from scratch, or ``config.init`` with a new head.
+    ``background``: the label of the learnt background class (``--untrimmed``)."""
     from falv.hub.load import load_model
     from falv.model.presets import preset
     from falv.model.transformer import FALForVideoClassification
@@ -131,6 +179,8 @@ def build_model(config: TrainConfig, classes: list[str], multilabel: bool) -> nn
         overrides["attention_type"] = config.attention
     if config.drop_path is not None:
         overrides["drop_path_rate"] = config.drop_path
+    if background is not None:
+        overrides["background_label"] = background
     if config.init is None:
         if config.num_frames:
             overrides["num_frames"] = config.num_frames
@@ -143,7 +193,7 @@ def build_model(config: TrainConfig, classes: list[str], multilabel: bool) -> nn
     same_head = model.config.labels == list(classes) if hasattr(model.config, "labels") else False
     if not same_head or overrides or model.config.problem_type != problem:
         state = model.state_dict()
-        cfg = replace(model.config, problem_type=problem, **overrides).with_labels(classes)
+        cfg = replace(model.config.with_labels(classes), problem_type=problem, **overrides)
         model = FALForVideoClassification(cfg)
         own = model.state_dict()
         kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape
@@ -377,7 +427,7 @@ class Trainer:
         self.multilabel = self.train_src.multilabel
         if model is None:
             torch.manual_seed(config.seed)  # the initial weights depend on the seed only
-            model = build_model(config, self.train_src.classes, self.multilabel)
+            model = build_model(config, self.train_src.classes, self.multilabel, background_of(how))
         if config.freeze_backbone:
             _freeze_backbone(model)
         self.model = model

@@ -79,7 +79,8 @@ def test_cli_end_to_end_with_views_untrimmed_and_a_broken_video(synth, model_dir
     loc = metrics["localization"]
     assert {"mAP@0.3", "mAP@0.5", "mAP@0.7", "mAP"} <= set(loc) and loc["num_videos"] == 1
     assert loc["mAP"] == pytest.approx(np.mean([loc["mAP@0.3"], loc["mAP@0.5"], loc["mAP@0.7"]]))
-    assert loc["window"] == 2.0 and loc["stride"] == 1.0  # the defaults for an 8-frame model
+    assert loc["window"] == 2.0 and loc["stride"] == 0.25  # the defaults for an 8-frame model
+    assert loc["refine_edges"] is True
 
     rows = list(csv.reader((out / "confusion_matrix.csv").open()))
     assert rows[0][1:] == classes and [r[0] for r in rows[1:]] == classes

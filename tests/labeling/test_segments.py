@@ -16,6 +16,7 @@ from falv.labeling.segments import (
     frame_span,
     iou_matrix,
     owned_bounds,
+    refined_edge,
     smooth_scores,
     temporal_iou,
     windows_to_segments,
@@ -267,6 +268,8 @@ def problems(draw):
         multilabel=draw(st.booleans()),
         duration=duration,
         score_reduce=draw(st.sampled_from(["mean", "max"])),
+        background=draw(st.sampled_from([None, labels[-1]])) if c > 1 else None,
+        refine_edges=draw(st.booleans()),
     )
     return windows, labels, options
 
@@ -277,7 +280,7 @@ def check_invariants(segs, labels, options, windows):
     hi = duration if duration is not None else max(w[1] for w in windows)
     assert segs == sorted(segs, key=lambda s: (s.start, s.end, s.label))
     for s in segs:
-        assert s.label in labels
+        assert s.label in labels and s.label != options.get("background")
         assert lo <= s.start < s.end <= hi + 1e-9
         assert s.end - s.start >= options["min_duration"] - 1e-9
         assert 0.0 <= s.score <= 1.0 + 1e-9
@@ -299,6 +302,7 @@ def test_segment_invariants(problem):
 @given(problems(), st.integers(0, 100), st.integers(0, 100))
 def test_raising_the_threshold_never_adds_covered_time(problem, t1, t2):
     windows, labels, options = problem
+    options = {**options, "refine_edges": False}  # refined edges follow the scores, not the threshold alone
     low, high = sorted((t1 / 100, t2 / 100))
     loose = windows_to_segments(windows, labels, **{**options, "background_threshold": low})
     strict = windows_to_segments(windows, labels, **{**options, "background_threshold": high})
@@ -314,7 +318,83 @@ def test_constant_label_gives_one_segment_over_all_windows(problem, cls):
     windows, labels, options = problem
     cls = cls % len(labels)
     const = [(a, b, onehot(cls, hi=0.9, lo=0.1 / len(labels), n=len(labels))) for a, b, _ in windows]
-    opts = {**options, "background_threshold": 0.5, "min_duration": 0.0, "duration": None}
+    opts = {**options, "background_threshold": 0.5, "min_duration": 0.0, "duration": None, "background": None}
     segs = windows_to_segments(const, labels, **opts)
     first, last = min(w[0] for w in windows), max(w[1] for w in windows)
     assert segs == [Segment(labels[cls], first, last, pytest.approx(0.9))]
+
+
+# --------------------------------------------------------------------------- background class, refined edges
+
+BG_LABELS = ["A", "B", "background"]
+
+
+def test_a_learnt_background_class_is_never_a_segment_and_splits_runs():
+    rows = [[0.8, 0.1, 0.1], [0.7, 0.1, 0.2], [0.2, 0.1, 0.7], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1]]
+    windows = [(i, i + 1.0, row) for i, row in enumerate(rows)]
+    segs = windows_to_segments(windows, BG_LABELS, background="background")
+    assert [(s.label, s.start, s.end) for s in segs] == [("A", 0, 2), ("A", 4, 5), ("B", 5, 6)]
+    # without the flag the background class is a label like any other
+    plain = windows_to_segments(windows, BG_LABELS)
+    assert ("background", 2, 4) in [(s.label, s.start, s.end) for s in plain]
+    # a background score under the threshold still wins its window: the gap is not given to A
+    low = [(0, 1, [0.45, 0.1, 0.45]), (1, 2, [0.3, 0.3, 0.4])]
+    assert windows_to_segments(low, BG_LABELS, background="background", background_threshold=0.0) == [
+        Segment("A", 0, 1, pytest.approx(0.45))]
+    with pytest.raises(ConfigError, match="background label"):
+        windows_to_segments(windows, BG_LABELS, background="nothing")
+
+
+@pytest.mark.parametrize("before, after, d0, d1, edge", [
+    (1.0, 1.5, 0.4, -0.4, 1.25),    # symmetric: the middle
+    (1.0, 1.5, 0.6, -0.2, 1.375),   # three quarters of the way
+    (1.0, 1.5, 0.0, -0.5, 1.0),     # the first window is already on the edge
+    (1.0, 1.5, 0.5, 0.0, 1.5),      # the second one is
+    (1.0, 1.5, 0.0, 0.0, 1.25),     # flat: the middle
+    (1.0, 1.5, -0.1, 0.2, 1.25),    # not falling (noise): the middle
+])
+def test_refined_edge_table(before, after, d0, d1, edge):
+    assert refined_edge(before, after, d0, d1) == pytest.approx(edge)
+
+
+def ramp_windows(edge: float, window: float, stride: float, duration: float, rising: bool, noise=None):
+    """Windows whose action score is the share of the window after (rising) or before ``edge``:
+    what a model trained on windows labeled by their majority approximates."""
+    out = []
+    for i, (a, b, _) in enumerate(sliding(duration, window, stride, lambda t: None)):
+        share = min(max((b - edge) / window, 0.0), 1.0)
+        action = share if rising else 1.0 - share
+        if noise is not None:
+            action = min(max(action + noise[i % len(noise)], 0.0), 1.0)
+        out.append((a, b, [action, 0.0, 1.0 - action]))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(8, 40), st.sampled_from([1.0, 2.0, 3.0]), st.sampled_from([1, 2, 4, 8]), st.booleans(),
+       st.lists(st.floats(-0.05, 0.05), min_size=1, max_size=7))
+def test_refined_edges_land_within_one_stride_of_the_truth(edge_at, window, per_window, rising, noise):
+    """An edge between windows: refined, it lands within one stride of the truth (exactly on it for
+    scores that change linearly across it); unrefined, within half a window plus a stride."""
+    stride = window / per_window
+    edge = edge_at * 0.25 + window  # at least one window from either end of a 20 s video
+    duration = 20.0 + 2 * window
+    for noisy in (None, noise):
+        windows = ramp_windows(edge, window, stride, duration, rising, noisy)
+        segs = windows_to_segments(windows, BG_LABELS, background="background", refine_edges=True)
+        assert len(segs) == 1 and segs[0].label == "A"
+        found = segs[0].start if rising else segs[0].end
+        assert abs(found - edge) <= stride + 1e-9
+        if noisy is None and per_window >= 2:  # both windows around the edge see part of it
+            assert found == pytest.approx(edge)
+        plain = windows_to_segments(windows, BG_LABELS, background="background")
+        assert abs((plain[0].start if rising else plain[0].end) - edge) <= stride / 2 + stride + 1e-9
+
+
+def test_refined_edges_between_two_classes_do_not_overlap():
+    # A fades into B between 4 and 6 s; windows every 0.5 s
+    windows = [(t, t + 1.0, [max(0.0, min(1.0, (5.5 - t) / 2)), max(0.0, min(1.0, (t - 3.5) / 2)), 0.0])
+               for t in np.arange(0, 9.01, 0.5)]
+    segs = windows_to_segments(windows, BG_LABELS, background="background", refine_edges=True)
+    assert [s.label for s in segs] == ["A", "B"]
+    assert segs[0].end == segs[1].start == pytest.approx(5.0)

@@ -118,6 +118,30 @@ def test_segment_closer_matches_windows_to_segments(smoothing, multilabel) -> No
             assert i == first_after + (smoothing - 1) // 2
 
 
+@pytest.mark.parametrize("smoothing", [1, 3])
+@pytest.mark.parametrize("multilabel, background", [(False, None), (False, "c"), (True, None)])
+def test_segment_closer_matches_windows_to_segments_with_refined_edges(smoothing, multilabel, background) -> None:
+    rng = np.random.default_rng(smoothing + 10 * multilabel + 100 * (background is not None))
+    labels = ["a", "b", "c"]
+    for trial in range(20):
+        n = int(rng.integers(1, 30))
+        stride, window = (0.25, 1.0) if trial % 2 else (1.0, 1.0)
+        scores = rng.random((n, 3))
+        scores[rng.random(n) < 0.3] *= 0.3
+        windows = [(i * stride, i * stride + window, scores[i]) for i in range(n)]
+        kw = dict(smoothing=smoothing, multilabel=multilabel, background_threshold=0.4, background=background,
+                  refine_edges=True, min_duration=0.3 if trial % 3 == 0 else 0.0)
+        closer = SegmentCloser(labels, **kw)
+        got = [seg for a, b, row in windows for seg in closer.push(a, b, row)] + closer.flush()
+        expected = windows_to_segments(windows, labels, **kw)
+        key = lambda s: (s.label, s.start)  # noqa: E731
+        got, expected = sorted(got, key=key), sorted(expected, key=key)
+        assert [s.label for s in got] == [s.label for s in expected]
+        flat = lambda segs: [x for s in segs for x in (s.start, s.end, s.score)]  # noqa: E731
+        assert flat(got) == pytest.approx(flat(expected))
+        assert background not in {s.label for s in got}
+
+
 def test_segment_closer_rejects_out_of_order_windows() -> None:
     closer = SegmentCloser(["a"])
     closer.push(1.0, 2.0, [0.9])

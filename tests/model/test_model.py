@@ -184,3 +184,23 @@ def test_flops_are_counted_for_every_position_embedding(embedding, scheme):
     flops = count_flops(cfg)
     # the embedding adds no matmul: every setting counts the same
     assert flops == count_flops(tiny_config(attention_type=scheme)) > 0
+
+
+def test_background_label_round_trip_and_checks(tmp_path):
+    cfg = tiny_config(id2label={0: "a", 1: "b", 2: "background"}, background_label="background")
+    assert cfg.action_labels == ["a", "b"] and cfg.labels == ["a", "b", "background"]
+    cfg.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["background_label"] == "background"
+    assert FALConfig.from_json_file(tmp_path / "config.json") == cfg
+    # a model without one writes no key, so its config.json stays as it was
+    plain = tiny_config()
+    assert plain.background_label is None and plain.action_labels == plain.labels
+    assert "background_label" not in plain.to_dict()
+    # new labels keep the background label only when it is among them
+    assert cfg.with_labels(["x", "background"]).background_label == "background"
+    assert cfg.with_labels(["x", "y"]).background_label is None
+    with pytest.raises(ConfigError, match="not one of the labels"):
+        tiny_config(background_label="background")
+    with pytest.raises(ConfigError, match="single-label"):
+        tiny_config(id2label={0: "a", 1: "background"}, background_label="background",
+                    problem_type="multi_label_classification")

@@ -213,3 +213,48 @@ def test_step_and_plateau_schedulers_drive_the_run_and_survive_a_resume(synth_se
     assert len(steps) == 16  # 4 steps an epoch
     for event in steps:
         assert event["lr"] == pytest.approx(3e-3 * expected[event["epoch"] - 1]), event
+
+
+def test_untrimmed_videos_train_a_background_class_that_labeling_never_emits(tmp_path):
+    """falv train --untrimmed: windows of annotated untrimmed videos join the training data (gaps train
+    'background'); the model's config flags it, and labeling, evaluation and exports skip it."""
+    from click.testing import CliRunner
+
+    from falv.cli.main import cli
+    from falv.data.synth import SynthConfig, generate
+    from falv.evaluation import evaluate
+    from falv.labeling.engine import label
+    from falv.labeling.export import export_formats
+
+    classes = ("red-solid-circle", "green-striped-cross")
+    data = tmp_path / "data"
+    generate(data, SynthConfig(mode="appearance", classes=classes, videos_per_class=6, seed=3, width=32,
+                               height=32, splits=(0.5, 0.25, 0.25), duration=(1.0, 1.5), distractors=0,
+                               noise=0.0, untrimmed=2, untrimmed_duration=(8.0, 8.0)), overwrite=True)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "train", "--data", str(data), "--out", str(run), "--untrimmed", str(data / "untrimmed"),
+        "--untrimmed-window", "1.0", "--untrimmed-stride", "0.5", "--epochs", "1", "--batch-size", "8",
+        "--frames", str(SMALL["num_frames"]), "--image-size", str(SMALL["image_size"]), "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    model = FALForVideoClassification.from_pretrained(run / "best")
+    assert model.config.labels == [*classes, "background"] and model.config.background_label == "background"
+    how = json.loads((run / "split.json").read_text())["how"]["untrimmed"]
+    assert how["videos"] == 2 and how["window"] == 1.0 and how["windows"] == 2 * 15
+    assert 0 < how["background_windows"] < how["windows"]
+    # labeling: no 'background' anywhere in the records, the exports or the evaluation's classes
+    untrimmed = sorted(str(p) for p in (data / "untrimmed").glob("*.mp4"))
+    records = list(label(untrimmed, str(run / "best"), out_dir=tmp_path / "labels", window=1.0, stride=0.25,
+                         workers=1, top_k=5))
+    assert all(r.error is None for r in records)
+    for r in records:
+        assert [x.label for x in r.labels] and "background" not in {x.label for x in r.labels}
+        assert all("background" not in {x.label for x in w.labels} for w in r.windows)
+        assert all(s.label in classes for s in r.segments)
+    written = export_formats(tmp_path / "labels", ["label-studio", "activitynet"], classes=model.config.action_labels)
+    for path in written.values():
+        assert "background" not in Path(path).read_text()
+    metrics = evaluate(str(run / "best"), str(data), tmp_path / "eval", untrimmed=str(data / "untrimmed"),
+                       window=1.0, workers=1)
+    assert metrics["num_model_classes"] == 2 and metrics["top1"] is not None
+    assert metrics["localization"]["num_videos"] == 2 and metrics["localization"]["stride"] == 0.125
