@@ -31,6 +31,7 @@ import errno
 import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,16 @@ def _key_of(record: dict[str, Any]) -> str:
     segment = record.get("segment")
     ok = isinstance(segment, list) and len(segment) == 2
     return segment_key(record["path"], segment if ok else None)
+
+
+def newest_per_input(records: Iterable[Any]) -> list[Any]:
+    """One record per input from ``records`` in the order they were made (dicts or
+    :class:`~falv.labeling.records.LabelRecord`): the newest of each input, at the place of
+    its input's first record. The rule of ``labels.jsonl``, for readers of any record list."""
+    latest: dict[str, Any] = {}
+    for record in records:
+        latest[_key_of(record if isinstance(record, dict) else record.to_dict())] = record
+    return list(latest.values())
 
 
 def is_deterministic_failure(record: dict[str, Any]) -> bool:

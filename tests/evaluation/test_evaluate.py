@@ -261,13 +261,16 @@ def test_an_interrupted_evaluation_resumes_and_gives_the_same_metrics(synth, mod
     from falv.labeling.records import read_records
 
     root, _ = synth
+    rows = (root / "test.csv").read_text().splitlines()
+    data = root / "resume.csv"  # three good videos and the broken one: a small, quick set
+    data.write_text("\n".join(rows[:3] + [r for r in rows if "broken" in r]) + "\n")
     out = tmp_path / "out"
     kw = dict(workers=1, clips=1)
-    first = evaluate(str(model_dir), str(root), out, **kw)
+    first = evaluate(str(model_dir), str(data), out, **kw)
     labels = out / "records" / "clips1-crops1" / "labels.jsonl"
-    assert len(read_records(labels)) == 9  # one per input, the broken one included
-    # as if the first run had been killed after three videos
-    labels.write_text("".join(labels.read_text().splitlines(keepends=True)[:3]))
+    assert len(read_records(labels)) == 4  # one per input, the broken one included
+    # as if the first run had been killed after two videos
+    labels.write_text("".join(labels.read_text().splitlines(keepends=True)[:2]))
     kept_done = {r.path for r in read_records(labels)
                  if r.error is None or r.error.type in ("not_a_video", "no_video_stream")}
     labelled = []
@@ -279,26 +282,36 @@ def test_an_interrupted_evaluation_resumes_and_gives_the_same_metrics(synth, mod
         return original(self, jobs, **kwargs)
 
     monkeypatch.setattr(Engine, "run_jobs", counting)
-    second = evaluate(str(model_dir), str(root), out, **kw)
+    second = evaluate(str(model_dir), str(data), out, **kw)
     # only what the first run had not done is labelled (a failure that can recur is retried)
-    assert sorted(labelled) == sorted({r.path for r in read_records(labels)} - kept_done)
-    assert len(labelled) == 9 - len(kept_done)
+    assert len(labelled) == 4 - len(kept_done) and not set(labelled) & kept_done
     for key in ("top1", "top5", "f1_macro", "num_videos", "failed"):
         assert second[key] == first[key]
-    # a rerun with nothing left labels only the failure that may not recur (a corrupt read);
-    # another model, or resume=False, labels everything
-    labelled.clear()
-    evaluate(str(model_dir), str(root), out, **kw)
-    [broken] = first["failed"]
-    assert labelled == ([] if broken["type"] in ("not_a_video", "no_video_stream") else [broken["path"]])
-    evaluate(str(model_dir), str(root), out, resume=False, **kw)
-    assert len(labelled) == 9
-    labelled.clear()
-    other = tmp_path / "other"
+    assert len(read_records(labels)) == 4
+
+
+def test_records_of_another_model_or_other_options_are_never_reused(synth, model_dir, tmp_path):
+    from falv.evaluation.runner import _describe_model, _records_dir, model_fingerprint
+
+    info = _describe_model(str(model_dir))
+    options = LabelOptions(clips=2, top_k=2)
+    folder = _records_dir(tmp_path, "clips2-crops1", info, options, resume=True)
+    (folder / "labels.jsonl").write_text("{}\n")
+    assert _records_dir(tmp_path, "clips2-crops1", info, LabelOptions(clips=2, top_k=2, workers=4), True) == folder
+    assert (folder / "labels.jsonl").exists()  # the same model and options (workers do not matter): resumed
+    assert _records_dir(tmp_path, "clips2-crops1", info, options, resume=False) == folder
+    assert not (folder / "labels.jsonl").exists()  # resume=False starts afresh
+    (folder / "labels.jsonl").write_text("{}\n")
+    _records_dir(tmp_path, "clips2-crops1", info, LabelOptions(clips=2, top_k=2, precision="fp32"), True)
+    assert not (folder / "labels.jsonl").exists()  # other options
+    (folder / "labels.jsonl").write_text("{}\n")
     torch.manual_seed(1)
-    FALForVideoClassification(preset("tiny", id2label=dict(enumerate(synth[1])))).save_pretrained(other)
-    evaluate(str(other), str(root), out, **kw)
-    assert len(labelled) == 9 and len(read_records(labels)) == 9
+    other = FALForVideoClassification(preset("tiny", id2label=dict(enumerate(synth[1]))))
+    _records_dir(tmp_path, "clips2-crops1", _describe_model(other), options, True)
+    assert not (folder / "labels.jsonl").exists()  # another model
+    assert model_fingerprint(other) == model_fingerprint(other) != info.fingerprint
+    other.save_pretrained(tmp_path / "saved")
+    assert model_fingerprint(str(tmp_path / "saved")) != info.fingerprint
 
 
 def test_kinetics_segments_are_evaluated_inside_time_start_and_end(model_dir, synth, tmp_path):
@@ -307,6 +320,7 @@ def test_kinetics_segments_are_evaluated_inside_time_start_and_end(model_dir, sy
 
     _, classes = synth
     videos = tmp_path / "videos"
+    videos.mkdir()
     write_test_video(videos / "AAAAAAAAAAA.mp4", frames=48, fps=12, size=(64, 64))  # 4 s, untrimmed
     write_test_video(videos / "BBBBBBBBBBB.mp4", frames=24, fps=12, size=(64, 64))  # 2 s
     csv_path = tmp_path / "test.csv"
@@ -321,4 +335,4 @@ def test_kinetics_segments_are_evaluated_inside_time_start_and_end(model_dir, sy
     records = {r.path.rsplit("/", 1)[1]: r for r in read_records(out / "records" / "clips2-crops1" / "labels.jsonl")}
     segment = records["AAAAAAAAAAA.mp4"]
     assert segment.extra["segment"] == [1.0, 3.0]
-    assert [(w.start, w.end) for w in segment.windows] == pytest.approx([(1.0, 2.0), (2.0, 3.0)])
+    assert [t for w in segment.windows for t in (w.start, w.end)] == pytest.approx([1.0, 2.0, 2.0, 3.0])
