@@ -9,7 +9,8 @@
     python benchmarks/paper_experiments.py table1 --quick --out /tmp/pe   # CI: one seed, tiny data and model, 1 epoch
 
 Options: ``--seeds N`` (default 3: training seeds 0..N-1), ``--arms a,b`` (alias
-``--schemes``: only these arms), ``--datasets temporal,appearance``, ``--epochs N``
+``--schemes``: only these arms), ``--datasets temporal,appearance`` (the default; also
+``longrange``), ``--epochs N``
 (every arm alike; recorded), ``--jobs N`` (runs in N processes; 2 on an idle
 2-core machine), ``--threads N`` (torch threads per process; default torch's, or
 cores / jobs), ``--fresh`` (retrain what is cached), ``--verbose`` (the trainer's
@@ -89,6 +90,9 @@ from typing import Any
 
 EXPERIMENTS = ("table1", "table4", "cnn", "order", "views")
 DATASETS = ("temporal", "appearance")
+#: Every dataset ``--datasets`` accepts: the two above (the default) and ``longrange``, whose classes
+#: differ only in the order of events several sampled frames apart (``falv synth --config longrange``).
+ALL_DATASETS = (*DATASETS, "longrange")
 DATA_SEED = 0
 
 #: The FAL model of every experiment: a preset and the fields that shrink it so one
@@ -116,6 +120,8 @@ PIXEL_NORM = dict(image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5))
 SYNTH: dict[str, dict[str, Any]] = {
     "temporal": dict(mode="temporal", classes=4, videos_per_class=143, seed=DATA_SEED),
     "appearance": dict(mode="appearance", classes=None, videos_per_class=48, seed=DATA_SEED),
+    # a then b / b then a, grow then shrink / shrink then grow: 143 clips each, like temporal
+    "longrange": dict(mode="longrange", classes=None, videos_per_class=143, seed=DATA_SEED),
 }
 #: TrainConfig fields every arm sets on top of the defaults (recorded in the JSON). fp32: bf16
 #: autocast ("auto" on CPUs with AVX-512 bf16) made a run of EXPERIMENT_MODEL 1.8x slower here
@@ -138,6 +144,7 @@ QUICK_SYNTH_COMMON: dict[str, Any] = dict(classes=4, videos_per_class=6, seed=DA
 QUICK_SYNTH: dict[str, dict[str, Any]] = {
     "temporal": dict(mode="temporal", **QUICK_SYNTH_COMMON),
     "appearance": dict(mode="appearance", **QUICK_SYNTH_COMMON),
+    "longrange": dict(mode="longrange", **QUICK_SYNTH_COMMON),
 }
 QUICK_UNTRIMMED: dict[str, Any] = dict(videos_per_class=0, untrimmed=3, untrimmed_duration=(6.0, 7.0))
 QUICK_CLIP_COUNTS = (1, 2)
@@ -148,7 +155,8 @@ TEST_METRICS = ("top1", "top5", "precision_macro", "recall_macro", "f1_macro", "
                 "recall_weighted", "f1_weighted", "mean_class_accuracy")
 VIEW_METRICS = ("top1_any", "top1_majority")
 
-DATASET_LABELS = {"temporal": "temporal (SSv2 analogue)", "appearance": "appearance (FAL-500 analogue)"}
+DATASET_LABELS = {"temporal": "temporal (SSv2 analogue)", "appearance": "appearance (FAL-500 analogue)",
+                  "longrange": "long-range order"}
 
 
 # -- experiments ------------------------------------------------------------------------------------
@@ -799,7 +807,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")
     parser.add_argument("--arms", "--schemes", dest="arms", default=None,
                         help="comma list: run only these arms (e.g. space_only,divided_space_time)")
-    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma list of temporal,appearance")
+    parser.add_argument("--datasets", default=",".join(DATASETS),
+                        help="comma list of temporal,appearance (the default) and longrange")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs for every arm (default: the recipe's; quick: 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -817,9 +826,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     datasets = tuple(d for d in args.datasets.split(",") if d)
-    unknown = [d for d in datasets if d not in DATASETS]
+    unknown = [d for d in datasets if d not in ALL_DATASETS]
     if unknown or not datasets:
-        parser.error(f"--datasets: choose from {', '.join(DATASETS)}")
+        parser.error(f"--datasets: choose from {', '.join(ALL_DATASETS)}")
     args.datasets = datasets
     if args.arms is not None:
         args.arms = tuple(a for a in args.arms.split(",") if a)

@@ -47,15 +47,19 @@ from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options, model_time_
               help="Untrimmed videos: put segment edges where the scores of the windows around them cross, "
                    "not half-way between the windows.")
 @engine_options
+@click.option("--no-resume", is_flag=True,
+              help="Label every video again even if OUT/records holds this model's records of it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_subset, window, stride, smoothing,
              min_duration, segment_threshold, refine_edges, clip_seconds, temperature, batch_size, workers, timeout,
-             precision, runtime, device, quiet) -> int:
+             precision, runtime, device, no_resume, quiet) -> int:
     """Evaluate a model on labeled videos (--data) and/or untrimmed videos (--untrimmed).
 
     Every video goes through the labeling engine with --clips x --crops views;
     videos that cannot be decoded are listed in metrics.json ("failed") and left
-    out of the metrics. Exit code 0: every video evaluated; 1: some failed;
+    out of the metrics. The engine's records are kept in OUT/records/, so an interrupted
+    evaluation rerun with the same --out, model and options labels only what was
+    left. Exit code 0: every video evaluated; 1: some failed;
     2: usage error; 3: the evaluation could not run (bad model, unknown classes).
     """
     from falv.errors import ConfigError
@@ -81,6 +85,7 @@ def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_sub
             workers=workers, batch_size=batch_size,
             timeout=timeout, precision=precision, runtime=runtime, device=device, progress=bar,
             clip_seconds=clip_seconds, temperature=temperature,
+            resume=not no_resume,
         )
     finally:
         bar.close()

@@ -63,14 +63,17 @@ def _formats(value: tuple[str, ...]) -> list[str]:
 @model_time_options
 @engine_options
 @click.option("--no-resume", is_flag=True, help="Label every input again even if labels.jsonl has it.")
+@click.option("--retry-failed", is_flag=True,
+              help="Try every input that failed before again; by default a resumed run skips inputs that can "
+                   "only fail again (not a video, no video stream).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, background_threshold, smoothing,
           min_duration, refine_edges, embeddings, class_thresholds, clip_seconds, temperature, batch_size, workers,
-          timeout, precision, runtime, device, no_resume, quiet) -> int:
+          timeout, precision, runtime, device, no_resume, retry_failed, quiet) -> int:
     """Label INPUTS (video files, folders, glob patterns, or .txt/.csv lists of paths).
 
-    Writes DIR/labels.jsonl (one record per input, errors included) and the other
-    --format files. Exit code 0: all labelled; 1: some inputs failed (they have
+    Writes DIR/labels.jsonl (one record per input, errors included: the newest when a run
+    resumes an earlier one) and the other --format files. Exit code 0: all labelled; 1: some inputs failed (they have
     error records); 2: usage error; 3: the run could not start (e.g. bad model).
     """
     from falv.errors import ConfigError
@@ -117,7 +120,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
     with click.progressbar(length=len(found.paths), label="labelling", file=sys.stderr,
                            item_show_func=lambda s: s, show_eta=True) if show else _NoBar() as bar:
         for record in run_label(found.paths, net, out_dir=out_dir, options=options, resume=not no_resume,
-                                copy_model=False, processor=processor):
+                                retry_failed=retry_failed, copy_model=False, processor=processor):
             if record.error is None:
                 ok += 1
             else:

@@ -45,9 +45,11 @@ def _parse_classes(value: str | None) -> tuple[str, ...] | int | None:
 @click.command("synth")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path), required=False)
 @click.option(
-    "--config", "mode", type=click.Choice(["temporal", "appearance", "mixed"]), default="temporal", show_default=True,
+    "--config", "mode", type=click.Choice(["temporal", "appearance", "mixed", "longrange"]), default="temporal",
+    show_default=True,
     help="temporal: pairs that differ only in frame order (a frame-level model is at chance); "
-    "appearance: classes that differ in shape/colour/texture/background; mixed: both.",
+    "appearance: classes that differ in shape/colour/texture/background; mixed: both; "
+    "longrange: pairs that differ only in the order of events several frames apart.",
 )
 @click.option("--classes", help="How many of the config's classes (e.g. 4) or a comma-separated list of names.")
 @click.option("--videos-per-class", "-n", type=click.IntRange(min=0), default=10, show_default=True)

@@ -22,6 +22,14 @@ Two families of classes (see ``docs/synth.md``):
 * **appearance** classes ``<colour>-<texture>-<shape>[-on-<background>]``
   differ in what the object looks like; their motion (static or a small wobble)
   is irrelevant.
+* **long-range** classes (``--config longrange``) are pairs made the same way
+  (the partner is the canonical video played backwards), but whose difference
+  is the order of two events several sampled frames apart: ``a_then_b`` (a
+  warm square shows, then later a cool circle) against ``b_then_a``, and
+  ``grow_then_shrink`` against ``shrink_then_grow`` (one full cycle of size
+  change). Each event alone looks the same in both classes (symmetric fades,
+  growing and shrinking in both), so motion between neighbouring frames does
+  not tell them apart; which event comes first does.
 
 The stages are plain functions over plain data: :func:`resolve_classes` and
 :func:`plan` (all randomness, seeded per video) produce JSON-serialisable
@@ -63,6 +71,8 @@ __all__ = [
     "MODES",
     "TEMPORAL_PAIRS",
     "TEMPORAL_CLASSES",
+    "LONG_RANGE_PAIRS",
+    "LONG_RANGE_CLASSES",
     "APPEARANCE_CLASSES",
     "SPLITS",
     "SynthConfig",
@@ -74,6 +84,7 @@ __all__ = [
     "split_counts",
     "plan",
     "sample_action",
+    "sample_actions",
     "trimmed_spec",
     "multilabel_spec",
     "untrimmed_spec",
@@ -85,7 +96,7 @@ __all__ = [
 
 MANIFEST_FORMAT = "falv-synth"
 MANIFEST_VERSION = 1
-MODES = ("temporal", "appearance", "mixed")
+MODES = ("temporal", "appearance", "mixed", "longrange")
 SPLITS = ("train", "val", "test")
 
 #: Temporal pairs ``(canonical, partner)``: the partner is the canonical motion played backwards.
@@ -97,8 +108,19 @@ TEMPORAL_PAIRS: tuple[tuple[str, str], ...] = (
     ("speed_up", "slow_down"),
 )
 TEMPORAL_CLASSES: tuple[str, ...] = tuple(name for pair in TEMPORAL_PAIRS for name in pair)
-_CANONICAL = {b: a for a, b in TEMPORAL_PAIRS} | {a: a for a, _ in TEMPORAL_PAIRS}
-_PARTNER = {b: a for a, b in TEMPORAL_PAIRS} | {a: b for a, b in TEMPORAL_PAIRS}
+#: Long-range pairs ``(canonical, partner)``: the partner is again the canonical video played
+#: backwards, but the classes differ only in the order of events several sampled frames apart.
+LONG_RANGE_PAIRS: tuple[tuple[str, str], ...] = (
+    ("a_then_b", "b_then_a"),
+    ("grow_then_shrink", "shrink_then_grow"),
+)
+LONG_RANGE_CLASSES: tuple[str, ...] = tuple(name for pair in LONG_RANGE_PAIRS for name in pair)
+_ALL_PAIRS = TEMPORAL_PAIRS + LONG_RANGE_PAIRS
+_CANONICAL = {b: a for a, b in _ALL_PAIRS} | {a: a for a, _ in _ALL_PAIRS}
+_PARTNER = {b: a for a, b in _ALL_PAIRS} | {a: b for a, b in _ALL_PAIRS}
+#: Colour families of the two markers of ``a_then_b``: A is a warm square, B a cool circle.
+_MARKER_A = ("square", ("red", "yellow", "magenta"))
+_MARKER_B = ("circle", ("green", "cyan", "blue"))
 
 #: Default appearance classes, minimal pairs first (each of the first six differs
 #: from another in one attribute: shape, texture, colour, background).
@@ -132,6 +154,8 @@ def catalogue(mode: str) -> tuple[str, ...]:
         return TEMPORAL_CLASSES
     if mode == "appearance":
         return APPEARANCE_CLASSES
+    if mode == "longrange":
+        return LONG_RANGE_CLASSES
     if mode == "mixed":  # a temporal pair, then two appearance classes, and so on
         out: list[str] = []
         for i, pair in enumerate(TEMPORAL_PAIRS):
@@ -158,7 +182,7 @@ class AppearanceClass:
             parts = parts[:3]
         if len(parts) != 3:
             raise ConfigError(
-                f"unknown class {name!r}: use a temporal class ({', '.join(TEMPORAL_CLASSES)}) "
+                f"unknown class {name!r}: use a temporal class ({', '.join(TEMPORAL_CLASSES + LONG_RANGE_CLASSES)}) "
                 "or <colour>-<texture>-<shape>[-on-<background>], e.g. red-striped-circle-on-gradient"
             )
         colour, texture, shape = parts
@@ -291,8 +315,10 @@ def resolve_classes(config: SynthConfig) -> list[str]:
                 raise ConfigError(f"temporal class {name!r} in the appearance config; use --config temporal or mixed")
             continue
         cls = AppearanceClass.parse(name)
-        if config.mode == "temporal":
-            raise ConfigError(f"appearance class {name!r} in the temporal config; use --config appearance or mixed")
+        if config.mode in ("temporal", "longrange"):
+            raise ConfigError(
+                f"appearance class {name!r} in the {config.mode} config; use --config appearance or mixed"
+            )
         appearance.setdefault(cls.triple, []).append(cls.background)
     for triple, backgrounds in appearance.items():
         if None in backgrounds and len(set(BACKGROUNDS) - set(backgrounds)) == 0:
@@ -434,7 +460,10 @@ def _sample_motion(
     angle = _r(rng.uniform(0, 2 * math.pi))
     if canonical == "approach":
         radius = radius * 1.5  # largest size; it starts 2-3x smaller
-    rx, ry = radius * side / width, radius * side / height
+    elif canonical == "grow_then_shrink":
+        radius = radius * 0.8  # the start size; it grows by up to exp(0.5) = 1.65x
+    reach = radius * (math.exp(0.5) if canonical == "grow_then_shrink" else 1.0)  # largest radius
+    rx, ry = reach * side / width, reach * side / height
     x0, y0, x1, y1 = box
     # room for the centre so the whole object stays inside the box
     cx_lo, cx_hi = x0 + rx, max(x0 + rx, x1 - rx)
@@ -470,6 +499,8 @@ def _sample_motion(
         motion = {"kind": "rotate", "x": x, "y": y, "turn": _r(rng.uniform(0.5, 1.5) * math.pi)}
     elif canonical == "approach":
         motion = {"kind": "scale", "x": x, "y": y, "scale": _r(1.0 / rng.uniform(2.0, 3.0)), "scale_end": 1.0}
+    elif canonical == "grow_then_shrink":  # one cycle: grow, back through the start size, shrink, back
+        motion = {"kind": "pulse", "x": x, "y": y, "amp": _r(rng.uniform(0.35, 0.5))}
     elif canonical == "appear":
         motion = {
             "kind": "fade", "x": x, "y": y,
@@ -482,6 +513,61 @@ def _sample_motion(
     return motion, radius
 
 
+def _sample_markers(
+    rng: np.random.Generator,
+    label: str,
+    frames: tuple[int, int],
+    box: Sequence[float],
+    config: SynthConfig,
+    radius_scale: float,
+) -> list[dict[str, Any]]:
+    """The two objects of ``a_then_b`` / ``b_then_a``: marker A (a warm square) shows for a
+    while, then after a gap marker B (a cool circle); the partner plays this backwards.
+
+    Each marker fades in and out symmetrically over a few percent of the clip, so a
+    marker's own frames look the same in both classes; only which comes first differs.
+    """
+    d_a, d_b = rng.uniform(0.22, 0.3), rng.uniform(0.22, 0.3)
+    gap = rng.uniform(0.1, 0.25)
+    on_a = rng.uniform(0.03, 0.97 - d_a - gap - d_b)
+    windows = [(on_a, on_a + d_a), (on_a + d_a + gap, on_a + d_a + gap + d_b)]
+    reverse = label != _CANONICAL[label]
+    side = min(config.width, config.height)
+    x0, y0, x1, y1 = box
+    out = []
+    for (shape, families), (on, off) in zip((_MARKER_A, _MARKER_B), windows):
+        colour = str(rng.choice(list(families)))
+        rgb, rgb2 = _sample_colour(rng, colour)
+        radius = _r(rng.uniform(0.13, 0.19) * radius_scale)
+        rx, ry = radius * side / config.width, radius * side / config.height
+        x = _r(rng.uniform(x0 + rx, max(x0 + rx, x1 - rx)))
+        y = _r(rng.uniform(y0 + ry, max(y0 + ry, y1 - ry)))
+        motion = {
+            "kind": "blink", "x": x, "y": y, "angle": _r(rng.uniform(0, 2 * math.pi)),
+            "on": _r(on), "off": _r(off), "fade": 0.03, "reverse": reverse,
+        }
+        out.append({
+            "role": "action", "shape": shape, "texture": "solid", "colour_name": colour, "colour": rgb,
+            "colour2": rgb2, "radius": radius, "label": label, "frames": list(frames), "motion": motion,
+        })
+    return out
+
+
+def sample_actions(
+    rng: np.random.Generator,
+    label: str,
+    classes: Sequence[str],
+    frames: tuple[int, int],
+    box: Sequence[float],
+    config: SynthConfig,
+    radius_scale: float = 1.0,
+) -> list[dict[str, Any]]:
+    """The labelled objects that act ``label``: one object, or the two markers of ``a_then_b``/``b_then_a``."""
+    if _CANONICAL.get(label) == "a_then_b":
+        return _sample_markers(rng, label, frames, box, config, radius_scale)
+    return [sample_action(rng, label, classes, frames, box, config, radius_scale)]
+
+
 def sample_action(
     rng: np.random.Generator,
     label: str,
@@ -491,7 +577,10 @@ def sample_action(
     config: SynthConfig,
     radius_scale: float = 1.0,
 ) -> dict[str, Any]:
-    """One labelled object: appearance, motion and the frames where it exists."""
+    """One labelled object: appearance, motion and the frames where it exists (classes acted by
+    one object; :func:`sample_actions` covers every class)."""
+    if _CANONICAL.get(label) == "a_then_b":
+        raise ConfigError(f"{label} is acted by two objects; use sample_actions")
     look = None if label in _PARTNER else AppearanceClass.parse(label)
     forbidden = {AppearanceClass.parse(c).triple for c in classes if c not in _PARTNER}
     obj = _sample_object(rng, look, forbidden, radius_scale)
@@ -580,7 +669,7 @@ def trimmed_spec(config: SynthConfig, classes: Sequence[str], label: str, index:
     rng = np.random.default_rng([config.seed, _KEY_TRIMMED, _key(label), index])
     num_frames = _clip_frames(rng, config)
     scene = _scene(config, rng, num_frames, _backgrounds_for(label, classes))
-    scene["objects"].append(sample_action(rng, label, classes, (0, num_frames), (0.0, 0.0, 1.0, 1.0), config))
+    scene["objects"].extend(sample_actions(rng, label, classes, (0, num_frames), (0.0, 0.0, 1.0, 1.0), config))
     vid = f"{label}_{index:05d}"
     return VideoSpec(vid, f"videos/{label}/{vid}.mp4", "trimmed", [label], "", scene)
 
@@ -602,8 +691,8 @@ def multilabel_spec(config: SynthConfig, classes: Sequence[str], index: int) -> 
     for i, label in enumerate(labels):
         a, b = i / k, (i + 1) / k
         box = (a, 0.0, b, 1.0) if side_by_side else (0.0, a, 1.0, b)
-        scene["objects"].append(
-            sample_action(rng, label, classes, (0, num_frames), box, config, radius_scale=1.0 - 0.1 * k)
+        scene["objects"].extend(
+            sample_actions(rng, label, classes, (0, num_frames), box, config, radius_scale=1.0 - 0.1 * k)
         )
     vid = f"multi_{index:05d}"
     return VideoSpec(vid, f"multilabel/{vid}.mp4", "multilabel", labels, "", scene)
@@ -622,8 +711,8 @@ def untrimmed_spec(config: SynthConfig, classes: Sequence[str], index: int) -> V
         if cursor + length + fps > num_frames:  # keep at least a second of background at the end
             break
         label = str(rng.choice(list(classes)))
-        scene["objects"].append(
-            sample_action(rng, label, classes, (cursor, cursor + length), (0.0, 0.0, 1.0, 1.0), config)
+        scene["objects"].extend(
+            sample_actions(rng, label, classes, (cursor, cursor + length), (0.0, 0.0, 1.0, 1.0), config)
         )
         segments.append({"segment": [_r(cursor / fps), _r((cursor + length) / fps)], "label": label})
         cursor += length + round(rng.uniform(1.0, 4.0) * fps)

@@ -108,6 +108,10 @@ def track(motion: Mapping[str, Any], n: int, fps: float) -> dict[str, np.ndarray
     elif kind == "fade":
         t0, t1 = motion["fade_start"], motion["fade_end"]
         alpha = np.clip((u - t0) / max(t1 - t0, 1e-6), 0.0, 1.0)
+    elif kind == "pulse":  # grow_then_shrink: one cycle of size change, log-size a sine
+        scale = np.exp(motion["amp"] * np.sin(2 * math.pi * u))
+    elif kind == "blink":  # a_then_b markers: shown over [on, off] of the clip, symmetric fades
+        alpha = np.clip(np.minimum(u - motion["on"], motion["off"] - u) / motion["fade"], 0.0, 1.0)
     elif kind == "wobble":  # irrelevant, non-monotone motion of appearance classes
         w = 2 * math.pi * motion["freq"] * seconds
         cx = motion["x"] + motion["amp_x"] * np.sin(w + motion["phase_x"])

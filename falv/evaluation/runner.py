@@ -223,6 +223,33 @@ class _Model:
     num_frames: int
     temperature: float | None = None
     clip_seconds: float | None = None
+    fingerprint: str = ""  # what the model is (config + weights), for resuming only its own records
+
+
+def model_fingerprint(model: Any) -> str:
+    """A short hash that changes when the model changes: of a module's config and weights, or
+    of a model folder's files (names, sizes and modification times; any other id as given)."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    if isinstance(model, torch.nn.Module):
+        config = getattr(model, "config", None)
+        digest.update(json.dumps(config.to_dict() if config is not None else {}, sort_keys=True,
+                                 default=str).encode())
+        for name, tensor in model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+    path = Path(str(model))
+    digest.update(os.path.abspath(str(model)).encode() if path.exists() else str(model).encode())
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}:{stat.st_size}:"
+                      f"{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
 
 
 def _describe_model(model: Any) -> _Model:
@@ -242,33 +269,93 @@ def _describe_model(model: Any) -> _Model:
                   labels=labels, multilabel=bool(config.is_multilabel),
                   thresholds=None if config.thresholds is None else list(config.thresholds),
                   num_frames=int(config.num_frames), temperature=getattr(config, "temperature", None),
-                  clip_seconds=getattr(config, "clip_seconds", None))
+                  clip_seconds=getattr(config, "clip_seconds", None), fingerprint=model_fingerprint(model))
 
 
-def _key(path: str) -> str:
-    return os.path.normpath(os.path.abspath(path))
+def _key(path: str, segment: tuple[float, float] | None = None) -> str:
+    from falv.labeling.store import segment_key
+
+    return segment_key(path, segment)
 
 
-def _run_engine(paths: Sequence[str], model: _Model, options: Any, progress: Progress | None,
-                stage: str) -> dict[str, Any]:
-    """``record_key -> record`` for every path (inputs the engine skipped get an error record)."""
-    from falv.labeling.engine import label
-    from falv.labeling.records import record_error
+def _segment(entry: Any) -> tuple[float, float] | None:
+    """The part of the file a dataset entry names (Kinetics ``time_start``/``time_end``), or None."""
+    if entry.start is None and entry.end is None:
+        return None
+    return (float(entry.start or 0.0), math.inf if entry.end is None else float(entry.end))
 
-    unique = list(dict.fromkeys(_key(p) for p in paths))
+
+#: Where ``evaluate(out_dir=...)`` keeps the engine's records of each view, so that a rerun
+#: with the same output folder resumes (``OUT/records/<view>/labels.jsonl``).
+RECORDS_DIR = "records"
+
+
+def _records_dir(out_dir: str | os.PathLike[str] | None, view: str, model: _Model, options: Any,
+                 resume: bool) -> Path | None:
+    """The folder of a view's ``labels.jsonl`` under ``out_dir`` (None without one). Its
+    ``run.json`` names the model and the options; records made by another model or with other
+    options are never reused: the folder is then emptied first (as with ``resume=False``)."""
+    import dataclasses
+
+    if out_dir is None:
+        return None
+    from falv.labeling.store import LABELS_NAME
+
+    folder = Path(out_dir) / RECORDS_DIR / view
+    stamp = {"model": model.fingerprint, "options": dataclasses.asdict(options)}
+    stamp["options"].pop("workers", None)  # how fast, not what: a rerun may use other workers
+    stamp_path = folder / "run.json"
+    labels = folder / LABELS_NAME
+    try:
+        previous = json.loads(stamp_path.read_text(encoding="utf-8")) if stamp_path.is_file() else None
+    except (OSError, ValueError):
+        previous = None
+    if labels.exists() and (not resume or previous != json.loads(json.dumps(stamp))):
+        if resume:
+            log.info("%s: made by another model or with other options; labelling again", labels)
+        labels.unlink()
+    from falv.hub.io import atomic_write_text
+
+    atomic_write_text(stamp_path, json.dumps(stamp, indent=1, sort_keys=True) + "\n")
+    return folder
+
+
+def _run_engine(entries: Sequence[tuple[str, tuple[float, float] | None]], model: _Model, options: Any,
+                progress: Progress | None, stage: str, records_dir: Path | None = None) -> dict[str, Any]:
+    """``key -> record`` (:func:`_key` of path and segment) for every ``(path, segment)``
+    (inputs the engine gave no record get an error record). With ``records_dir`` the records
+    are kept in ``records_dir/labels.jsonl`` and inputs done there by an earlier run are not
+    labelled again (:func:`falv.labeling.engine.label`'s resume)."""
+    from falv.labeling.engine import LabelJob, label
+    from falv.labeling.records import read_records, record_error
+    from falv.labeling.store import LABELS_NAME
+
+    jobs = list({_key(p, seg): LabelJob(os.path.abspath(p), segment=seg) for p, seg in entries}.values())
     records: dict[str, Any] = {}
+    if records_dir is not None and (records_dir / LABELS_NAME).exists():
+        for record in read_records(records_dir / LABELS_NAME):  # resumed: what an earlier run labelled
+            records[_key(record.path, _record_segment(record))] = record
+    wanted = {job.key for job in jobs}
     if progress:
-        progress(stage, 0, len(unique))
-    for record in label(unique, model.arg, options=options, resume=False):
-        records[_key(record.path)] = record
+        progress(stage, len(wanted & set(records)), len(jobs))
+    for record in label(jobs, model.arg, options=options, out_dir=records_dir, resume=records_dir is not None):
+        records[_key(record.path, _record_segment(record))] = record
         if progress:
-            progress(stage, len(records), len(unique))
-    for path in unique:  # e.g. a missing file whose name looks like a glob pattern
-        if path not in records:
-            kind = "not_found" if not os.path.exists(path) else "skipped"
-            records[path] = record_error(path, kind, f"{path}: the labeling engine gave no record for this input",
-                                         model=model.name)
+            progress(stage, len(wanted & set(records)), len(jobs))
+    for job in jobs:  # e.g. a missing file whose name looks like a glob pattern
+        if job.key not in records:
+            kind = "not_found" if not os.path.exists(job.path) else "skipped"
+            records[job.key] = record_error(job.path, kind,
+                                            f"{job.path}: the labeling engine gave no record for this input",
+                                            model=model.name)
     return records
+
+
+def _record_segment(record: Any) -> tuple[float, float] | None:
+    segment = record.extra.get("segment")
+    if not isinstance(segment, list) or len(segment) != 2:
+        return None
+    return (float(segment[0]), math.inf if segment[1] is None else float(segment[1]))
 
 
 def _failure(record: Any) -> dict[str, str]:
@@ -317,10 +404,6 @@ def _load_dataset(data: Any, split: str | None, model: _Model) -> _Dataset:
     if not labelled:
         raise EvaluationError(f"{source.name or data}: no labeled video to evaluate"
                               + (f" in split {split!r}" if split else ""))
-    segments = sum(1 for e in labelled if e.start is not None or e.end is not None)
-    if segments:
-        log.warning("%d videos are segments of longer files (start/end times); the engine labels whole files",
-                    segments)
     used = list(dict.fromkeys(lab for e in labelled for lab in e.labels))
     mapping = map_classes(used, model.labels)
     unused = [c for c in source.classes if c not in mapping]
@@ -352,15 +435,16 @@ def _try_map(name: str, labels: Sequence[str]) -> int | None:
 
 
 def _evaluate_view(dataset: _Dataset, model: _Model, options: Any, progress: Progress | None,
-                   clips: int, crops: int) -> dict[str, Any]:
-    """Label the dataset with one (clips, crops) view and compute its metrics."""
-    records = _run_engine([e.path for e in dataset.entries], model, options, progress,
-                          f"{clips} clip(s) x {crops} crop(s)")
+                   clips: int, crops: int, records_dir: Path | None = None) -> dict[str, Any]:
+    """Label the dataset with one (clips, crops) view and compute its metrics. Entries that
+    name a part of their file (Kinetics ``time_start``/``time_end``) are labelled in that part."""
+    records = _run_engine([(e.path, _segment(e)) for e in dataset.entries], model, options, progress,
+                          f"{clips} clip(s) x {crops} crop(s)", records_dir)
     index = {label: i for i, label in enumerate(model.labels)}
     k = len(model.labels)
     rows, failed, ok_records = [], [], []
     for row, entry in enumerate(dataset.entries):
-        record = records[_key(entry.path)]
+        record = records[_key(entry.path, _segment(entry))]
         if record.error is not None:
             failed.append(_failure(record))
         else:
@@ -423,7 +507,8 @@ def raw_scores_from_record(record: Any, index: Mapping[str, int], num_classes: i
 
 
 def _evaluate_untrimmed(untrimmed: Any, subset: str | None, model: _Model, options: Any,
-                        progress: Progress | None) -> tuple[dict[str, Any], list[dict[str, str]], dict[str, Any]]:
+                        progress: Progress | None, records_dir: Path | None = None,
+                        ) -> tuple[dict[str, Any], list[dict[str, str]], dict[str, Any]]:
     """Localisation metrics, failures and the ActivityNet-format detections of the untrimmed videos."""
     videos = load_ground_truth(untrimmed, subset=subset)
     mapping = map_classes([label for v in videos for label, *_ in v.segments], model.labels,
@@ -434,7 +519,8 @@ def _evaluate_untrimmed(untrimmed: Any, subset: str | None, model: _Model, optio
             failed.append({"path": v.video_id, "type": "not_found",
                            "error": f"video {v.video_id!r} of the ground truth: no file found"})
     present = [v for v in videos if v.path is not None]
-    records = _run_engine([v.path for v in present], model, options, progress, "untrimmed") if present else {}
+    records = (_run_engine([(v.path, None) for v in present], model, options, progress, "untrimmed", records_dir)
+               if present else {})
     ground_truth: dict[str, list[tuple[str, float, float]]] = {}
     predictions: dict[str, list[Any]] = {}
     for v in present:
@@ -486,6 +572,7 @@ def evaluate(
     runtime: str = "torch",
     clip_seconds: float | None = None,
     temperature: float | None = None,
+    resume: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on the labeled videos of ``data`` and/or untrimmed videos; returns the metrics dict.
 
@@ -514,7 +601,12 @@ def evaluate(
     With ``out_dir``, writes ``metrics.json``, ``confusion_matrix.csv`` / ``.png``,
     ``per_class.csv``, ``predictions.jsonl`` (and ``detections.json``); see
     ``docs/evaluation.md``. Videos that cannot be decoded are listed in
-    ``failed`` and left out of the metrics.
+    ``failed`` and left out of the metrics. Entries that name a part of their file
+    (Kinetics ``time_start``/``time_end``) are labelled in that part only.
+    With ``out_dir`` the engine's records of each view are kept in
+    ``OUT/records/<view>/labels.jsonl``, so a rerun with the same folder, model and
+    options (``resume=True``) labels only the inputs an interrupted run had not done
+    and gives the same metrics; another model or other options start afresh.
     """
     from falv import __version__
     from falv.labeling.stages import LabelOptions
@@ -562,7 +654,8 @@ def evaluate(
         last: dict[str, Any] = {}
         numbers: dict[str, Any] = {}
         for (c, n), options in zip(views, view_options):
-            last = _evaluate_view(dataset, info, options, progress, c, n)
+            records_dir = _records_dir(out_dir, f"clips{c}-crops{n}", info, options, resume)
+            last = _evaluate_view(dataset, info, options, progress, c, n, records_dir)
             numbers = _view_metrics(last, dataset.multilabel, info.multilabel)
             summaries.append({"clips": c, "crops": n, "views_per_video": c * n,
                               **{key: numbers.get(key) for key in (*_METRIC_KEYS, "map", "calibration")
@@ -585,7 +678,9 @@ def evaluate(
         report = {"view": last, "labels": report_labels, "per_class": per_class, "dataset": dataset}
     detections = None
     if untrimmed is not None:
-        loc, failed, detections = _evaluate_untrimmed(untrimmed, untrimmed_subset, info, loc_options, progress)
+        records_dir = _records_dir(out_dir, "untrimmed", info, loc_options, resume)
+        loc, failed, detections = _evaluate_untrimmed(untrimmed, untrimmed_subset, info, loc_options, progress,
+                                                      records_dir)
         loc["ground_truth"] = str(untrimmed)
         result["localization"] = loc
         result["failed"].extend(dict(f, set="untrimmed") for f in failed)

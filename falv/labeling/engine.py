@@ -47,7 +47,7 @@ from falv.labeling.records import (LabelRecord, error_fields, record_error, reco
 from falv.inference import scores_from_logits
 from falv.labeling.segments import windows_to_segments
 from falv.labeling.stages import TASK_STAGES, LabelOptions, ModelSpec, decode_chunk, plan_video, run_task
-from falv.labeling.store import LABELS_NAME, RecordStore
+from falv.labeling.store import LABELS_NAME, RecordStore, segment_key
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +145,13 @@ class LabelJob:
     path: str
     options: LabelOptions | None = None
     key: str = ""
+    segment: tuple[float, float] | None = None  # label only [start, end] seconds of the file
 
     def __post_init__(self) -> None:
+        if self.segment is not None:
+            object.__setattr__(self, "segment", (float(self.segment[0]), float(self.segment[1])))
         if not self.key:
-            object.__setattr__(self, "key", self.path)
+            object.__setattr__(self, "key", segment_key(self.path, self.segment))
 
 
 class JobCancelled(FalvError):
@@ -207,7 +210,8 @@ class Engine:
         # Options are checked now (a bad precision or device stops the run before any work);
         # the model itself is converted on the model thread when a run starts, while the
         # workers decode the first videos (int8 quantization takes ~0.7 s for ViT-B).
-        check_runtime(options.runtime, options.precision, options.device)
+        self.precision = check_runtime(options.runtime, options.precision, options.device)
+        self.device = _device_name(options.runtime, options.device)
         self._model: Any = model
         self._runner: Any = None
         self._runner_lock = threading.Lock()
@@ -265,19 +269,27 @@ class Engine:
             first += n
         return failed
 
-    def _error_record(self, path: str, failure: dict[str, str], info: dict[str, Any] | None = None) -> LabelRecord:
+    @property
+    def provenance(self) -> dict[str, str]:
+        """What every record says produced it: ``precision``, ``device`` and ``runtime``
+        (the record adds ``falv_version``)."""
+        return {"precision": self.precision, "device": self.device, "runtime": self.options.runtime}
+
+    def _error_record(self, path: str, failure: dict[str, str], info: dict[str, Any] | None = None,
+                      segment: tuple[float, float] | None = None) -> LabelRecord:
+        extra = {"segment": _segment_json(segment)} if segment is not None else {}
         try:
             return record_error(path, failure["type"], failure["message"], info=info or None, model=self.model_id,
-                                multilabel=self.multilabel)
+                                multilabel=self.multilabel, **self.provenance, **extra)
         except Exception:  # the probe's numbers are too damaged to record (e.g. not finite)
             return record_error(path, failure["type"], failure["message"], model=self.model_id,
-                                multilabel=self.multilabel)
+                                multilabel=self.multilabel, **self.provenance, **extra)
 
     def _finish(self, video: _Video) -> LabelRecord:
         """The video's record: its error, or its labels (aggregation, segments, embeddings),
         inside the per-video boundary; an output folder that cannot be written is a RunError."""
         if video.error is not None:
-            return self._error_record(video.path, video.error, video.info)
+            return self._error_record(video.path, video.error, video.info, video.job.segment)
         stage = "aggregating window scores"
         try:
             scores = np.stack(video.scores)
@@ -287,7 +299,7 @@ class Engine:
                 return self._error_record(
                     video.path, {"type": "non_finite_scores",
                                  "message": f"the model gave NaN or infinite scores for {bad} of {len(scores)} window(s)"},
-                    video.info)
+                    video.info, video.job.segment)
             embeddings = None
             if video.options.embeddings and self.out_dir is not None:
                 stage = "writing embeddings"
@@ -301,13 +313,17 @@ class Engine:
                                thresholds=(list(video.options.thresholds) if video.options.thresholds is not None
                                            else self.thresholds),
                                warnings=video.warnings, embeddings=embeddings, background=self.background)
+            record = dataclasses.replace(record, **self.provenance)
+            if video.job.segment is not None:
+                record = dataclasses.replace(record, extra={**record.extra,
+                                                            "segment": _segment_json(video.job.segment)})
             stage = "writing the record"
             record_to_json_line(record)  # the JSONL writer's own check: a record that cannot be written fails here
             return record
         except RunError:
             raise
         except Exception as exc:
-            return self._error_record(video.path, _failure(exc, video.path, stage), video.info)
+            return self._error_record(video.path, _failure(exc, video.path, stage), video.info, video.job.segment)
 
     def _add_video(self, job: LabelJob, plan: dict[str, Any]) -> tuple[_Video, list[tuple[float, dict[str, Any]]]]:
         """A planned video and its decode tasks (with their estimated costs)."""
@@ -454,7 +470,7 @@ class Engine:
                         job = job if isinstance(job, LabelJob) else LabelJob(os.fspath(job))
                         plans_in_flight += 1
                         yield {"kind": "plan", "path": job.path, "job": job,
-                               "args": (job.path, self.spec, job.options or opts)}
+                               "args": (job.path, self.spec, job.options or opts, job.segment)}
                         continue
                     else:
                         jobs_left = False
@@ -486,7 +502,7 @@ class Engine:
                     except Exception as exc:
                         info = outcome.get("info") if isinstance(outcome, dict) else None
                         failure = _failure(exc, path, TASK_STAGES["plan"])
-                        done.append((job, self._error_record(path, failure, info)))
+                        done.append((job, self._error_record(path, failure, info, job.segment)))
                         self._cancelled.discard(job.key)
                     else:
                         videos[job.key] = video
@@ -524,6 +540,24 @@ class Engine:
                 yield done.popleft()
         finally:  # also when the caller stops reading records early
             model_thread.shutdown(wait=True, cancel_futures=True)
+
+
+def _segment_json(segment: tuple[float, float]) -> list[float | None]:
+    """A job's segment as records store it: ``[start, end]``, ``end`` null for "to the end"."""
+    start, end = segment
+    return [start, end if end != float("inf") else None]
+
+
+def _device_name(runtime: str, device: str | None) -> str:
+    """The device a run's scores come from: ``cpu``, or ``cuda:N`` with its index."""
+    if runtime != "torch":
+        return "cpu"  # the exported runtimes run on the CPU in falv (check_runtime)
+    from falv.inference import choose_device
+
+    dev = choose_device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return str(dev)
 
 
 def decode_cost(info: dict[str, Any], timestamps: Sequence[Sequence[float]]) -> float:
@@ -575,17 +609,24 @@ def label(
     out_dir: str | os.PathLike | None = None,
     options: LabelOptions | None = None,
     resume: bool = True,
+    retry_failed: bool = False,
     copy_model: bool = True,
     processor: Any = None,
     **option_overrides: Any,
 ) -> Iterator[LabelRecord]:
     """Label videos; yields one :class:`LabelRecord` per input, success or error.
 
-    ``inputs``: files, folders, globs or list files (see :mod:`falv.labeling.inputs`).
+    ``inputs``: files, folders, globs or list files (see :mod:`falv.labeling.inputs`), or
+    :class:`LabelJob` s (e.g. with a ``segment``: only that part of the file is labelled,
+    and its record carries ``"segment": [start, end]``).
     ``model``: a loaded :class:`falv.FALForVideoClassification` or anything
     ``from_pretrained`` accepts. With ``out_dir`` the records are appended to
-    ``out_dir/labels.jsonl`` as they complete, and inputs already recorded there
-    are skipped (``resume=True``), so an interrupted run can simply be restarted.
+    ``out_dir/labels.jsonl`` as they complete, and inputs already done there are
+    skipped (``resume=True``), so an interrupted run can simply be restarted; when
+    the run ends the file is rewritten atomically with one record per input, the
+    newest (:class:`falv.labeling.store.RecordStore`). Done means labelled, or
+    failed in a way that recurs on the same file (not a video, no video stream);
+    ``retry_failed=True`` tries every failure again.
     A model passed as a module is copied first (``copy_model=False`` to let
     inference cast and repack it in place). ``processor``: the preprocessing to use (a
     :class:`falv.FALImageProcessor`, e.g. from the model directory's preprocessor_config.json);
@@ -600,22 +641,35 @@ def label(
     elif option_overrides:
         options = dataclasses.replace(options, **option_overrides)
     model, model_id, processor = resolve_model(model, copy_model=copy_model, processor=processor)
-    found = collect_inputs(inputs if not isinstance(inputs, str) else [inputs])
+    items = [inputs] if isinstance(inputs, (str, os.PathLike, LabelJob)) else list(inputs)
+    found = collect_inputs([i for i in items if not isinstance(i, LabelJob)])
     out = Path(out_dir) if out_dir is not None else None
     engine = Engine(model, options, out, model_id, processor=processor)  # checks the options; cheap
-    store = RecordStore(out / LABELS_NAME) if out is not None else None
+    store = RecordStore(out / LABELS_NAME, retry_failed=retry_failed) if out is not None else None
+    failed = True
     try:
         for item, reason in found.problems:
             log.warning("skipping %s: %s", item, reason)
-        paths = [os.path.abspath(p) for p in found.paths]  # records name inputs unambiguously
-        todo = [p for p in paths if not (store is not None and resume and store.done(p))]
-        for record in engine.run(todo):
+        # records name inputs unambiguously: absolute paths (and the segment of a segment job)
+        jobs = [LabelJob(os.path.abspath(p)) for p in found.paths]
+        jobs += [LabelJob(os.path.abspath(j.path), j.options, segment=j.segment) for j in items
+                 if isinstance(j, LabelJob)]
+        jobs = list({job.key: job for job in jobs}.values())
+        todo = [j for j in jobs if not (store is not None and resume and store.done(j.path, j.segment))]
+        for _, record in engine.run_jobs(todo):
             if store is not None:
                 store.append(record.to_dict())
             yield record
+        failed = False
     finally:
         if store is not None:
-            store.close()
+            if failed:  # an error is on its way out: a failed compaction must not replace it
+                try:
+                    store.close()
+                except RunError as exc:
+                    log.warning("%s", exc)
+            else:
+                store.close()
 
 
 __all__ = ["Engine", "JobCancelled", "LabelJob", "LabelOptions", "resolve_model", "ModelSpec", "aggregate", "clip_tensor", "decode_chunk", "label",

@@ -9,7 +9,7 @@ from typing import Any
 
 from falv.labeling.formats import FormatError, write_formats
 from falv.labeling.records import LabelRecord, read_records
-from falv.labeling.store import LABELS_NAME, record_key
+from falv.labeling.store import LABELS_NAME, newest_per_input
 
 
 def latest_records(out_dir: str | os.PathLike) -> list[LabelRecord]:
@@ -18,10 +18,8 @@ def latest_records(out_dir: str | os.PathLike) -> list[LabelRecord]:
     path = Path(out_dir) / LABELS_NAME
     if not path.exists():
         return []
-    by_key: dict[str, LabelRecord] = {}
-    for record in read_records(path):
-        by_key[record_key(record.path)] = record
-    return list(by_key.values())
+    # a run compacts the file when it ends; one killed before that may have left duplicates
+    return newest_per_input(read_records(path))
 
 
 def export_formats(out_dir: str | os.PathLike, formats: list[str], *,

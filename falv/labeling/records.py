@@ -233,6 +233,9 @@ _KNOWN_KEYS = (
     "error",
     "model",
     "falv_version",
+    "precision",
+    "device",
+    "runtime",
     "multilabel",
     "threshold",
 )
@@ -256,6 +259,9 @@ class LabelRecord:
     error: RecordError | None = None
     model: str | None = None
     falv_version: str = ""
+    precision: str | None = None
+    device: str | None = None
+    runtime: str | None = None
     multilabel: bool = False
     threshold: float | None = None
     schema: int = SCHEMA_VERSION
@@ -289,6 +295,9 @@ class LabelRecord:
             "error": self.error.to_dict() if self.error is not None else None,
             "model": self.model,
             "falv_version": self.falv_version,
+            "precision": self.precision,
+            "device": self.device,
+            "runtime": self.runtime,
             "multilabel": self.multilabel,
             "threshold": self.threshold,
         }
@@ -336,6 +345,9 @@ class LabelRecord:
                 error=error,
                 model=None if data.get("model") is None else str(data["model"]),
                 falv_version=str(data.get("falv_version") or ""),
+                precision=_optional_str(data.get("precision")),
+                device=_optional_str(data.get("device")),
+                runtime=_optional_str(data.get("runtime")),
                 multilabel=bool(data.get("multilabel", False)),
                 threshold=None if threshold is None else _finite(threshold, "threshold"),
                 schema=schema,
@@ -345,6 +357,10 @@ class LabelRecord:
             raise RecordFormatError(f"{path}: {err}") from None
         except (TypeError, ValueError) as err:
             raise RecordFormatError(f"{path}: malformed record ({err})") from None
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def coerce_record(item: LabelRecord | Mapping[str, Any]) -> LabelRecord:
@@ -397,6 +413,9 @@ def record_ok(
     multilabel: bool = False,
     threshold: float | None = None,
     video_id: str | None = None,
+    precision: str | None = None,
+    device: str | None = None,
+    runtime: str | None = None,
     **extra: Any,
 ) -> LabelRecord:
     """A successful record.
@@ -407,8 +426,9 @@ def record_ok(
     are overridden by the explicit keywords; an fps of 0 means unknown (null).
     ``windows`` are ``(start, end, labels)``; ``segments`` are
     :class:`~falv.labeling.segments.Segment` or dicts. ``video_id`` defaults to
-    :func:`video_id_for` of the path. ``extra`` keys are stored as additional JSON
-    keys (they may not shadow documented ones).
+    :func:`video_id_for` of the path. ``precision``, ``device`` and ``runtime`` say
+    what produced the scores (the engine fills them). ``extra`` keys are stored as
+    additional JSON keys (they may not shadow documented ones).
     """
     dims = {"duration": duration, "fps": fps, "num_frames": num_frames, "width": width, "height": height}
     base = _base_fields(path, info, dims, video_id, extra)
@@ -421,6 +441,9 @@ def record_ok(
         embeddings=dict(embeddings) if embeddings is not None else None,
         model=None if model is None else str(model),
         falv_version=_falv_version(),
+        precision=_optional_str(precision),
+        device=_optional_str(device),
+        runtime=_optional_str(runtime),
         multilabel=bool(multilabel),
         threshold=None if threshold is None else _finite(threshold, "threshold"),
         extra=dict(extra),
@@ -436,6 +459,9 @@ def record_error(
     model: str | None = None,
     multilabel: bool = False,
     video_id: str | None = None,
+    precision: str | None = None,
+    device: str | None = None,
+    runtime: str | None = None,
     **extra: Any,
 ) -> LabelRecord:
     """A failure record: ``error = {"type": type, "message": message}``, no labels.
@@ -451,6 +477,9 @@ def record_error(
         error=RecordError(type=type, message=one_line),
         model=None if model is None else str(model),
         falv_version=_falv_version(),
+        precision=_optional_str(precision),
+        device=_optional_str(device),
+        runtime=_optional_str(runtime),
         multilabel=bool(multilabel),
         extra=dict(extra),
     )

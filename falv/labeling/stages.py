@@ -13,6 +13,14 @@ from typing import Any
 import numpy as np
 
 from falv.errors import ConfigError
+from falv.video.errors import VideoError
+
+
+class SegmentOutsideVideoError(VideoError):
+    """The part of a file an input names (e.g. a Kinetics row's times) is not in the file."""
+
+    code = "segment_outside_video"
+    default_detail = "the segment lies outside the video"
 
 
 @dataclass(frozen=True)
@@ -123,13 +131,16 @@ def window_plan(spec: ModelSpec, options: LabelOptions) -> dict[str, Any]:
 # -- stages run in workers ------------------------------------------------------------------------
 
 
-def plan_video(path: str, spec: ModelSpec, options: LabelOptions) -> dict[str, Any]:
+def plan_video(path: str, spec: ModelSpec, options: LabelOptions,
+               segment: tuple[float, float] | None = None) -> dict[str, Any]:
     """Probe the file and cut it into windows (seconds + timestamps to decode).
 
     Windows are planned from what the packets say when the header lies (a duration of 0
     while frames decode, a duration longer than the data, a first frame elsewhere than the
     stated start; :func:`falv.video.metadata.check_timing`), and always have a length: a
-    video of one frame or of unknown duration gets one frame's worth.
+    video of one frame or of unknown duration gets one frame's worth. ``segment``
+    (``(start, end)`` seconds, e.g. a Kinetics row's ``time_start``/``time_end``) plans the
+    windows inside that part of the file only (:func:`segment_span`).
     """
     from falv.video import plan_windows, probe
     from falv.video.metadata import DEFAULT_FRAME_S, check_timing
@@ -140,16 +151,28 @@ def plan_video(path: str, spec: ModelSpec, options: LabelOptions) -> dict[str, A
     if duration <= 0:
         duration = 1.0 / info.fps if math.isfinite(info.fps) and info.fps > 0 else DEFAULT_FRAME_S
         info = dataclasses.replace(info, duration=duration)
-    windows = plan_windows(duration, info.fps if math.isfinite(info.fps) else 0.0, spec.num_frames,
+    offset, span = segment_span(path, duration, segment) if segment is not None else (0.0, duration)
+    windows = plan_windows(span, info.fps if math.isfinite(info.fps) else 0.0, spec.num_frames,
                            **window_plan(spec, options))
+    planned = [(w.start + offset, w.end + offset, [t + offset for t in w.timestamps]) for w in windows]
     return {
         "path": path,
         "info": info.to_dict(),
-        "windows": [(w.start, w.end, list(w.timestamps)) for w in windows],
+        "windows": planned,
         # the decoder counts time from here when the header's start was wrong
         "origin": info.start_time if info.start_time != header.start_time else None,
         "warnings": notes,
     }
+
+
+def segment_span(path: str, duration: float, segment: tuple[float, float]) -> tuple[float, float]:
+    """``(start, length)`` of ``segment`` clipped to a file of ``duration`` seconds; a segment
+    outside the file is a :class:`SegmentOutsideVideoError` (the input's error record)."""
+    start, end = max(0.0, float(segment[0])), min(duration, float(segment[1]))
+    if not end > start:
+        raise SegmentOutsideVideoError(path, f"the segment [{segment[0]:g}, {segment[1]:g}] s lies outside "
+                                             f"the video ({duration:g} s)")
+    return start, end - start
 
 
 def decode_chunk(path: str, timestamps: list[list[float]], short_side: int, timeout: float,

@@ -423,8 +423,12 @@ def create_app(service: LabelService, *, manage: bool = True) -> FastAPI:
             names = list(dict.fromkeys(normalize_format(f) for f in formats.split(",") if f.strip()))
         except FormatError as exc:
             raise ApiError(422, "invalid_request", str(exc)) from None
-        chosen = service.store.by_ids(ids.split(",")) if ids else service.store.list(10_000)
-        records = [j.record for j in chosen if j.record is not None]
+        from falv.labeling.store import newest_per_input
+
+        chosen = service.store.by_ids(ids.split(",")) if ids else service.store.list(10_000)[::-1]  # oldest first
+        # one record per input, as in labels.jsonl: the newest job's (a file labelled again)
+        records = newest_per_input(j.record for j in sorted(chosen, key=lambda j: j.created)
+                                   if j.record is not None)
         buffer = io.BytesIO()
         with tempfile.TemporaryDirectory(prefix="falv-export-") as tmp:
             if "jsonl" in names:

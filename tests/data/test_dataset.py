@@ -290,3 +290,24 @@ def test_frame_cache_budget_is_respected(videos, monkeypatch):
     monkeypatch.setattr(fv, "read_frames", lambda *a, **k: calls.append(a[0]) or original(*a, **k))
     ds[0], ds[5]
     assert calls == [ds.source.entries[5].path]  # the cached video is not decoded again
+
+
+@pytest.mark.parametrize("cache_gb", [0.0, 1.0])
+@pytest.mark.parametrize("sampling", ["uniform", "dense"])
+def test_kinetics_time_start_and_end_bound_every_sampled_frame(videos, tmp_path, sampling, cache_gb):
+    """A Kinetics row naming a full (untrimmed) video trains and validates on [time_start, time_end] only."""
+    import shutil
+
+    full = tmp_path / "videos"
+    full.mkdir()
+    shutil.copy(videos / "run" / "0.mp4", full / "AAAAAAAAAAA.mp4")  # 20 frames at 10 fps, frame i shows i
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("label,youtube_id,time_start,time_end,split\nrun,AAAAAAAAAAA,0.5,1.3,train\n")
+    src = load_source(csv_path, root=full, split="train")
+    assert (src[0].start, src[0].end) == (0.5, 1.3)
+    kw = dict(clip_sampling=sampling, frame_stride=2, cache_bytes=int(cache_gb * 2**30))
+    for train in (False, True):
+        ds = VideoClipDataset(src, num_frames=4, train=train, **kw)
+        for epoch in range(6 if train else 1):
+            ds.set_epoch(epoch)
+            assert all(5 <= i <= 12 for i in indices(ds[0]["pixel_values"])), (train, epoch)

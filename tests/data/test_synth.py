@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 from falv.cli.synth import synth
 from falv.data.synth import (
     APPEARANCE_CLASSES,
+    LONG_RANGE_CLASSES,
+    LONG_RANGE_PAIRS,
     SPLITS,
     TEMPORAL_CLASSES,
     TEMPORAL_PAIRS,
@@ -35,6 +37,7 @@ from falv.data.synth import (
     render_video,
     resolve_classes,
     sample_action,
+    sample_actions,
     split_counts,
     trimmed_spec,
 )
@@ -511,3 +514,39 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert exc.value.code == 0
     listed = capsys.readouterr().out.splitlines()
     assert listed[1] == "move_left\t(reverse of move_right)"
+
+
+@pytest.mark.parametrize("pair", LONG_RANGE_PAIRS, ids=lambda p: p[0])
+def test_long_range_partner_is_exactly_the_time_reversal(pair: tuple[str, str]) -> None:
+    """The long-range pairs are made like the temporal ones: same draws, time played backwards."""
+    config = SynthConfig(mode="longrange", distractors=0, noise=0.0, jitter=0.0)
+    objects = {label: sample_actions(np.random.default_rng(7), label, LONG_RANGE_CLASSES, (0, 24), (0, 0, 1, 1),
+                                     config) for label in pair}
+    a, b = (objects[label] for label in pair)
+    assert len(a) == len(b) == (2 if pair[0] == "a_then_b" else 1)
+    scene = {
+        "width": 32, "height": 32, "fps": 12, "num_frames": 24,
+        "background": {"kind": "plain", "colour": [40, 40, 60]},
+        "noise": {"std": 0.0, "jitter": 0.0, "seed": 0},
+    }
+    frames = {label: render_video({**scene, "objects": objs}) for label, objs in objects.items()}
+    assert np.array_equal(frames[pair[1]], frames[pair[0]][::-1])
+    assert not np.array_equal(frames[pair[1]], frames[pair[0]])
+
+
+def test_long_range_events_are_several_frames_apart() -> None:
+    """a_then_b: marker A is gone well before B shows (its window ends >= 10 % of the clip
+    earlier); grow_then_shrink: one whole cycle, largest in the first half, smallest in the second."""
+    config = SynthConfig(mode="longrange", videos_per_class=40, seed=3)
+    for i in range(40):
+        spec = trimmed_spec(config, LONG_RANGE_CLASSES, "a_then_b", i)
+        first, second = object_tracks(spec.scene)
+        shown_a, shown_b = np.flatnonzero(first["alpha"] > 0), np.flatnonzero(second["alpha"] > 0)
+        assert shown_b.min() - shown_a.max() >= max(2, 0.1 * (spec.num_frames - 1))
+        assert [o["shape"] for o in spec.scene["objects"] if o["role"] == "action"] == ["square", "circle"]
+        (size,) = object_tracks(trimmed_spec(config, LONG_RANGE_CLASSES, "grow_then_shrink", i).scene)
+        half = len(size["scale"]) // 2
+        assert size["scale"].argmax() < half <= size["scale"].argmin()
+        assert size["scale"][0] == pytest.approx(size["scale"][-1])
+    assert catalogue("longrange") == LONG_RANGE_CLASSES
+    assert all(partner(a) == b and partner(b) == a for a, b in LONG_RANGE_PAIRS)

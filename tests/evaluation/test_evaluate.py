@@ -255,3 +255,85 @@ def test_a_perfect_model_scores_one(tmp_path, monkeypatch):
     assert rows[1:] == [[classes[1], "3", "0"], [classes[0], "0", "3"]]
     loc = result["localization"]
     assert loc["num_ground_truth"] == 2 and loc["mAP@0.3"] == 1.0 and loc["mAP@0.5"] == 1.0
+
+
+def test_an_interrupted_evaluation_resumes_and_gives_the_same_metrics(synth, model_dir, tmp_path, monkeypatch):
+    from falv.labeling.engine import Engine
+    from falv.labeling.records import read_records
+
+    root, _ = synth
+    rows = (root / "test.csv").read_text().splitlines()
+    data = root / "resume.csv"  # three good videos and the broken one: a small, quick set
+    data.write_text("\n".join(rows[:3] + [r for r in rows if "broken" in r]) + "\n")
+    out = tmp_path / "out"
+    kw = dict(workers=1, clips=1)
+    first = evaluate(str(model_dir), str(data), out, **kw)
+    labels = out / "records" / "clips1-crops1" / "labels.jsonl"
+    assert len(read_records(labels)) == 4  # one per input, the broken one included
+    # as if the first run had been killed after two videos
+    labels.write_text("".join(labels.read_text().splitlines(keepends=True)[:2]))
+    kept_done = {r.path for r in read_records(labels)
+                 if r.error is None or r.error.type in ("not_a_video", "no_video_stream")}
+    labelled = []
+    original = Engine.run_jobs
+
+    def counting(self, jobs, **kwargs):
+        jobs = list(jobs)
+        labelled.extend(j.path for j in jobs)
+        return original(self, jobs, **kwargs)
+
+    monkeypatch.setattr(Engine, "run_jobs", counting)
+    second = evaluate(str(model_dir), str(data), out, **kw)
+    # only what the first run had not done is labelled (a failure that can recur is retried)
+    assert len(labelled) == 4 - len(kept_done) and not set(labelled) & kept_done
+    for key in ("top1", "top5", "f1_macro", "num_videos", "failed"):
+        assert second[key] == first[key]
+    assert len(read_records(labels)) == 4
+
+
+def test_records_of_another_model_or_other_options_are_never_reused(synth, model_dir, tmp_path):
+    from falv.evaluation.runner import _describe_model, _records_dir, model_fingerprint
+
+    info = _describe_model(str(model_dir))
+    options = LabelOptions(clips=2, top_k=2)
+    folder = _records_dir(tmp_path, "clips2-crops1", info, options, resume=True)
+    (folder / "labels.jsonl").write_text("{}\n")
+    assert _records_dir(tmp_path, "clips2-crops1", info, LabelOptions(clips=2, top_k=2, workers=4), True) == folder
+    assert (folder / "labels.jsonl").exists()  # the same model and options (workers do not matter): resumed
+    assert _records_dir(tmp_path, "clips2-crops1", info, options, resume=False) == folder
+    assert not (folder / "labels.jsonl").exists()  # resume=False starts afresh
+    (folder / "labels.jsonl").write_text("{}\n")
+    _records_dir(tmp_path, "clips2-crops1", info, LabelOptions(clips=2, top_k=2, precision="fp32"), True)
+    assert not (folder / "labels.jsonl").exists()  # other options
+    (folder / "labels.jsonl").write_text("{}\n")
+    torch.manual_seed(1)
+    other = FALForVideoClassification(preset("tiny", id2label=dict(enumerate(synth[1]))))
+    _records_dir(tmp_path, "clips2-crops1", _describe_model(other), options, True)
+    assert not (folder / "labels.jsonl").exists()  # another model
+    assert model_fingerprint(other) == model_fingerprint(other) != info.fingerprint
+    other.save_pretrained(tmp_path / "saved")
+    assert model_fingerprint(str(tmp_path / "saved")) != info.fingerprint
+
+
+def test_kinetics_segments_are_evaluated_inside_time_start_and_end(model_dir, synth, tmp_path):
+    from falv.labeling.records import read_records
+    from falv.video.testing import write_test_video
+
+    _, classes = synth
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_test_video(videos / "AAAAAAAAAAA.mp4", frames=48, fps=12, size=(64, 64))  # 4 s, untrimmed
+    write_test_video(videos / "BBBBBBBBBBB.mp4", frames=24, fps=12, size=(64, 64))  # 2 s
+    csv_path = tmp_path / "test.csv"
+    csv_path.write_text("label,youtube_id,time_start,time_end,split\n"
+                        f"{classes[0]},AAAAAAAAAAA,1.0,3.0,test\n"
+                        f"{classes[1]},BBBBBBBBBBB,5.0,9.0,test\n")  # past the end of its 2 s video
+    out = tmp_path / "out"
+    result = evaluate(str(model_dir), str(csv_path), out, workers=1, clips=2)
+    assert result["num_videos"] == 1
+    [failed] = result["failed"]
+    assert failed["type"] == "segment_outside_video" and "BBBBBBBBBBB" in failed["path"]
+    records = {r.path.rsplit("/", 1)[1]: r for r in read_records(out / "records" / "clips2-crops1" / "labels.jsonl")}
+    segment = records["AAAAAAAAAAA.mp4"]
+    assert segment.extra["segment"] == [1.0, 3.0]
+    assert [t for w in segment.windows for t in (w.start, w.end)] == pytest.approx([1.0, 2.0, 2.0, 3.0])

@@ -61,12 +61,22 @@ def test_every_input_yields_exactly_one_record(model_dir, videos, tmp_path):
                       "audio only.mp4": "no_video_stream"}
     on_disk = read_records(tmp_path / "labels.jsonl")
     assert sorted(r.path for r in on_disk) == sorted(by_path)
-    # a second run skips what was labelled and tries the failed inputs again
+    # a second run skips what was labelled and what can only fail again (not a video, no
+    # video stream), and tries the other failures again; the file keeps one record per input
     again = list(label(inputs, str(model_dir), out_dir=tmp_path))
-    assert sorted(r.path for r in again) == sorted(os.path.abspath(p) for p in bad + [missing])
-    from falv.labeling.export import latest_records
-
-    assert sorted(r.path for r in latest_records(tmp_path)) == sorted(by_path)  # one per input
+    retried = [p for p in bad + [missing] if errors[os.path.basename(p)] not in ("not_a_video", "no_video_stream")]
+    assert sorted(r.path for r in again) == sorted(os.path.abspath(p) for p in retried)
+    on_disk = [r.path for r in read_records(tmp_path / "labels.jsonl")]
+    assert len(on_disk) == len(set(on_disk)) == len(by_path)
+    # retry_failed tries every failure again, and the newest record is the one kept
+    forced = list(label(inputs, str(model_dir), out_dir=tmp_path, retry_failed=True))
+    assert sorted(r.path for r in forced) == sorted(os.path.abspath(p) for p in bad + [missing])
+    on_disk = read_records(tmp_path / "labels.jsonl")
+    assert len(on_disk) == len(by_path) and sorted(r.path for r in on_disk) == sorted(by_path)
+    newest = {r.path: r for r in forced}
+    for r in on_disk:
+        assert r.to_dict() == (newest.get(r.path) or by_path[r.path]).to_dict()
+        assert r.precision in ("fp32", "bf16") and r.device == "cpu" and r.runtime == "torch" and r.falv_version
 
 
 def test_int8_precision_labels_like_fp32(model_dir, videos, tmp_path):

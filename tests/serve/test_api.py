@@ -135,6 +135,14 @@ def test_list_and_export_every_format(client, media):
     assert {"labels.jsonl", "labels.csv", "label_studio_tasks.json", "label_studio_config.xml",
             "activitynet_results.json"} <= names and any(n.startswith("webvtt/") for n in names)
     assert client.get("/v1/export?formats=pdf").status_code == 422
+    # a file labelled again: the export holds one record per input, the newest job's (as labels.jsonl)
+    again = client.post("/v1/jobs", json={"path": str(media / "clip3.mp4"), "window": 0.5}).json()["id"]
+    wait_done(client, again)
+    r = client.get(f"/v1/export?formats=jsonl&ids={job_id},{again}")
+    lines = zipfile.ZipFile(io.BytesIO(r.content)).read("labels.jsonl").decode().splitlines()
+    [record] = [json.loads(line) for line in lines]
+    newest = client.get(f"/v1/jobs/{again}").json()["record"]
+    assert record["windows"] == newest["windows"] and record["precision"] and record["device"]
 
 
 def test_corrections_round_trip_into_a_training_source(client, media):
