@@ -49,12 +49,21 @@ def _formats(value: tuple[str, ...]) -> list[str]:
               help="Moving average over this many windows before segmenting.")
 @click.option("--min-duration", default=0.0, show_default=True, type=click.FloatRange(0),
               help="Drop segments shorter than this many seconds.")
+@click.option("--url-mode", type=click.Choice(["path", "local-files", "prefix"]), default="path", show_default=True,
+              help="Label Studio tasks' video URL: the path as recorded; Label Studio's local-files URL "
+                   "(/data/local-files/?d=<path under --document-root>); or --url-prefix + the path under "
+                   "--document-root.")
+@click.option("--document-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder the videos' URLs are relative to; for local-files, Label Studio's "
+                   "LOCAL_FILES_DOCUMENT_ROOT (default /).")
+@click.option("--url-prefix", default=None, help="With --url-mode prefix: the URL the videos' relative paths "
+                                                  "are appended to (e.g. https://host/videos/).")
 @click.option("--embeddings", is_flag=True, help="Also write clip and video embeddings (safetensors).")
 @engine_options
 @click.option("--no-resume", is_flag=True, help="Label every input again even if labels.jsonl has it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, background_threshold, smoothing,
-          min_duration, embeddings, batch_size, workers, timeout, precision, runtime, device, no_resume,
+          min_duration, url_mode, document_root, url_prefix, embeddings, batch_size, workers, timeout, precision, runtime, device, no_resume,
           quiet) -> int:
     """Label INPUTS (video files, folders, glob patterns, or .txt/.csv lists of paths).
 
@@ -85,6 +94,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
         click.echo(f"skipping {item}: {reason}", err=True)
     if not found.paths:
         raise click.UsageError("no input videos found")
+    url_options = _url_options(names, url_mode, document_root, url_prefix, found.paths)
     net = FALForVideoClassification.from_pretrained(model)
     net.name_or_path = model
     if no_resume:
@@ -109,7 +119,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
             rate = (ok + failed) / max(time.monotonic() - started, 1e-9)
             bar.update(1, f"{rate:.2f} videos/s")
     unwritable: list[tuple[str, str, str]] = []
-    written = export_formats(out_dir, names, classes=net.config.labels, failures=unwritable)
+    written = export_formats(out_dir, names, classes=net.config.labels, failures=unwritable, **url_options)
     for path, name, message in unwritable if not quiet else ():
         click.echo(f"failed: {path}: could not be written as {name} ({message})", err=True)
     elapsed = time.monotonic() - started
@@ -126,6 +136,33 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
         for name, path in written.items():
             click.echo(f"{name}: {path}")
     return EXIT_SOME_FAILED if failed_total or unwritable else EXIT_OK
+
+
+def _url_options(names: list[str], url_mode: str, document_root: Path | None, url_prefix: str | None,
+                 paths: list[str]) -> dict[str, object]:
+    """The Label Studio URL options, checked before any video is labelled (usage errors)."""
+    from falv.labeling.formats import FormatError, video_url
+
+    if url_mode == "prefix" and not url_prefix:
+        raise click.BadParameter("--url-mode prefix needs --url-prefix", param_hint="--url-prefix")
+    if url_prefix and url_mode != "prefix":
+        raise click.BadParameter("--url-prefix is only used with --url-mode prefix", param_hint="--url-prefix")
+    if document_root is not None and url_mode == "path":
+        raise click.BadParameter("--document-root is only used with --url-mode local-files or prefix",
+                                 param_hint="--document-root")
+    if url_mode == "path":
+        return {}
+    if "label-studio" not in names:
+        raise click.BadParameter("--url-mode only changes the label-studio format: add --format label-studio",
+                                 param_hint="--url-mode")
+    options: dict[str, object] = {"url_mode": url_mode, "document_root": str(document_root or "/"),
+                                  "url_prefix": url_prefix}
+    for path in paths:  # every video must lie under the root, or its task would have no URL
+        try:
+            video_url(path, **options)  # type: ignore[arg-type]
+        except FormatError as exc:
+            raise click.BadParameter(str(exc), param_hint="--document-root") from None
+    return options
 
 
 class _NoBar:
