@@ -755,9 +755,18 @@ def load_source(
 
 
 def is_label_studio_export(data: Any) -> bool:
-    """A Label Studio ``JSON`` export: a list of tasks with ``data`` and ``annotations``."""
+    """A Label Studio ``JSON`` export (tasks with ``data`` and ``annotations``) or ``JSON_MIN``
+    export (one flat record per annotation, with ``annotation_id``)."""
+    if not (isinstance(data, list) and data and all(isinstance(t, dict) for t in data)):
+        return False
+    return (all("data" in t and ("annotations" in t or "completions" in t) for t in data)
+            or all("annotation_id" in t and "id" in t for t in data))
+
+
+def is_label_studio_min_export(data: Any) -> bool:
+    """A Label Studio ``JSON_MIN`` export: flat records with ``id`` (task), ``annotation_id``."""
     return (isinstance(data, list) and bool(data) and all(isinstance(t, dict) for t in data)
-            and all("data" in t and ("annotations" in t or "completions" in t) for t in data))
+            and all("annotation_id" in t and "id" in t and "annotations" not in t for t in data))
 
 
 def from_label_studio(
@@ -765,70 +774,128 @@ def from_label_studio(
     *,
     root: str | os.PathLike[str] | None = None,
     video_key: str | None = None,
+    choices_name: str = "label",
     probe_fps: bool = True,
 ) -> DatasetSource:
-    """A Label Studio ``JSON`` export (``/api/projects/{id}/export?exportType=JSON``).
+    """A Label Studio ``JSON`` or ``JSON_MIN`` export (``/api/projects/{id}/export?exportType=JSON``
+    or ``...=JSON_MIN``).
 
     Per task, one annotation counts: the newest (by ``updated_at``, then ``created_at``,
-    then ``id``) that is not cancelled, among the ground-truth ones when any is flagged.
-    Its ``choices`` are the video's labels (one entry for the whole video); each
-    ``timelinelabels`` region becomes a trimmed entry (``start``/``end`` seconds, from its
-    1-based inclusive frame range at the task's ``fps``, else the video's own probed
-    frame rate). Tasks without a usable annotation are skipped and counted (logged).
+    then its id) that is not cancelled (skipped), among the ground-truth ones when any is
+    flagged (``JSON`` only: ``JSON_MIN`` carries no ground-truth flag and leaves cancelled
+    annotations out). Its ``choices`` are the video's labels (one entry for the whole
+    video); each ``timelinelabels`` region becomes a trimmed entry (``start``/``end``
+    seconds, from its 1-based inclusive frame range at the task's ``fps``, else the
+    video's own probed frame rate). Tasks without a usable annotation are skipped and
+    counted (logged, and listed in the source's ``problems``).
+
+    In ``JSON_MIN`` the results sit under their control's name: a single choice is a
+    bare string, so the video-level ``<Choices>`` is read from ``choices_name``
+    (falv's config calls it ``label``); ``{"choices": [...]}`` values and
+    ``timelinelabels`` regions are recognised under any name.
 
     The video is ``data.path`` when present (falv's own tasks carry it), else the task's
     video URL (``data[video_key]``, default the first of ``video``/``movie``/``url`` or
     the only string value): a local path, or Label Studio's local-files URL
     ``/data/local-files/?d=REL`` resolved against ``root`` (the server's
-    ``LOCAL_FILES_DOCUMENT_ROOT``). Other URLs cannot be read here and are skipped.
+    ``LOCAL_FILES_DOCUMENT_ROOT``; default: the export's folder). Other URLs cannot be
+    read here and are skipped.
     """
     path = Path(path)
     data = _read_json(path)
     if not is_label_studio_export(data):
-        raise DatasetError(f"{path}: not a Label Studio JSON export (a list of tasks with data and annotations)")
+        raise DatasetError(f"{path}: not a Label Studio JSON or JSON_MIN export (a list of tasks with data and "
+                           "annotations, or of records with id and annotation_id)")
     base = Path(root) if root is not None else path.parent
+    tasks = _min_export_tasks(data, choices_name) if is_label_studio_min_export(data) else data
     entries: list[VideoEntry] = []
-    skipped: dict[str, int] = {}
-    for task in data:
+    skipped: dict[str, list[str]] = {}
+
+    def skip(reason: str, task: dict[str, Any]) -> None:
+        skipped.setdefault(reason, []).append(f"task {task.get('id', '?')}")
+
+    for task in tasks:
         annotation = _chosen_annotation(task.get("annotations") or task.get("completions") or [])
         if annotation is None:
-            skipped["no annotation"] = skipped.get("no annotation", 0) + 1
+            skip("no annotation (or only cancelled ones)", task)
             continue
-        video = _ls_video_path(task.get("data") or {}, base, video_key)
+        task_data = task.get("data") if isinstance(task.get("data"), dict) else {}
+        video = _ls_video_path(task_data, base, video_key)
         if video is None:
-            skipped["video URL not readable here"] = skipped.get("video URL not readable here", 0) + 1
+            skip("video URL not readable here", task)
             continue
         labels: list[str] = []
         regions: list[tuple[str, int, int]] = []
-        for item in annotation.get("result") or []:
-            value = item.get("value") or {}
-            if item.get("type") == "choices":
-                labels += [str(c) for c in value.get("choices") or []]
-            elif item.get("type") == "timelinelabels":
-                for rng in value.get("ranges") or []:
-                    for label in value.get("timelinelabels") or []:
-                        regions.append((str(label), int(rng["start"]), int(rng["end"])))
+        try:
+            for item in annotation.get("result") or []:
+                value = item.get("value") or {}
+                if item.get("type") == "choices":
+                    labels += [str(c) for c in value.get("choices") or []]
+                elif item.get("type") == "timelinelabels":
+                    for rng in value.get("ranges") or []:
+                        for label in value.get("timelinelabels") or []:
+                            regions.append((str(label), int(rng["start"]), int(rng["end"])))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            skip("annotation result not understood", task)
+            continue
         if labels:
             entries.append(VideoEntry(video, tuple(dict.fromkeys(labels))))
         if regions:
-            fps = _opt_float((task.get("data") or {}).get("fps")) or (_probe_fps(video) if probe_fps else None)
+            fps = _opt_float(task_data.get("fps")) or (_probe_fps(video) if probe_fps else None)
             if not fps:
-                skipped["timeline regions without a frame rate"] = skipped.get(
-                    "timeline regions without a frame rate", 0) + 1
+                skip("timeline regions without a frame rate", task)
             else:
                 entries += [VideoEntry(video, (label,), start=(first - 1) / fps, end=last / fps)
                             for label, first, last in regions]
         if not labels and not regions:
-            skipped["annotation without choices or timeline labels"] = skipped.get(
-                "annotation without choices or timeline labels", 0) + 1
-    for reason, n in skipped.items():
-        logger.warning("%s: %d task(s) skipped: %s", path, n, reason)
+            skip("annotation without choices or timeline labels", task)
+    problems = []
+    for reason, which in skipped.items():
+        shown = ", ".join(which[:5]) + (" ..." if len(which) > 5 else "")
+        logger.warning("%s: %d task(s) skipped: %s (%s)", path, len(which), reason, shown)
+        problems += [Problem(f"{path}#{w}", reason) for w in which]
     if not entries:
         raise DatasetError(f"{path}: no annotated task with a readable video", code="empty")
     label_path = _find_label_file(path.parent)
     classes = load_classes(label_path) if label_path is not None else sorted({l for e in entries for l in e.labels})
     multilabel = any(len(e.labels) > 1 for e in entries)
-    return DatasetSource(entries, classes, multilabel=multilabel, kind="label-studio", name=str(path))
+    return DatasetSource(entries, classes, multilabel=multilabel, kind="label-studio", name=str(path),
+                         problems=problems)
+
+
+#: JSON_MIN keys that are annotation metadata, not results or task data.
+_LS_MIN_META = {"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "agreement",
+                "drafts", "predictions"}
+
+
+def _min_export_tasks(records: Sequence[dict[str, Any]], choices_name: str) -> list[dict[str, Any]]:
+    """``JSON_MIN`` records (one per annotation) regrouped as ``JSON``-like tasks."""
+    tasks: dict[Any, dict[str, Any]] = {}
+    for record in records:
+        task = tasks.setdefault(record["id"], {"id": record["id"], "data": {}, "annotations": []})
+        result: list[dict[str, Any]] = []
+        for key, value in record.items():
+            if key in _LS_MIN_META:
+                continue
+            items = value if isinstance(value, list) else [value]
+            found = False
+            for item in items:
+                if isinstance(item, dict) and "timelinelabels" in item:
+                    result.append({"from_name": key, "type": "timelinelabels", "value": item})
+                    found = True
+                elif isinstance(item, dict) and "choices" in item:
+                    result.append({"from_name": key, "type": "choices", "value": item})
+                    found = True
+            if not found and key == choices_name and (isinstance(value, str) or (
+                    isinstance(value, list) and value and all(isinstance(v, str) for v in value))):
+                result.append({"from_name": key, "type": "choices",
+                               "value": {"choices": [value] if isinstance(value, str) else list(value)}})
+                found = True
+            if not found:
+                task["data"][key] = value
+        task["annotations"].append({"id": record.get("annotation_id"), "created_at": record.get("created_at"),
+                                    "updated_at": record.get("updated_at"), "result": result})
+    return list(tasks.values())
 
 
 def _chosen_annotation(annotations: Sequence[Any]) -> dict[str, Any] | None:

@@ -432,3 +432,42 @@ def test_label_studio_export_newest_annotation_ground_truth_regions_and_skips(tm
     segment = by[("c.mp4", 1.0)]
     assert segment.labels == ("dog",) and segment.end == pytest.approx(2.0)  # frames 26-50 at 25 fps
     assert len(source.entries) == 3  # d (no annotation) and the remote URL are skipped
+
+
+def test_label_studio_json_min_export_newest_annotation_per_task(tmp_path, caplog):
+    """JSON_MIN: one flat record per annotation (cancelled ones already left out by Label Studio);
+    a single choice is a bare string under the <Choices> name, several are {"choices": [...]}."""
+    import json
+    import logging
+
+    from falv.data.sources import load_source
+
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (media / name).write_bytes(b"x")
+    timeline = [{"ranges": [{"start": 1, "end": 25}], "timelinelabels": ["dog"]},
+                {"ranges": [{"start": 51, "end": 75}], "timelinelabels": ["cat"]}]
+    export = [
+        {"video": "/data/local-files/?d=media/a.mp4", "fps": 25, "video_id": "a", "id": 1, "label": "cat",
+         "annotator": 1, "annotation_id": 1, "created_at": "2026-01-01T00:00:00Z",
+         "updated_at": "2026-01-01T00:00:00Z", "lead_time": 3.0},
+        {"video": "/data/local-files/?d=media/a.mp4", "fps": 25, "video_id": "a", "id": 1, "label": "dog",
+         "timeline": timeline, "annotator": 1, "annotation_id": 2, "created_at": "2026-01-01T00:00:00Z",
+         "updated_at": "2026-02-01T00:00:00Z", "lead_time": 3.0},
+        {"video": "/data/local-files/?d=media/b.mp4", "fps": 25, "id": 2, "label": {"choices": ["cat", "dog"]},
+         "annotator": 1, "annotation_id": 3, "created_at": "2026-01-01T00:00:00Z",
+         "updated_at": "2026-01-01T00:00:00Z", "lead_time": 1.0},
+        {"video": "https://example.invalid/c.mp4", "id": 3, "label": "cat", "annotator": 1, "annotation_id": 4,
+         "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z", "lead_time": 1.0},
+    ]
+    path = tmp_path / "export_min.json"
+    path.write_text(json.dumps(export))
+    with caplog.at_level(logging.WARNING, logger="falv.data.sources"):
+        source = load_source(path, root=tmp_path)
+    assert source.kind == "label-studio" and source.classes == ["cat", "dog"] and source.multilabel
+    got = sorted((Path(e.path).name, e.labels, e.start if e.start is not None else -1, e.end) for e in source.entries)
+    assert got == [("a.mp4", ("cat",), 2.0, 3.0), ("a.mp4", ("dog",), -1, None), ("a.mp4", ("dog",), 0.0, 1.0),
+                   ("b.mp4", ("cat", "dog"), -1, None)]
+    assert [p.reason for p in source.problems] == ["video URL not readable here"]
+    assert "1 task(s) skipped: video URL not readable here (task 3)" in caplog.text
