@@ -10,8 +10,10 @@ of the common on-disk layouts:
   (``label,youtube_id,time_start,time_end,split[,is_cc]``);
 - ``ucf101``: ``classInd.txt`` + ``trainlistNN.txt`` / ``testlistNN.txt``;
 - ``ssv2``: Something-Something v2 ``labels.json`` + ``train.json`` / ``validation.json``;
-- ``label-studio``: a Label Studio ``JSON`` export (choices as video labels, timeline
-  regions as trimmed clips).
+- ``label-studio``: a Label Studio ``JSON`` or ``JSON_MIN`` export (choices as video
+  labels, timeline regions as trimmed clips);
+- ``fiftyone``: a FiftyOne ``FiftyOneTemporalDetectionDataset`` folder (``labels.json``
+  and ``data/`` or a ``data.json`` manifest; each temporal detection a trimmed clip).
 
 :func:`load_source` detects the layout. Nothing here decodes video; only
 :meth:`DatasetSource.check` (with ``probe=True``) opens files, to list the ones
@@ -44,7 +46,7 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
 #: Names accepted for a class-list file next to a list/CSV file.
 LABEL_FILE_NAMES: tuple[str, ...] = ("labels.txt", "classes.txt", "classnames.txt")
 
-SOURCE_KINDS: tuple[str, ...] = ("folder", "list", "kinetics", "ucf101", "ssv2", "json", "label-studio")
+SOURCE_KINDS: tuple[str, ...] = ("folder", "list", "kinetics", "ucf101", "ssv2", "json", "label-studio", "fiftyone")
 
 _KINETICS_COLUMNS = {"youtube_id", "time_start", "time_end"}
 _HEADER_PATH_NAMES = {"path", "video", "video_path", "file", "filename", "file_name", "video_id", "name"}
@@ -716,6 +718,8 @@ def load_source(
     if path.is_dir():
         if (path / "classInd.txt").is_file() or (path / "ucfTrainTestlist" / "classInd.txt").is_file():
             return from_ucf101(path, split=split, root=root, **kwargs)
+        if (path / "labels.json").is_file() and is_fiftyone_temporal_labels(_read_json(path / "labels.json")):
+            return from_fiftyone(path, **kwargs)
         ssv2_splits = ("train.json", "validation.json", "test.json")
         if (path / "labels.json").is_file() and any((path / n).is_file() for n in ssv2_splits):
             return from_ssv2(path, split=split, root=root, **kwargs)
@@ -930,6 +934,80 @@ def _ls_video_path(data: dict[str, Any], base: Path, video_key: str | None) -> s
     if parts.scheme in ("", "file") and Path(urllib.parse.unquote(parts.path)).is_file():
         return urllib.parse.unquote(parts.path)
     return None
+
+
+def is_fiftyone_temporal_labels(data: Any) -> bool:
+    """The ``labels.json`` of a ``FiftyOneTemporalDetectionDataset``: ``{"classes", "labels": {uuid: [...]}}``."""
+    if not (isinstance(data, dict) and isinstance(data.get("labels"), dict)):
+        return False
+    items = [d for dets in data["labels"].values() if isinstance(dets, list) for d in dets]
+    return all(isinstance(d, dict) and "label" in d and ("support" in d or "timestamps" in d) for d in items) and all(
+        isinstance(v, list) or v is None for v in data["labels"].values())
+
+
+def from_fiftyone(folder: str | os.PathLike[str], *, probe_fps: bool = True) -> DatasetSource:
+    """A FiftyOne ``FiftyOneTemporalDetectionDataset`` export (``dataset.export(export_dir,
+    dataset_type=fo.types.FiftyOneTemporalDetectionDataset)``), or falv's own ``fiftyone``
+    format.
+
+    ``labels.json`` is ``{"classes": [...] | null, "labels": {uuid: [{"label": index or
+    name, "support": [first, last]} | {"label", "timestamps": [start, stop]}]}}``; the
+    videos are ``data/<uuid>.<ext>`` or listed in a ``data.json`` manifest
+    (``{"<uuid>.<ext>": path}``). Every temporal detection becomes a trimmed entry:
+    ``support`` (1-based inclusive frames) gives ``[(first - 1) / fps, last / fps]`` at
+    the video's probed frame rate, ``timestamps`` are seconds. Samples whose video is
+    missing, or whose frames cannot be timed, are skipped and counted.
+    """
+    folder = Path(folder)
+    data = _read_json(folder / "labels.json")
+    if not is_fiftyone_temporal_labels(data):
+        raise DatasetError(f"{folder}: labels.json is not a FiftyOne temporal detection dataset's")
+    classes = data.get("classes")
+    manifest: dict[str, str] = {}
+    if (folder / "data.json").is_file():
+        raw = _read_json(folder / "data.json")
+        if not isinstance(raw, dict):
+            raise DatasetError(f"{folder / 'data.json'}: not a manifest of uuid -> video path")
+        manifest = {os.path.splitext(str(k))[0]: _resolve(folder, str(v)) for k, v in raw.items()}
+    elif (folder / "data").is_dir():
+        manifest = {p.stem: str(p) for p in sorted((folder / "data").iterdir()) if p.is_file()}
+    entries: list[VideoEntry] = []
+    problems: list[Problem] = []
+    for uuid, detections in data["labels"].items():
+        video = manifest.get(uuid)
+        if video is None or not Path(video).is_file():
+            problems.append(Problem(video or f"{folder}#{uuid}", "video not found"))
+            continue
+        fps: float | None = None
+        for det in detections or []:
+            label = det["label"]
+            if isinstance(label, int) and not isinstance(label, bool):
+                if not (isinstance(classes, list) and 0 <= label < len(classes)):
+                    problems.append(Problem(video, f"label index {label} outside the classes"))
+                    continue
+                label = classes[label]
+            if "timestamps" in det:
+                start, end = (float(x) for x in det["timestamps"])
+            else:
+                if fps is None:
+                    fps = _probe_fps(video) if probe_fps else None
+                if not fps:
+                    problems.append(Problem(video, "frame support without a known frame rate"))
+                    continue
+                first, last = (int(x) for x in det["support"])
+                start, end = (first - 1) / fps, last / fps
+            entries.append(VideoEntry(video, (str(label),), start=start, end=end))
+    if problems:
+        shown = ", ".join(f"{p.path} ({p.reason})" for p in problems[:5])
+        logger.warning("%s: %d detection(s) or sample(s) skipped: %s", folder, len(problems), shown)
+    if not entries:
+        raise DatasetError(f"{folder}: no temporal detection with a readable video", code="empty")
+    if isinstance(classes, list) and classes:
+        names = [str(c) for c in classes]
+    else:
+        label_path = _find_label_file(folder)
+        names = load_classes(label_path) if label_path else sorted({l for e in entries for l in e.labels})
+    return DatasetSource(entries, names, kind="fiftyone", name=str(folder), problems=problems)
 
 
 def _probe_fps(path: str) -> float | None:

@@ -471,3 +471,35 @@ def test_label_studio_json_min_export_newest_annotation_per_task(tmp_path, caplo
                    ("b.mp4", ("cat", "dog"), -1, None)]
     assert [p.reason for p in source.problems] == ["video URL not readable here"]
     assert "1 task(s) skipped: video URL not readable here (task 3)" in caplog.text
+
+
+def test_fiftyone_temporal_detection_folder(tmp_path):
+    """falv's fiftyone export read back as a source (the real FiftyOne round trip is in tests/tools),
+    and FiftyOne's own layout: data/<uuid>.<ext>, string labels when classes is null, timestamps."""
+    import json
+    import shutil
+
+    from falv.data.sources import load_source
+    from falv.labeling.formats import write_fiftyone
+    from falv.video.testing import write_test_video
+
+    video = write_test_video(tmp_path / "v.mp4", frames=50, fps=25, size=(32, 32))
+    record = {"path": str(video), "video_id": "v1", "fps": 25.0, "duration": 2.0, "num_frames": 50,
+              "labels": [{"label": "dog", "score": 0.9}],
+              "segments": [{"label": "dog", "start": 0.2, "end": 1.0, "score": 0.9},
+                           {"label": "cat", "start": 1.0, "end": 2.0, "score": 0.8}]}
+    folder = write_fiftyone([record], tmp_path / "out", classes=["cat", "dog"])
+    source = load_source(folder)
+    assert source.kind == "fiftyone" and source.classes == ["cat", "dog"]
+    assert [(e.labels, e.start, e.end) for e in source.entries] == [(("dog",), 0.2, 1.0), (("cat",), 1.0, 2.0)]
+
+    theirs = tmp_path / "fo"
+    (theirs / "data").mkdir(parents=True)
+    shutil.copy(video, theirs / "data" / "abc.mp4")
+    (theirs / "labels.json").write_text(json.dumps({"classes": None, "labels": {
+        "abc": [{"label": "run", "timestamps": [0.5, 1.5], "confidence": None}, {"label": "walk", "support": [1, 5]}],
+        "gone": [{"label": "run", "support": [1, 2]}]}}))
+    source = load_source(theirs)
+    assert source.classes == ["run", "walk"]
+    assert [(e.labels, e.start, e.end) for e in source.entries] == [(("run",), 0.5, 1.5), (("walk",), 0.0, 0.2)]
+    assert [p.reason for p in source.problems] == ["video not found"]
