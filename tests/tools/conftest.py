@@ -29,7 +29,15 @@ from tests.tools.install import ToolUnavailable, ensure
 LS_USER = "falv@example.com"
 LS_PASSWORD = "falv-test-password"
 LS_TOKEN = "falvtesttoken0123456789abcdef0123456789ab"
-LS_START_S = 300  # ~21 s alone; several times that on a busy 2-core machine
+#: Label Studio refuses ML backends and imports on reserved networks (SSRF protection); the
+#: default list minus loopback, where these tests run falv serve.
+LS_BANNED_SUBNETS = ",".join([
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24",
+    "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4",
+    "233.252.0.0/24", "240.0.0.0/4", "255.255.255.255/32", "::/128", "::ffff:0:0/96", "64:ff9b::/96",
+    "64:ff9b:1::/48", "100::/64", "2001:0000::/32", "2001:20::/28", "2001:db8::/32", "2002::/16", "fc00::/7",
+    "fe80::/10", "ff00::/8"])
+LS_START_S = 600  # ~21 s alone; several times that on a busy 2-core machine
 
 
 def free_port() -> int:
@@ -66,7 +74,7 @@ class LabelStudio:
     document_root: Path
     root: Path
     log: Path
-    proc: subprocess.Popen
+    proc: subprocess.Popen | None
 
     def request(self, method: str, path: str, payload: Any = None, *, raw: bool = False,
                 timeout: float = 600) -> tuple[int, Any]:
@@ -93,15 +101,10 @@ class LabelStudio:
         return data
 
 
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory) -> LabelStudio:
-    venv = tool_env("labelstudio")
-    root = tmp_path_factory.mktemp("label-studio")
-    media = root / "media"  # LOCAL_FILES_DOCUMENT_ROOT
-    media.mkdir()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
+def label_studio_env(venv: Path, root: Path, url: str, media: Path) -> dict[str, str]:
+    """Label Studio's environment: offline, a fresh data dir, a user with a legacy API token,
+    local-files serving from ``media``, loopback ML backends allowed."""
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO", "DJANGO", "VIRTUAL_ENV"))},
         "PATH": f"{venv / 'bin'}:{os.environ.get('PATH', '')}",
         "LABEL_STUDIO_BASE_DATA_DIR": str(root / "data"),
@@ -116,34 +119,67 @@ def label_studio(tmp_path_factory) -> LabelStudio:
         "SENTRY_DSN": "",
         "FRONTEND_SENTRY_DSN": "",
         "COLLECT_ANALYTICS": "false",
+        "USE_DEFAULT_BANNED_SUBNETS": "false",
+        "USER_ADDITIONAL_BANNED_SUBNETS": LS_BANNED_SUBNETS,
         "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def start_label_studio(venv: Path, root: Path, port: int) -> LabelStudio:
+    """``label-studio start`` on 127.0.0.1:port in its own process group, data under ``root``."""
+    media = root / "media"  # LOCAL_FILES_DOCUMENT_ROOT
+    media.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{port}"
     log = root / "label-studio.log"
-    started = time.monotonic()
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(venv / "bin" / "label-studio"), "start", "--no-browser", "--host", "127.0.0.1",
-                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                stdin=subprocess.DEVNULL, cwd=root, start_new_session=True)
-    server = LabelStudio(url, LS_TOKEN, media, root, log, proc)
+                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                env=label_studio_env(venv, root, url, media), stdin=subprocess.DEVNULL, cwd=root,
+                                start_new_session=True)
+    return LabelStudio(url, LS_TOKEN, media, root, log, proc)
+
+
+def wait_label_studio(server: LabelStudio, timeout: float = LS_START_S) -> float:
+    started = time.monotonic()
+    while True:
+        if server.proc is not None and server.proc.poll() is not None:
+            raise RuntimeError(f"label-studio exited with {server.proc.returncode}:\n{server.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(server.url + "/health", timeout=5) as resp:
+                if resp.status == 200:
+                    return time.monotonic() - started
+        except OSError:
+            pass
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"label-studio did not answer /health in {timeout} s:\n{server.log.read_text()[-3000:]}")
+        time.sleep(1)
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory) -> LabelStudio:
+    """One Label Studio per test run. For development, FALV_TEST_LABEL_STUDIO_ROOT=DIR reuses a server
+    started with ``python -m tests.tools.conftest DIR PORT`` (left running)."""
+    reuse = os.environ.get("FALV_TEST_LABEL_STUDIO_ROOT")
+    if reuse:
+        root = Path(reuse)
+        url = (root / "url").read_text().strip()
+        server = LabelStudio(url, LS_TOKEN, root / "media", root, root / "label-studio.log", None)
+        wait_label_studio(server, 30)
+        yield server
+        return
+    venv = tool_env("labelstudio")
+    server = start_label_studio(venv, tmp_path_factory.mktemp("label-studio"), free_port())
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"label-studio exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() - started > LS_START_S:
-                pytest.fail(f"label-studio did not answer /health in {LS_START_S} s:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
-        print(f"label-studio answered /health after {time.monotonic() - started:.0f} s", flush=True)
+        try:
+            seconds = wait_label_studio(server)
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
+        print(f"label-studio answered /health after {seconds:.0f} s", flush=True)
         server.api("GET", "/api/current-user/whoami")  # the token works
         yield server
     finally:
-        stop_group(proc)
+        stop_group(server.proc)
 
 
 from tests.serve.conftest import serve_model  # noqa: E402,F401  (the tiny 3-class model falv serve uses)
@@ -197,3 +233,13 @@ def fiftyone(tmp_path_factory) -> FiftyOne:
         yield FiftyOne(venv / "bin" / "python", env)
     finally:
         stop_group(proc)
+
+
+if __name__ == "__main__":  # a Label Studio for development runs (see label_studio's docstring)
+    import sys
+
+    folder, port = Path(sys.argv[1]), int(sys.argv[2])
+    folder.mkdir(parents=True, exist_ok=True)
+    started = start_label_studio(ensure("labelstudio"), folder, port)
+    (folder / "url").write_text(started.url)
+    print(f"pid {started.proc.pid}, answering after {wait_label_studio(started):.0f} s at {started.url}")

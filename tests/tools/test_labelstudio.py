@@ -188,6 +188,9 @@ def test_labeling_page_shows_video_and_predicted_regions(label_studio, imported)
         labels = {r["value"]["timelinelabels"][0] for r in
                   ls.api("GET", f"/api/predictions?task={task['id']}")[0]["result"] if r["type"] == "timelinelabels"}
         wait.until(lambda d: all(lab in d.find_element(By.TAG_NAME, "body").text for lab in labels))
+        # the frame counter numbers frames at the task's fps: 3 s at 25 fps
+        frames = imported["records"][task["data"]["path"]]["num_frames"]
+        wait.until(lambda d: f"of {frames}" in d.find_element(By.TAG_NAME, "body").text)
         time.sleep(1)
         driver.save_screenshot(str(shot))
         print(f"\nLabel Studio labeling page screenshot: {shot}")
