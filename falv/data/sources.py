@@ -802,15 +802,20 @@ def from_label_studio(
     video URL (``data[video_key]``, default the first of ``video``/``movie``/``url`` or
     the only string value): a local path, or Label Studio's local-files URL
     ``/data/local-files/?d=REL`` resolved against ``root`` (the server's
-    ``LOCAL_FILES_DOCUMENT_ROOT``; default: the export's folder). Other URLs cannot be
-    read here and are skipped.
+    ``LOCAL_FILES_DOCUMENT_ROOT``; default: ``$LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` or
+    ``$LOCAL_FILES_DOCUMENT_ROOT`` when set, then the export's folder). Other URLs cannot
+    be read here and are skipped.
     """
     path = Path(path)
     data = _read_json(path)
     if not is_label_studio_export(data):
         raise DatasetError(f"{path}: not a Label Studio JSON or JSON_MIN export (a list of tasks with data and "
                            "annotations, or of records with id and annotation_id)")
-    base = Path(root) if root is not None else path.parent
+    if root is not None:
+        bases = [Path(root)]
+    else:  # the document root Label Studio serves local files from, as its own variables say
+        env = [os.environ.get(k) for k in ("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", "LOCAL_FILES_DOCUMENT_ROOT")]
+        bases = [Path(e) for e in env if e] + [path.parent]
     tasks = _min_export_tasks(data, choices_name) if is_label_studio_min_export(data) else data
     entries: list[VideoEntry] = []
     skipped: dict[str, list[str]] = {}
@@ -824,7 +829,7 @@ def from_label_studio(
             skip("no annotation (or only cancelled ones)", task)
             continue
         task_data = task.get("data") if isinstance(task.get("data"), dict) else {}
-        video = _ls_video_path(task_data, base, video_key)
+        video = next((v for v in (_ls_video_path(task_data, b, video_key) for b in bases) if v), None)
         if video is None:
             skip("video URL not readable here", task)
             continue

@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -45,8 +46,8 @@ FPS_CASES = {"fps24": 24, "fps25": 25, "fps2997": Fraction(30000, 1001), "fps30"
 ARTIFACTS = Path(os.environ.get("FALV_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 
 
-def _falv(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+def _falv(*args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **(env or {})}
     run = subprocess.run([sys.executable, "-m", "falv", *args], capture_output=True, text=True, env=env,
                          timeout=timeout, stdin=subprocess.DEVNULL)
     assert run.returncode == 0, f"falv {' '.join(args[:1])} failed:\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
@@ -80,8 +81,7 @@ def _tasks(ls, project: int) -> list[dict]:
 def fps_videos(label_studio) -> dict[str, Path]:
     from falv.video.testing import write_test_video
 
-    folder = label_studio.document_root / "fps"
-    folder.mkdir()
+    folder = Path(tempfile.mkdtemp(prefix="fps-", dir=label_studio.document_root))  # a storage per run
     videos = {name: write_test_video(folder / f"{name}.mp4", frames=int(round(3 * float(fps))), fps=float(fps),
                                      size=(64, 80)) for name, fps in FPS_CASES.items()}
     videos["vfr"] = write_test_video(folder / "vfr.mp4", frames=40, fps=25, vfr=True, size=(64, 80))
@@ -101,7 +101,7 @@ def imported(label_studio, fps_videos, serve_model, tmp_path_factory):
     records = {json.loads(line)["path"]: json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()}
     project = ls.api("POST", "/api/projects", {"title": "falv import", "label_config": config})["id"]
     storage = ls.api("POST", "/api/storages/localfiles", {
-        "project": project, "title": "videos", "path": str(ls.document_root / "fps"), "use_blob_urls": False})
+        "project": project, "title": "videos", "path": str(next(iter(fps_videos.values())).parent), "use_blob_urls": False})
     ls.api("POST", f"/api/projects/{project}/import", tasks)
     return {"project": project, "tasks": tasks, "records": records, "storage": storage, "config": config}
 
@@ -141,7 +141,8 @@ def test_local_files_url_serves_the_video(label_studio, imported, fps_videos):
     ls = label_studio
     for task in _tasks(ls, imported["project"]):
         url = task["data"]["video"]
-        assert url.startswith("/data/local-files/?d=fps/")
+        folder = Path(task["data"]["path"]).parent.name
+        assert url == f"/data/local-files/?d={folder}/{Path(task['data']['path']).name}"
         status, body = ls.request("GET", url, raw=True)
         assert status == 200 and body == Path(task["data"]["path"]).read_bytes()
 
@@ -181,7 +182,7 @@ def test_labeling_page_shows_video_and_predicted_regions(label_studio, imported)
         wait.until(lambda d: d.execute_script(
             "const v = document.querySelector('video'); return v && v.readyState >= 2 && v.duration > 0;"))
         src = driver.execute_script("return document.querySelector('video').currentSrc")
-        assert "/data/local-files/?d=fps/fps25.mp4" in src
+        assert src.endswith(task["data"]["video"])
         # the timeline lists the predicted regions (one row per region, with its label)
         n_regions = len([r for r in ls.api("GET", f"/api/predictions?task={task['id']}")[0]["result"]
                          if r["type"] == "timelinelabels"])
@@ -233,8 +234,7 @@ def falv_serve(label_studio, serve_model, tmp_path_factory):
 def ml_project(label_studio, falv_serve):
     """A project with falv serve as its ML backend and four new tasks (two red, two blue videos)."""
     ls = label_studio
-    folder = ls.document_root / "colors"
-    folder.mkdir()
+    folder = Path(tempfile.mkdtemp(prefix="colors-", dir=ls.document_root))
     videos = {f"{color}{i}": _color_video(folder / f"{color}{i}.mp4", rgb, seed=i)
               for color, rgb in COLORS.items() for i in range(2)}
     project = ls.api("POST", "/api/projects", {"title": "falv backend",
@@ -242,9 +242,11 @@ def ml_project(label_studio, falv_serve):
     ls.api("POST", "/api/storages/localfiles", {"project": project, "title": "colors", "path": str(folder),
                                                 "use_blob_urls": False})
     ls.api("POST", f"/api/projects/{project}/import",
-           [{"data": {"video": f"/data/local-files/?d=colors/{p.name}", "fps": 12, "video_id": name}}
+           [{"data": {"video": f"/data/local-files/?d={folder.name}/{p.name}", "fps": 12, "video_id": name}}
             for name, p in videos.items()])
-    backend = ls.api("POST", "/api/ml", {"project": project, "url": falv_serve["url"], "title": "falv"})
+    # extra_params reach falv serve in /setup: every window is a segment (the tiny model's scores are low)
+    backend = ls.api("POST", "/api/ml", {"project": project, "url": falv_serve["url"], "title": "falv",
+                                         "extra_params": {"threshold": 0.0, "epochs": 4}})
     tasks = {t["data"]["video_id"]: t for t in _tasks(ls, project)}
     return {"project": project, "backend": backend, "tasks": tasks, "videos": videos}
 
@@ -364,7 +366,8 @@ def test_training_on_the_export_follows_the_corrections(label_studio, ml_project
     run = tmp_path / "run"
     _falv("train", "--data", str(export), "--val", str(export), "--init", str(serve_model), "--out", str(run),
           "--epochs", "6", "--lr", "1e-3", "--batch-size", "4", "--workers", "0", "--precision", "fp32",
-          "--seed", "0", "--label-smoothing", "0")
+          "--seed", "0", "--label-smoothing", "0",
+          env={"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(ls.document_root)})  # where /data/local-files/ points
     after = _agreement(run / "best", ml_project["videos"], want, tmp_path / "after")
     print(f"\nagreement with the corrections: first model {before:.2f}, fine-tuned {after:.2f}")
     assert before == 0.0  # by construction: each colour's class is one the first model never chose
