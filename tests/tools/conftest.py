@@ -2,9 +2,10 @@
 
 Each tool lives in its own pinned environment (tests/tools/install.py); a missing
 registry skips these tests with the reason. One Label Studio server per test run:
-every test here carries ``xdist_group("tools")`` and pytest runs with
-``--dist loadgroup`` (pyproject's addopts), so one xdist worker runs them all and
-the session fixtures start each service once. Services are stopped by their
+the Label Studio tests carry ``xdist_group("labelstudio")`` (FiftyOne's
+``xdist_group("fiftyone")``) and pytest runs with ``--dist loadgroup`` (pyproject's
+addopts), so one xdist worker runs each group and the session fixtures start each
+service once. Services are stopped by their
 process group in teardown. Deselect them with ``-m "not tools"``.
 """
 

@@ -38,7 +38,7 @@ from falv.labeling.formats import label_studio_config
 from falv.labeling.segments import frame_span
 from tests.tools.conftest import LS_PASSWORD, LS_USER, free_port, stop_group
 
-pytestmark = [pytest.mark.tools, pytest.mark.xdist_group("tools"), pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.tools, pytest.mark.xdist_group("labelstudio"), pytest.mark.timeout(1800)]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -394,3 +394,38 @@ def test_start_training_webhook_swaps_the_served_model(label_studio, ml_project,
     ids = [t["id"] for t in ml_project["tasks"].values()]
     newest = _retrieve_predictions(ls, ml_project["project"], ids)
     assert {p["model_version"] for p in newest.values()} == {version}
+
+
+def test_export_reader_takes_ground_truth_skips_cancelled_and_counts_unannotated(label_studio, imported, tmp_path):
+    """On the imported project: a ground-truth annotation beats a newer one, the newest wins
+    otherwise, a skipped (cancelled) task and the tasks nobody annotated are counted and left out."""
+    from falv.data.sources import load_source
+
+    ls = label_studio
+    project = imported["project"]
+    tasks = {Path(t["data"]["path"]).stem: t for t in _tasks(ls, project)}
+
+    def annotate(name, label, **flags):
+        result = [] if flags.get("was_cancelled") else [
+            {"id": f"c{label}", "from_name": "label", "to_name": "video", "type": "choices",
+             "value": {"choices": [label]}}]
+        ls.api("POST", f"/api/tasks/{tasks[name]['id']}/annotations?project={project}",
+               {"result": result, "ground_truth": False, "was_cancelled": False, **flags})
+        time.sleep(1.1)  # distinct updated_at
+
+    annotate("fps24", "a", ground_truth=True)
+    annotate("fps24", "b")
+    annotate("fps30", "a")
+    annotate("fps30", "c")
+    annotate("fps25", "b", was_cancelled=True)
+    export = tmp_path / "export.json"
+    status, body = ls.request("GET", f"/api/projects/{project}/export?exportType=JSON", raw=True)
+    assert status == 200
+    export.write_bytes(body)
+    stored = {Path(t["data"]["path"]).stem: t["annotations"] for t in json.loads(body)}
+    assert [a["ground_truth"] for a in stored["fps24"]] == [True, False]  # Label Studio kept the flag
+    assert [a["was_cancelled"] for a in stored["fps25"]] == [True]
+    source = load_source(export)
+    video_level = {Path(e.path).stem: e.labels for e in source.entries if e.start is None}
+    assert video_level == {"fps24": ("a",), "fps30": ("c",)}
+    assert sorted(p.reason for p in source.problems) == ["no annotation (or only cancelled ones)"] * 3
