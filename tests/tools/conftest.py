@@ -2,10 +2,10 @@
 
 Each tool lives in its own pinned environment (tests/tools/install.py); a missing
 registry skips these tests with the reason. One Label Studio server per test run:
-the Label Studio tests carry ``xdist_group("labelstudio")`` (FiftyOne's
-``xdist_group("fiftyone")``) and pytest runs with ``--dist loadgroup`` (pyproject's
-addopts), so one xdist worker runs each group and the session fixtures start each
-service once. Services are stopped by their
+the whole Label Studio loop is one test (test_labelstudio.py), so one xdist worker
+starts it once; FiftyOne's check is one test with its own ``mongod``. (xdist's
+``--dist loadgroup`` cannot group tests here: with pytest 9.2 and pytest-xdist 3.8 the
+group suffix xdist writes to ``item._nodeid`` is ignored.) Services are stopped by their
 process group in teardown. Deselect them with ``-m "not tools"``.
 """
 

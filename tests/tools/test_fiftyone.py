@@ -16,7 +16,7 @@ import pytest
 
 from falv.labeling.segments import frame_span
 
-pytestmark = [pytest.mark.tools, pytest.mark.xdist_group("fiftyone"), pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.tools, pytest.mark.timeout(2400)]
 
 HERE = Path(__file__).resolve().parent
 
