@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.falv-installed
 # Pytest options; e.g. `make test PYTEST_ARGS="-k model -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: install test test-browser demo bench clean
+.PHONY: install tools test test-browser test-tools demo bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,15 @@ $(STAMP): pyproject.toml constraints.txt
 test: install
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
+# Label Studio and FiftyOne for tests/tools, each in its own pinned environment under
+# .venv-tools/ (tests/tools/requirements-*.txt); the tests also build them on first use.
+tools: install
+	$(BIN)/python -m tests.tools.install labelstudio fiftyone
+
+# The round trip against the real tools alone (also part of `make test`).
+test-tools: tools
+	$(BIN)/python -m pytest -q -s -m tools $(PYTEST_ARGS)
+
 # The review page in headless chromium (needs: apt-get install chromium chromium-driver).
 test-browser: install
 	$(BIN)/python -m pytest -q -s tests/serve/test_review_page.py $(PYTEST_ARGS)
@@ -31,4 +40,4 @@ bench: install
 	$(BIN)/falv bench --preset base
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-tools test-artifacts demo-output .pytest_cache .hypothesis

@@ -41,7 +41,7 @@ SECTIONS: dict[str, tuple[dict[str, tuple[str, ...]], str]] = {
     "label": ({
         "model": ("model", "precision", "runtime", "device", "batch_size", "workers", "timeout"),
         "data": ("inputs",),
-        "output": ("out", "format", "embeddings"),
+        "output": ("out", "format", "embeddings", "url_mode", "document_root", "url_prefix"),
     }, "labeling"),
     "evaluate": ({
         "model": ("model", "precision", "runtime", "device", "batch_size", "workers", "timeout"),

@@ -56,6 +56,15 @@ def _formats(value: tuple[str, ...]) -> list[str]:
 @click.option("--refine-edges/--no-refine-edges", default=True, show_default=True,
               help="Put segment edges where the scores of the windows around them cross (a stride finer than "
                    "the window makes them sharper), not half-way between the windows.")
+@click.option("--url-mode", type=click.Choice(["path", "local-files", "prefix"]), default="path", show_default=True,
+              help="Label Studio tasks' video URL: the path as recorded; Label Studio's local-files URL "
+                   "(/data/local-files/?d=<path under --document-root>); or --url-prefix + the path under "
+                   "--document-root.")
+@click.option("--document-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder the videos' URLs are relative to; for local-files, Label Studio's "
+                   "LOCAL_FILES_DOCUMENT_ROOT (default /).")
+@click.option("--url-prefix", default=None, help="With --url-mode prefix: the URL the videos' relative paths "
+                                                  "are appended to (e.g. https://host/videos/).")
 @click.option("--embeddings", is_flag=True, help="Also write clip and video embeddings (safetensors).")
 @click.option("--thresholds", "class_thresholds", default=None,
               help="Multi-label models: decision thresholds instead of the config's tuned ones: one number for "
@@ -68,8 +77,9 @@ def _formats(value: tuple[str, ...]) -> list[str]:
                    "only fail again (not a video, no video stream).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, background_threshold, smoothing,
-          min_duration, refine_edges, embeddings, class_thresholds, clip_seconds, temperature, batch_size, workers,
-          timeout, precision, runtime, device, no_resume, retry_failed, quiet) -> int:
+          min_duration, refine_edges, url_mode, document_root, url_prefix, embeddings, class_thresholds, clip_seconds,
+          temperature, batch_size, workers, timeout, precision, runtime, device, no_resume, retry_failed,
+          quiet) -> int:
     """Label INPUTS (video files, folders, glob patterns, or .txt/.csv lists of paths).
 
     Writes DIR/labels.jsonl (one record per input, errors included: the newest when a run
@@ -100,6 +110,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
         click.echo(f"skipping {item}: {reason}", err=True)
     if not found.paths:
         raise click.UsageError("no input videos found")
+    url_options = _url_options(names, url_mode, document_root, url_prefix, found.paths)
     from falv.processing import FALImageProcessor
 
     net = FALForVideoClassification.from_pretrained(model)
@@ -133,7 +144,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
             rate = (ok + failed) / max(time.monotonic() - started, 1e-9)
             bar.update(1, f"{rate:.2f} videos/s")
     unwritable: list[tuple[str, str, str]] = []
-    written = export_formats(out_dir, names, classes=net.config.action_labels, failures=unwritable)
+    written = export_formats(out_dir, names, classes=net.config.action_labels, failures=unwritable, **url_options)
     for path, name, message in unwritable if not quiet else ():
         click.echo(f"failed: {path}: could not be written as {name} ({message})", err=True)
     elapsed = time.monotonic() - started
@@ -177,6 +188,33 @@ def parse_thresholds(text: str, config) -> tuple[float, ...]:
                               + (" ..." if config.num_labels > 10 else ""))
         current[config.label2id[name]] = number(value)
     return tuple(current)
+
+
+def _url_options(names: list[str], url_mode: str, document_root: Path | None, url_prefix: str | None,
+                 paths: list[str]) -> dict[str, object]:
+    """The Label Studio URL options, checked before any video is labelled (usage errors)."""
+    from falv.labeling.formats import FormatError, video_url
+
+    if url_mode == "prefix" and not url_prefix:
+        raise click.BadParameter("--url-mode prefix needs --url-prefix", param_hint="--url-prefix")
+    if url_prefix and url_mode != "prefix":
+        raise click.BadParameter("--url-prefix is only used with --url-mode prefix", param_hint="--url-prefix")
+    if document_root is not None and url_mode == "path":
+        raise click.BadParameter("--document-root is only used with --url-mode local-files or prefix",
+                                 param_hint="--document-root")
+    if url_mode == "path":
+        return {}
+    if "label-studio" not in names:
+        raise click.BadParameter("--url-mode only changes the label-studio format: add --format label-studio",
+                                 param_hint="--url-mode")
+    options: dict[str, object] = {"url_mode": url_mode, "document_root": str(document_root or "/"),
+                                  "url_prefix": url_prefix}
+    for path in paths:  # every video must lie under the root, or its task would have no URL
+        try:
+            video_url(path, **options)  # type: ignore[arg-type]
+        except FormatError as exc:
+            raise click.BadParameter(str(exc), param_hint="--document-root") from None
+    return options
 
 
 class _NoBar:

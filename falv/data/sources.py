@@ -10,8 +10,10 @@ of the common on-disk layouts:
   (``label,youtube_id,time_start,time_end,split[,is_cc]``);
 - ``ucf101``: ``classInd.txt`` + ``trainlistNN.txt`` / ``testlistNN.txt``;
 - ``ssv2``: Something-Something v2 ``labels.json`` + ``train.json`` / ``validation.json``;
-- ``label-studio``: a Label Studio ``JSON`` export (choices as video labels, timeline
-  regions as trimmed clips).
+- ``label-studio``: a Label Studio ``JSON`` or ``JSON_MIN`` export (choices as video
+  labels, timeline regions as trimmed clips);
+- ``fiftyone``: a FiftyOne ``FiftyOneTemporalDetectionDataset`` folder (``labels.json``
+  and ``data/`` or a ``data.json`` manifest; each temporal detection a trimmed clip).
 
 :func:`load_source` detects the layout. Nothing here decodes video; only
 :meth:`DatasetSource.check` (with ``probe=True``) opens files, to list the ones
@@ -44,7 +46,7 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
 #: Names accepted for a class-list file next to a list/CSV file.
 LABEL_FILE_NAMES: tuple[str, ...] = ("labels.txt", "classes.txt", "classnames.txt")
 
-SOURCE_KINDS: tuple[str, ...] = ("folder", "list", "kinetics", "ucf101", "ssv2", "json", "label-studio")
+SOURCE_KINDS: tuple[str, ...] = ("folder", "list", "kinetics", "ucf101", "ssv2", "json", "label-studio", "fiftyone")
 
 _KINETICS_COLUMNS = {"youtube_id", "time_start", "time_end"}
 _HEADER_PATH_NAMES = {"path", "video", "video_path", "file", "filename", "file_name", "video_id", "name"}
@@ -716,6 +718,8 @@ def load_source(
     if path.is_dir():
         if (path / "classInd.txt").is_file() or (path / "ucfTrainTestlist" / "classInd.txt").is_file():
             return from_ucf101(path, split=split, root=root, **kwargs)
+        if (path / "labels.json").is_file() and is_fiftyone_temporal_labels(_read_json(path / "labels.json")):
+            return from_fiftyone(path, **kwargs)
         ssv2_splits = ("train.json", "validation.json", "test.json")
         if (path / "labels.json").is_file() and any((path / n).is_file() for n in ssv2_splits):
             return from_ssv2(path, split=split, root=root, **kwargs)
@@ -755,9 +759,18 @@ def load_source(
 
 
 def is_label_studio_export(data: Any) -> bool:
-    """A Label Studio ``JSON`` export: a list of tasks with ``data`` and ``annotations``."""
+    """A Label Studio ``JSON`` export (tasks with ``data`` and ``annotations``) or ``JSON_MIN``
+    export (one flat record per annotation, with ``annotation_id``)."""
+    if not (isinstance(data, list) and data and all(isinstance(t, dict) for t in data)):
+        return False
+    return (all("data" in t and ("annotations" in t or "completions" in t) for t in data)
+            or all("annotation_id" in t and "id" in t for t in data))
+
+
+def is_label_studio_min_export(data: Any) -> bool:
+    """A Label Studio ``JSON_MIN`` export: flat records with ``id`` (task), ``annotation_id``."""
     return (isinstance(data, list) and bool(data) and all(isinstance(t, dict) for t in data)
-            and all("data" in t and ("annotations" in t or "completions" in t) for t in data))
+            and all("annotation_id" in t and "id" in t and "annotations" not in t for t in data))
 
 
 def from_label_studio(
@@ -765,70 +778,133 @@ def from_label_studio(
     *,
     root: str | os.PathLike[str] | None = None,
     video_key: str | None = None,
+    choices_name: str = "label",
     probe_fps: bool = True,
 ) -> DatasetSource:
-    """A Label Studio ``JSON`` export (``/api/projects/{id}/export?exportType=JSON``).
+    """A Label Studio ``JSON`` or ``JSON_MIN`` export (``/api/projects/{id}/export?exportType=JSON``
+    or ``...=JSON_MIN``).
 
     Per task, one annotation counts: the newest (by ``updated_at``, then ``created_at``,
-    then ``id``) that is not cancelled, among the ground-truth ones when any is flagged.
-    Its ``choices`` are the video's labels (one entry for the whole video); each
-    ``timelinelabels`` region becomes a trimmed entry (``start``/``end`` seconds, from its
-    1-based inclusive frame range at the task's ``fps``, else the video's own probed
-    frame rate). Tasks without a usable annotation are skipped and counted (logged).
+    then its id) that is not cancelled (skipped), among the ground-truth ones when any is
+    flagged (``JSON`` only: ``JSON_MIN`` carries no ground-truth flag and leaves cancelled
+    annotations out). Its ``choices`` are the video's labels (one entry for the whole
+    video); each ``timelinelabels`` region becomes a trimmed entry (``start``/``end``
+    seconds, from its 1-based inclusive frame range at the task's ``fps``, else the
+    video's own probed frame rate). Tasks without a usable annotation are skipped and
+    counted (logged, and listed in the source's ``problems``).
+
+    In ``JSON_MIN`` the results sit under their control's name: a single choice is a
+    bare string, so the video-level ``<Choices>`` is read from ``choices_name``
+    (falv's config calls it ``label``); ``{"choices": [...]}`` values and
+    ``timelinelabels`` regions are recognised under any name.
 
     The video is ``data.path`` when present (falv's own tasks carry it), else the task's
     video URL (``data[video_key]``, default the first of ``video``/``movie``/``url`` or
     the only string value): a local path, or Label Studio's local-files URL
     ``/data/local-files/?d=REL`` resolved against ``root`` (the server's
-    ``LOCAL_FILES_DOCUMENT_ROOT``). Other URLs cannot be read here and are skipped.
+    ``LOCAL_FILES_DOCUMENT_ROOT``; default: ``$LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` or
+    ``$LOCAL_FILES_DOCUMENT_ROOT`` when set, then the export's folder). Other URLs cannot
+    be read here and are skipped.
     """
     path = Path(path)
     data = _read_json(path)
     if not is_label_studio_export(data):
-        raise DatasetError(f"{path}: not a Label Studio JSON export (a list of tasks with data and annotations)")
-    base = Path(root) if root is not None else path.parent
+        raise DatasetError(f"{path}: not a Label Studio JSON or JSON_MIN export (a list of tasks with data and "
+                           "annotations, or of records with id and annotation_id)")
+    if root is not None:
+        bases = [Path(root)]
+    else:  # the document root Label Studio serves local files from, as its own variables say
+        env = [os.environ.get(k) for k in ("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", "LOCAL_FILES_DOCUMENT_ROOT")]
+        bases = [Path(e) for e in env if e] + [path.parent]
+    tasks = _min_export_tasks(data, choices_name) if is_label_studio_min_export(data) else data
     entries: list[VideoEntry] = []
-    skipped: dict[str, int] = {}
-    for task in data:
+    skipped: dict[str, list[str]] = {}
+
+    def skip(reason: str, task: dict[str, Any]) -> None:
+        skipped.setdefault(reason, []).append(f"task {task.get('id', '?')}")
+
+    for task in tasks:
         annotation = _chosen_annotation(task.get("annotations") or task.get("completions") or [])
         if annotation is None:
-            skipped["no annotation"] = skipped.get("no annotation", 0) + 1
+            skip("no annotation (or only cancelled ones)", task)
             continue
-        video = _ls_video_path(task.get("data") or {}, base, video_key)
+        task_data = task.get("data") if isinstance(task.get("data"), dict) else {}
+        video = next((v for v in (_ls_video_path(task_data, b, video_key) for b in bases) if v), None)
         if video is None:
-            skipped["video URL not readable here"] = skipped.get("video URL not readable here", 0) + 1
+            skip("video URL not readable here", task)
             continue
         labels: list[str] = []
         regions: list[tuple[str, int, int]] = []
-        for item in annotation.get("result") or []:
-            value = item.get("value") or {}
-            if item.get("type") == "choices":
-                labels += [str(c) for c in value.get("choices") or []]
-            elif item.get("type") == "timelinelabels":
-                for rng in value.get("ranges") or []:
-                    for label in value.get("timelinelabels") or []:
-                        regions.append((str(label), int(rng["start"]), int(rng["end"])))
+        try:
+            for item in annotation.get("result") or []:
+                value = item.get("value") or {}
+                if item.get("type") == "choices":
+                    labels += [str(c) for c in value.get("choices") or []]
+                elif item.get("type") == "timelinelabels":
+                    for rng in value.get("ranges") or []:
+                        for label in value.get("timelinelabels") or []:
+                            regions.append((str(label), int(rng["start"]), int(rng["end"])))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            skip("annotation result not understood", task)
+            continue
         if labels:
             entries.append(VideoEntry(video, tuple(dict.fromkeys(labels))))
         if regions:
-            fps = _opt_float((task.get("data") or {}).get("fps")) or (_probe_fps(video) if probe_fps else None)
+            fps = _opt_float(task_data.get("fps")) or (_probe_fps(video) if probe_fps else None)
             if not fps:
-                skipped["timeline regions without a frame rate"] = skipped.get(
-                    "timeline regions without a frame rate", 0) + 1
+                skip("timeline regions without a frame rate", task)
             else:
                 entries += [VideoEntry(video, (label,), start=(first - 1) / fps, end=last / fps)
                             for label, first, last in regions]
         if not labels and not regions:
-            skipped["annotation without choices or timeline labels"] = skipped.get(
-                "annotation without choices or timeline labels", 0) + 1
-    for reason, n in skipped.items():
-        logger.warning("%s: %d task(s) skipped: %s", path, n, reason)
+            skip("annotation without choices or timeline labels", task)
+    problems = []
+    for reason, which in skipped.items():
+        shown = ", ".join(which[:5]) + (" ..." if len(which) > 5 else "")
+        logger.warning("%s: %d task(s) skipped: %s (%s)", path, len(which), reason, shown)
+        problems += [Problem(f"{path}#{w}", reason) for w in which]
     if not entries:
         raise DatasetError(f"{path}: no annotated task with a readable video", code="empty")
     label_path = _find_label_file(path.parent)
     classes = load_classes(label_path) if label_path is not None else sorted({l for e in entries for l in e.labels})
     multilabel = any(len(e.labels) > 1 for e in entries)
-    return DatasetSource(entries, classes, multilabel=multilabel, kind="label-studio", name=str(path))
+    return DatasetSource(entries, classes, multilabel=multilabel, kind="label-studio", name=str(path),
+                         problems=problems)
+
+
+#: JSON_MIN keys that are annotation metadata, not results or task data.
+_LS_MIN_META = {"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "agreement",
+                "drafts", "predictions"}
+
+
+def _min_export_tasks(records: Sequence[dict[str, Any]], choices_name: str) -> list[dict[str, Any]]:
+    """``JSON_MIN`` records (one per annotation) regrouped as ``JSON``-like tasks."""
+    tasks: dict[Any, dict[str, Any]] = {}
+    for record in records:
+        task = tasks.setdefault(record["id"], {"id": record["id"], "data": {}, "annotations": []})
+        result: list[dict[str, Any]] = []
+        for key, value in record.items():
+            if key in _LS_MIN_META:
+                continue
+            items = value if isinstance(value, list) else [value]
+            found = False
+            for item in items:
+                if isinstance(item, dict) and "timelinelabels" in item:
+                    result.append({"from_name": key, "type": "timelinelabels", "value": item})
+                    found = True
+                elif isinstance(item, dict) and "choices" in item:
+                    result.append({"from_name": key, "type": "choices", "value": item})
+                    found = True
+            if not found and key == choices_name and (isinstance(value, str) or (
+                    isinstance(value, list) and value and all(isinstance(v, str) for v in value))):
+                result.append({"from_name": key, "type": "choices",
+                               "value": {"choices": [value] if isinstance(value, str) else list(value)}})
+                found = True
+            if not found:
+                task["data"][key] = value
+        task["annotations"].append({"id": record.get("annotation_id"), "created_at": record.get("created_at"),
+                                    "updated_at": record.get("updated_at"), "result": result})
+    return list(tasks.values())
 
 
 def _chosen_annotation(annotations: Sequence[Any]) -> dict[str, Any] | None:
@@ -863,6 +939,80 @@ def _ls_video_path(data: dict[str, Any], base: Path, video_key: str | None) -> s
     if parts.scheme in ("", "file") and Path(urllib.parse.unquote(parts.path)).is_file():
         return urllib.parse.unquote(parts.path)
     return None
+
+
+def is_fiftyone_temporal_labels(data: Any) -> bool:
+    """The ``labels.json`` of a ``FiftyOneTemporalDetectionDataset``: ``{"classes", "labels": {uuid: [...]}}``."""
+    if not (isinstance(data, dict) and isinstance(data.get("labels"), dict)):
+        return False
+    items = [d for dets in data["labels"].values() if isinstance(dets, list) for d in dets]
+    return all(isinstance(d, dict) and "label" in d and ("support" in d or "timestamps" in d) for d in items) and all(
+        isinstance(v, list) or v is None for v in data["labels"].values())
+
+
+def from_fiftyone(folder: str | os.PathLike[str], *, probe_fps: bool = True) -> DatasetSource:
+    """A FiftyOne ``FiftyOneTemporalDetectionDataset`` export (``dataset.export(export_dir,
+    dataset_type=fo.types.FiftyOneTemporalDetectionDataset)``), or falv's own ``fiftyone``
+    format.
+
+    ``labels.json`` is ``{"classes": [...] | null, "labels": {uuid: [{"label": index or
+    name, "support": [first, last]} | {"label", "timestamps": [start, stop]}]}}``; the
+    videos are ``data/<uuid>.<ext>`` or listed in a ``data.json`` manifest
+    (``{"<uuid>.<ext>": path}``). Every temporal detection becomes a trimmed entry:
+    ``support`` (1-based inclusive frames) gives ``[(first - 1) / fps, last / fps]`` at
+    the video's probed frame rate, ``timestamps`` are seconds. Samples whose video is
+    missing, or whose frames cannot be timed, are skipped and counted.
+    """
+    folder = Path(folder)
+    data = _read_json(folder / "labels.json")
+    if not is_fiftyone_temporal_labels(data):
+        raise DatasetError(f"{folder}: labels.json is not a FiftyOne temporal detection dataset's")
+    classes = data.get("classes")
+    manifest: dict[str, str] = {}
+    if (folder / "data.json").is_file():
+        raw = _read_json(folder / "data.json")
+        if not isinstance(raw, dict):
+            raise DatasetError(f"{folder / 'data.json'}: not a manifest of uuid -> video path")
+        manifest = {os.path.splitext(str(k))[0]: _resolve(folder, str(v)) for k, v in raw.items()}
+    elif (folder / "data").is_dir():
+        manifest = {p.stem: str(p) for p in sorted((folder / "data").iterdir()) if p.is_file()}
+    entries: list[VideoEntry] = []
+    problems: list[Problem] = []
+    for uuid, detections in data["labels"].items():
+        video = manifest.get(uuid)
+        if video is None or not Path(video).is_file():
+            problems.append(Problem(video or f"{folder}#{uuid}", "video not found"))
+            continue
+        fps: float | None = None
+        for det in detections or []:
+            label = det["label"]
+            if isinstance(label, int) and not isinstance(label, bool):
+                if not (isinstance(classes, list) and 0 <= label < len(classes)):
+                    problems.append(Problem(video, f"label index {label} outside the classes"))
+                    continue
+                label = classes[label]
+            if "timestamps" in det:
+                start, end = (float(x) for x in det["timestamps"])
+            else:
+                if fps is None:
+                    fps = _probe_fps(video) if probe_fps else None
+                if not fps:
+                    problems.append(Problem(video, "frame support without a known frame rate"))
+                    continue
+                first, last = (int(x) for x in det["support"])
+                start, end = (first - 1) / fps, last / fps
+            entries.append(VideoEntry(video, (str(label),), start=start, end=end))
+    if problems:
+        shown = ", ".join(f"{p.path} ({p.reason})" for p in problems[:5])
+        logger.warning("%s: %d detection(s) or sample(s) skipped: %s", folder, len(problems), shown)
+    if not entries:
+        raise DatasetError(f"{folder}: no temporal detection with a readable video", code="empty")
+    if isinstance(classes, list) and classes:
+        names = [str(c) for c in classes]
+    else:
+        label_path = _find_label_file(folder)
+        names = load_classes(label_path) if label_path else sorted({l for e in entries for l in e.labels})
+    return DatasetSource(entries, names, kind="fiftyone", name=str(folder), problems=problems)
 
 
 def _probe_fps(path: str) -> float | None:

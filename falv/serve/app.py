@@ -547,7 +547,9 @@ def create_app(service: LabelService, *, manage: bool = True) -> FastAPI:
         connection = ls.Connection(hostname=stored.get("hostname") or ls.Connection.from_setup({}).hostname,
                                    access_token=stored.get("access_token") or ls.Connection.from_setup({}).access_token)
         params = body.get("params") if isinstance(body.get("params"), dict) else {}
-        options = job_options({**ls.PREDICT_OPTIONS, **{k: v for k, v in params.items() if k in JOB_OPTIONS}})
+        extra = stored.get("extra") if isinstance(stored.get("extra"), dict) else {}  # the backend's extra_params
+        options = job_options({**ls.PREDICT_OPTIONS, **{k: v for k, v in extra.items() if k in JOB_OPTIONS},
+                               **{k: v for k, v in params.items() if k in JOB_OPTIONS}})
         return await asyncio.to_thread(_predict, tasks, config, connection, options)
 
     def _predict(tasks: list[Any], config: Any, connection: Any, options: dict[str, Any]) -> dict[str, Any]:

@@ -432,3 +432,74 @@ def test_label_studio_export_newest_annotation_ground_truth_regions_and_skips(tm
     segment = by[("c.mp4", 1.0)]
     assert segment.labels == ("dog",) and segment.end == pytest.approx(2.0)  # frames 26-50 at 25 fps
     assert len(source.entries) == 3  # d (no annotation) and the remote URL are skipped
+
+
+def test_label_studio_json_min_export_newest_annotation_per_task(tmp_path, caplog):
+    """JSON_MIN: one flat record per annotation (cancelled ones already left out by Label Studio);
+    a single choice is a bare string under the <Choices> name, several are {"choices": [...]}."""
+    import json
+    import logging
+
+    from falv.data.sources import load_source
+
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (media / name).write_bytes(b"x")
+    timeline = [{"ranges": [{"start": 1, "end": 25}], "timelinelabels": ["dog"]},
+                {"ranges": [{"start": 51, "end": 75}], "timelinelabels": ["cat"]}]
+    export = [
+        {"video": "/data/local-files/?d=media/a.mp4", "fps": 25, "video_id": "a", "id": 1, "label": "cat",
+         "annotator": 1, "annotation_id": 1, "created_at": "2026-01-01T00:00:00Z",
+         "updated_at": "2026-01-01T00:00:00Z", "lead_time": 3.0},
+        {"video": "/data/local-files/?d=media/a.mp4", "fps": 25, "video_id": "a", "id": 1, "label": "dog",
+         "timeline": timeline, "annotator": 1, "annotation_id": 2, "created_at": "2026-01-01T00:00:00Z",
+         "updated_at": "2026-02-01T00:00:00Z", "lead_time": 3.0},
+        {"video": "/data/local-files/?d=media/b.mp4", "fps": 25, "id": 2, "label": {"choices": ["cat", "dog"]},
+         "annotator": 1, "annotation_id": 3, "created_at": "2026-01-01T00:00:00Z",
+         "updated_at": "2026-01-01T00:00:00Z", "lead_time": 1.0},
+        {"video": "https://example.invalid/c.mp4", "id": 3, "label": "cat", "annotator": 1, "annotation_id": 4,
+         "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z", "lead_time": 1.0},
+    ]
+    path = tmp_path / "export_min.json"
+    path.write_text(json.dumps(export))
+    with caplog.at_level(logging.WARNING, logger="falv.data.sources"):
+        source = load_source(path, root=tmp_path)
+    assert source.kind == "label-studio" and source.classes == ["cat", "dog"] and source.multilabel
+    got = sorted((Path(e.path).name, e.labels, e.start if e.start is not None else -1, e.end) for e in source.entries)
+    assert got == [("a.mp4", ("cat",), 2.0, 3.0), ("a.mp4", ("dog",), -1, None), ("a.mp4", ("dog",), 0.0, 1.0),
+                   ("b.mp4", ("cat", "dog"), -1, None)]
+    assert [p.reason for p in source.problems] == ["video URL not readable here"]
+    assert "1 task(s) skipped: video URL not readable here (task 3)" in caplog.text
+
+
+def test_fiftyone_temporal_detection_folder(tmp_path):
+    """falv's fiftyone export read back as a source (the real FiftyOne round trip is in tests/tools),
+    and FiftyOne's own layout: data/<uuid>.<ext>, string labels when classes is null, timestamps."""
+    import json
+    import shutil
+
+    from falv.data.sources import load_source
+    from falv.labeling.formats import write_fiftyone
+    from falv.video.testing import write_test_video
+
+    video = write_test_video(tmp_path / "v.mp4", frames=50, fps=25, size=(32, 32))
+    record = {"path": str(video), "video_id": "v1", "fps": 25.0, "duration": 2.0, "num_frames": 50,
+              "labels": [{"label": "dog", "score": 0.9}],
+              "segments": [{"label": "dog", "start": 0.2, "end": 1.0, "score": 0.9},
+                           {"label": "cat", "start": 1.0, "end": 2.0, "score": 0.8}]}
+    folder = write_fiftyone([record], tmp_path / "out", classes=["cat", "dog"])
+    source = load_source(folder)
+    assert source.kind == "fiftyone" and source.classes == ["cat", "dog"]
+    assert [(e.labels, e.start, e.end) for e in source.entries] == [(("dog",), 0.2, 1.0), (("cat",), 1.0, 2.0)]
+
+    theirs = tmp_path / "fo"
+    (theirs / "data").mkdir(parents=True)
+    shutil.copy(video, theirs / "data" / "abc.mp4")
+    (theirs / "labels.json").write_text(json.dumps({"classes": None, "labels": {
+        "abc": [{"label": "run", "timestamps": [0.5, 1.5], "confidence": None}, {"label": "walk", "support": [1, 5]}],
+        "gone": [{"label": "run", "support": [1, 2]}]}}))
+    source = load_source(theirs)
+    assert source.classes == ["run", "walk"]
+    assert [(e.labels, e.start, e.end) for e in source.entries] == [(("run",), 0.5, 1.5), (("walk",), 0.0, 0.2)]
+    assert [p.reason for p in source.problems] == ["video not found"]

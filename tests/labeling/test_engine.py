@@ -189,6 +189,24 @@ def test_cli_formats_exit_codes_and_summary(model_dir, videos, tmp_path):
     assert ok_only.return_value == 0
 
 
+def test_cli_label_studio_url_modes(model_dir, videos, tmp_path):
+    root, good, _ = videos
+    runner = CliRunner()
+    for mode, extra, want in [
+        ("local-files", [], "/data/local-files/?d=" + os.path.abspath(good[0]).lstrip("/").replace(" ", "%20")
+         .replace("é", "%C3%A9")),
+        ("local-files", ["--document-root", str(root)], "/data/local-files/?d=clip%200%20%C3%A9.mp4"),
+        ("prefix", ["--document-root", str(root), "--url-prefix", "https://host/v/"],
+         "https://host/v/clip%200%20%C3%A9.mp4"),
+    ]:
+        out = tmp_path / f"out-{mode}-{len(extra)}"
+        result = runner.invoke(cli, ["label", good[0], "-m", str(model_dir), "-o", str(out), "-f", "label-studio",
+                                     "--url-mode", mode, *extra], standalone_mode=False)
+        assert result.exception is None and result.return_value == 0, result.output
+        task = json.loads((out / "label_studio_tasks.json").read_text())[0]
+        assert task["data"]["video"] == want and task["data"]["path"] == os.path.abspath(good[0])
+
+
 @pytest.mark.parametrize("args,code,message", [
     (["--format", "xml"], 2, "valid formats"),
     (["--crops", "2"], 2, "--crops"),
@@ -196,6 +214,11 @@ def test_cli_formats_exit_codes_and_summary(model_dir, videos, tmp_path):
     (["--window", "1", "--stride", "2"], 2, "must not exceed --window"),
     (["--clips", "2", "--window", "1", "--stride", "1"], 2, "not both"),
     (["--precision", "fp64"], 2, "--precision"),
+    (["--url-mode", "prefix", "-f", "label-studio"], 2, "needs --url-prefix"),
+    (["--url-mode", "local-files"], 2, "add --format label-studio"),
+    (["--url-prefix", "http://x/"], 2, "only used with --url-mode prefix"),
+    (["--document-root", "/tmp"], 2, "only used with --url-mode local-files or prefix"),
+    (["--url-mode", "local-files", "--document-root", "/proc", "-f", "label-studio"], 2, "not under the document root"),
 ])
 def test_usage_errors_are_one_line(model_dir, videos, tmp_path, args, code, message, capsys):
     from falv.cli.main import main

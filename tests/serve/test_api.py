@@ -295,6 +295,23 @@ def test_predict_fetches_label_studio_urls_from_its_host_only(client, media, tmp
         httpd.shutdown()
 
 
+def test_predict_job_options_come_from_the_backends_extra_params(client, media):
+    """Label Studio's ML backend *Extra params* reach /setup; /predict labels with them (params win)."""
+    tasks = [{"id": 1, "data": {"movie": str(media / "clip1.mp4")}}]
+
+    def regions(extra, params=None):
+        client.post("/setup", json={"project": "21.5", "schema": CONFIG, "extra_params": extra})
+        body = {"tasks": tasks, "project": "21.5", **({"params": params} if params else {})}
+        result = client.post("/predict", json=body).json()["results"][0]["result"]
+        return [r for r in result if r["type"] == "timelinelabels"]
+
+    everything = regions({"threshold": 0.0, "window": 1.5, "stride": 1.5})
+    assert everything and everything[0]["value"]["ranges"][0]["start"] == 1
+    assert everything[-1]["value"]["ranges"][0]["end"] == 75  # 3 s at the config's 25 fps: all of it
+    assert regions({"threshold": 1.0, "window": 1.5, "stride": 1.5}) == []
+    assert regions({"threshold": 1.0, "window": 1.5, "stride": 1.5}, params={"threshold": 0.0})
+
+
 @pytest.mark.parametrize("body, status", [
     ({"tasks": "x"}, 400), ({"tasks": [], "label_config": "<View><Text name='t' value='$t'/></View>"}, 422),
     ({"tasks": [], "label_config": "<View"}, 422), ({"tasks": []}, 400),
