@@ -123,6 +123,64 @@ def write_embeddings(out_dir: Path, path: str, windows: Sequence[tuple[float, fl
             "dim": int(window_embeddings.shape[-1])}
 
 
+def decode_tasks(path: str, plan: dict[str, Any], spec: ModelSpec, options: LabelOptions,
+                 origin: float | None = None) -> list[dict[str, Any]]:
+    """The decode tasks of a planned video: ``options.chunk_windows`` windows each, in order;
+    ``task["first"]`` is the index of its first window, ``task["args"]`` :func:`decode_chunk`'s."""
+    windows = plan["windows"]
+    step = options.chunk_windows
+    return [{"kind": "decode", "path": path, "first": i,
+             "args": (path, [list(ts) for *_, ts in windows[i:i + step]], spec.short_side, options.timeout, origin)}
+            for i in range(0, len(windows), step)]
+
+
+def check_frames(frames: Any, windows: int, num_frames: int) -> np.ndarray:
+    """The decoded frames of a chunk, checked before they wait for the model:
+    (windows, T, H, W, 3) uint8 with the model's frame count, every side >= 1."""
+    wanted = (windows, num_frames)
+    if (not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 5
+            or frames.shape[:2] != wanted or frames.shape[4] != 3 or min(frames.shape[2:4]) < 1):
+        shape = getattr(frames, "shape", None)
+        raise ValueError(f"the decoder returned frames of shape {shape} and type "
+                         f"{getattr(frames, 'dtype', type(frames).__name__)}; expected "
+                         f"({wanted[0]}, {wanted[1]}, H, W, 3) uint8")
+    return frames
+
+
+def score_windows(runner: Any, spec: ModelSpec, multilabel: bool,
+                  windows: Sequence[tuple[np.ndarray, int, str]]) -> tuple[list[dict[str, Any]], int]:
+    """One model call over windows of any videos: ``(frames (T, H, W, 3) uint8, crops, path)`` each ->
+    ``({"scores", "embeds"} averaged over the crops, or {"error"} when that window's model input
+    could not be made), clips run)``. The model failing on well-formed input is a :class:`RunError`.
+    The local engine's model thread and the Ray engine's model actors both score with this."""
+    results: list[dict[str, Any]] = [{} for _ in windows]
+    pixels, live = [], []
+    for i, (frames, crops, path) in enumerate(windows):
+        try:  # Frames wait as uint8; they become float pixels only here, a batch at a time.
+            pixels.append(clip_tensor(frames, spec, crops))
+            live.append(i)
+        except Exception as exc:
+            results[i] = {"error": _failure(exc, path, "preparing the model input")}
+    if not live:
+        return results, 0
+    batch_pixels = torch.cat(pixels)  # (B*crops, T, C, H, W)
+    try:
+        logits, embeds = runner.predict(batch_pixels)
+        probs = torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=-1)
+    except FalvError:
+        raise
+    except Exception as exc:  # the input was checked: the model itself is broken
+        raise RunError(f"the model failed on a batch of {batch_pixels.shape[0]} clip(s) of shape "
+                       f"{tuple(batch_pixels.shape[1:])} ({type(exc).__name__}: {exc})") from exc
+    first = 0
+    for i in live:
+        n = windows[i][1]
+        results[i] = {"scores": probs[first:first + n].mean(0).cpu().numpy(),  # average over crops
+                      "embeds": embeds[first:first + n].mean(0).cpu().numpy()}
+        first += n
+    return results, int(batch_pixels.shape[0])
+
+
 # -- the driver -----------------------------------------------------------------------------------
 
 
@@ -216,34 +274,18 @@ class Engine:
     def _run_batch(self, batch: list[tuple[_Video, int, np.ndarray]]) -> list[tuple[_Video, dict[str, str]]]:
         """Score the batch; returns the videos whose model input could not be made (they fail
         alone). The model failing on well-formed input is a :class:`RunError`."""
-        live, pixels, failed = [], [], []
-        for item in batch:
-            video, _, frames = item
-            if video.error is not None:  # failed meanwhile: no need to score its other windows
-                continue
-            try:  # Frames wait as uint8; they become float pixels only here, a batch at a time.
-                pixels.append(clip_tensor(frames, self.spec, video.options.crops))
-                live.append(item)
-            except Exception as exc:
-                failed.append((video, _failure(exc, video.path, "preparing the model input")))
+        live = [item for item in batch if item[0].error is None]  # failed meanwhile: skip its windows
         if not live:
-            return failed
-        batch_pixels = torch.cat(pixels)  # (B*crops, T, C, H, W)
-        try:
-            logits, embeds = self.runner.predict(batch_pixels)
-            probs = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
-        except FalvError:
-            raise
-        except Exception as exc:  # the input was checked: the model itself is broken
-            raise RunError(f"the model failed on a batch of {batch_pixels.shape[0]} clip(s) of shape "
-                           f"{tuple(batch_pixels.shape[1:])} ({type(exc).__name__}: {exc})") from exc
-        self.clips_run += batch_pixels.shape[0]
-        first = 0
-        for video, w, _ in live:
-            n = video.options.crops
-            video.scores[w] = probs[first:first + n].mean(0).cpu().numpy()  # average over crops
-            video.embeds[w] = embeds[first:first + n].mean(0).cpu().numpy()
-            first += n
+            return []
+        results, clips = score_windows(self.runner, self.spec, self.multilabel,
+                                       [(frames, video.options.crops, video.path) for video, _, frames in live])
+        self.clips_run += clips
+        failed = []
+        for (video, w, _), result in zip(live, results):
+            if "error" in result:
+                failed.append((video, result["error"]))
+            else:
+                video.scores[w], video.embeds[w] = result["scores"], result["embeds"]
         return failed
 
     def _error_record(self, path: str, failure: dict[str, str], info: dict[str, Any] | None = None) -> LabelRecord:
@@ -294,31 +336,17 @@ class Engine:
         windows = plan["windows"]
         if not windows:
             raise ValueError("the plan has no window")
-        chunks = [windows[i:i + opts.chunk_windows] for i in range(0, len(windows), opts.chunk_windows)]
-        video = _Video(job.path, plan["info"], [(float(a), float(b)) for a, b, _ in windows], len(chunks),
+        video = _Video(job.path, plan["info"], [(float(a), float(b)) for a, b, _ in windows],
+                       -(-len(windows) // opts.chunk_windows),
                        len(windows), [None] * len(windows), [None] * len(windows),
                        warnings=list(plan.get("warnings") or ()), origin=plan.get("origin"), job=job,
                        options=job.options or opts)
-        tasks = []
-        for c, chunk in enumerate(chunks):
-            stamps = [list(ts) for *_, ts in chunk]
-            tasks.append((decode_cost(plan["info"], stamps),
-                          {"kind": "decode", "path": job.path, "job": job, "first": c * opts.chunk_windows,
-                           "args": (job.path, stamps, self.spec.short_side, opts.timeout, video.origin)}))
+        tasks = [(decode_cost(plan["info"], task["args"][1]), {**task, "job": job})
+                 for task in decode_tasks(job.path, plan, self.spec, opts, video.origin)]
         return video, tasks
 
     def _check_frames(self, video: _Video, args: tuple, outcome: dict[str, Any]) -> np.ndarray:
-        """The decoded frames of a chunk, checked before they wait for the model:
-        (windows, T, H, W, 3) uint8 with the model's frame count, every side >= 1."""
-        frames = outcome["frames"]
-        wanted = (len(args[1]), self.spec.num_frames)  # args: the decode task's (path, timestamps, ...)
-        if (not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 5
-                or frames.shape[:2] != wanted or frames.shape[4] != 3 or min(frames.shape[2:4]) < 1):
-            shape = getattr(frames, "shape", None)
-            raise ValueError(f"the decoder returned frames of shape {shape} and type "
-                             f"{getattr(frames, 'dtype', type(frames).__name__)}; expected "
-                             f"({wanted[0]}, {wanted[1]}, H, W, 3) uint8")
-        return frames
+        return check_frames(outcome["frames"], len(args[1]), self.spec.num_frames)
 
     def run(self, paths: Sequence[str]) -> Iterator[LabelRecord]:
         """Label ``paths``; yields records in completion order."""
