@@ -51,11 +51,22 @@ def _formats(value: tuple[str, ...]) -> list[str]:
               help="Drop segments shorter than this many seconds.")
 @click.option("--embeddings", is_flag=True, help="Also write clip and video embeddings (safetensors).")
 @engine_options
+@click.option("--engine", "engine_name", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="local: worker processes and a model thread here; ray: the same stages on a Ray cluster "
+                   "(pip install 'falv[ray]'; docs/scaling.md).")
+@click.option("--address", default=None,
+              help="--engine ray: the Ray cluster to join (default: $RAY_ADDRESS, else a local Ray for this run).")
+@click.option("--actors", default=None, type=click.IntRange(1),
+              help="--engine ray: model actors (default: one per GPU; without GPUs one per 2 x --actor-cpus cores).")
+@click.option("--actor-cpus", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="--engine ray: cores per model actor on CPU clusters.")
+@click.option("--task-cpus", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="--engine ray: cores per planning/decoding task.")
 @click.option("--no-resume", is_flag=True, help="Label every input again even if labels.jsonl has it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, background_threshold, smoothing,
-          min_duration, embeddings, batch_size, workers, timeout, precision, runtime, device, no_resume,
-          quiet) -> int:
+          min_duration, embeddings, batch_size, workers, timeout, precision, runtime, device, engine_name, address,
+          actors, actor_cpus, task_cpus, no_resume, quiet) -> int:
     """Label INPUTS (video files, folders, glob patterns, or .txt/.csv lists of paths).
 
     Writes DIR/labels.jsonl (one record per input, errors included) and the other
@@ -76,6 +87,13 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
                                batch_size=batch_size, workers=workers, timeout=timeout, smoothing=smoothing,
                                min_duration=min_duration, background_threshold=background_threshold,
                                embeddings=embeddings, precision=precision, device=device, runtime=runtime)
+        ray_options = None
+        if engine_name == "ray":
+            from falv.labeling.ray_engine import RayOptions
+
+            ray_options = RayOptions(address=address, actors=actors, actor_cpus=actor_cpus, task_cpus=task_cpus)
+        elif address is not None or actors is not None:
+            raise ConfigError("--address and --actors need --engine ray")
         if runtime != "torch":  # a precision or device the runtime lacks: a usage error (torch: checked by the run)
             check_runtime(runtime, precision, device)
     except ConfigError as exc:  # contradictory options: a usage error
@@ -96,7 +114,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
     with click.progressbar(length=len(found.paths), label="labelling", file=sys.stderr,
                            item_show_func=lambda s: s, show_eta=True) if show else _NoBar() as bar:
         for record in run_label(found.paths, net, out_dir=out_dir, options=options, resume=not no_resume,
-                                copy_model=False):
+                                copy_model=False, engine=engine_name, ray_options=ray_options):
             if record.error is None:
                 ok += 1
             else:

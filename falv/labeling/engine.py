@@ -225,7 +225,7 @@ class Engine:
     """Runs :func:`label`; kept as a class so tests and benchmarks can read its counters."""
 
     def __init__(self, model: Any, options: LabelOptions, out_dir: Path | None, model_id: str,
-                 processor: Any = None) -> None:
+                 processor: Any = None, *, check_runtime_here: bool = True) -> None:
         from falv.export.runtime import check_runtime
         from falv.processing import FALImageProcessor
 
@@ -247,7 +247,9 @@ class Engine:
         # Options are checked now (a bad precision or device stops the run before any work);
         # the model itself is converted on the model thread when a run starts, while the
         # workers decode the first videos (int8 quantization takes ~0.7 s for ViT-B).
-        check_runtime(options.runtime, options.precision, options.device)
+        # (not where the model runs elsewhere: the Ray engine's actors check on their own devices)
+        if check_runtime_here:
+            check_runtime(options.runtime, options.precision, options.device)
         self._model: Any = model
         self._runner: Any = None
         self._runner_lock = threading.Lock()
@@ -575,6 +577,10 @@ def resolve_model(model: Any, *, copy_model: bool = True, processor: Any = None)
             processor or FALImageProcessor.from_pretrained(model))
 
 
+#: The executors of :func:`label`: ``local`` (worker processes + a model thread) or ``ray``.
+ENGINES = ("local", "ray")
+
+
 def label(
     inputs: Iterable[str] | str,
     model: Any,
@@ -583,6 +589,9 @@ def label(
     options: LabelOptions | None = None,
     resume: bool = True,
     copy_model: bool = True,
+    engine: str = "local",
+    address: str | None = None,
+    ray_options: Any = None,
     **option_overrides: Any,
 ) -> Iterator[LabelRecord]:
     """Label videos; yields one :class:`LabelRecord` per input, success or error.
@@ -594,6 +603,11 @@ def label(
     are skipped (``resume=True``), so an interrupted run can simply be restarted.
     A model passed as a module is copied first (``copy_model=False`` to let
     inference cast and repack it in place).
+
+    ``engine="ray"`` runs the same stages on a Ray cluster (:mod:`falv.labeling.ray_engine`):
+    the one at ``address`` (or ``$RAY_ADDRESS``), else a local Ray started for the run;
+    ``ray_options`` (:class:`~falv.labeling.ray_engine.RayOptions`) sizes its model actors.
+    Records, the store and resume are the same as with ``engine="local"``.
     """
     from falv.labeling.inputs import collect_inputs
 
@@ -603,17 +617,34 @@ def label(
         raise TypeError("options must be a LabelOptions")
     elif option_overrides:
         options = dataclasses.replace(options, **option_overrides)
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; valid values: {', '.join(ENGINES)}")
+    if engine == "ray":
+        from falv.labeling.ray_engine import RayOptions
+
+        ray_options = ray_options or RayOptions()
+        if address is not None:
+            ray_options = dataclasses.replace(ray_options, address=address)
+    elif address is not None or ray_options is not None:
+        raise ConfigError("address and ray_options need engine='ray'")
     model, model_id, processor = resolve_model(model, copy_model=copy_model)
     found = collect_inputs(inputs if not isinstance(inputs, str) else [inputs])
     out = Path(out_dir) if out_dir is not None else None
-    engine = Engine(model, options, out, model_id, processor=processor)  # checks the options; cheap
+    runner = Engine(model, options, out, model_id, processor=processor,  # checks the options; cheap
+                    check_runtime_here=engine == "local")
     store = RecordStore(out / LABELS_NAME) if out is not None else None
     try:
         for item, reason in found.problems:
             log.warning("skipping %s: %s", item, reason)
         paths = [os.path.abspath(p) for p in found.paths]  # records name inputs unambiguously
         todo = [p for p in paths if not (store is not None and resume and store.done(p))]
-        for record in engine.run(todo):
+        if engine == "ray":
+            from falv.labeling.ray_engine import run_jobs_ray
+
+            records: Iterable[LabelRecord] = (r for _, r in run_jobs_ray(runner, todo, ray_options))
+        else:
+            records = runner.run(todo)
+        for record in records:
             if store is not None:
                 store.append(record.to_dict())
             yield record
@@ -622,5 +653,5 @@ def label(
             store.close()
 
 
-__all__ = ["Engine", "JobCancelled", "LabelJob", "LabelOptions", "resolve_model", "ModelSpec", "aggregate", "clip_tensor", "decode_chunk", "label",
+__all__ = ["ENGINES", "Engine", "JobCancelled", "LabelJob", "LabelOptions", "resolve_model", "ModelSpec", "aggregate", "clip_tensor", "decode_chunk", "label",
            "plan_video", "write_embeddings"]
