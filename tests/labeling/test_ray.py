@@ -148,6 +148,7 @@ def test_lost_worker_node_mid_run_leaves_one_record_per_input_and_no_error(clust
 def test_driver_killed_then_rerun_resumes(cluster, model_dir, tmp_path):
     c, _ = cluster
     videos = tmp_path / "videos"
+    videos.mkdir()
     for i in range(10):
         write_test_video(videos / f"k{i:02d}.mp4", frames=24, fps=12, size=(48, 64))
     out = tmp_path / "out"
