@@ -254,7 +254,7 @@ def run_jobs_ray(engine: Any, jobs: Iterable[Any], ropts: RayOptions) -> Iterato
         ctx.max_consecutive_actor_init_deaths = ropts.task_retries
         # a pipeline that stops moving fails instead of hanging (a decode task is bounded by --timeout)
         ctx.execution_no_progress_timeout_s = max(600.0, 4 * opts.timeout + ropts.wait_for_actors_s)
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # its notices are not falv's output
         # The model goes to the actors by reference (inside a list, so that Ray does not resolve it
         # into a constructor argument held in the object store: restarted actors fetch it again).
         model_ref = [ray.put(engine._model)]
