@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DAMAGED = ROOT / "tests" / "fixtures" / "damaged"
 # Half a core for the model actor and for each decode task: a node holds both, so losing the
 # other node cannot leave the actor waiting for a core that a task holds (or the reverse).
-RAY_OPTS = RayOptions(actor_cpus=0.5, task_cpus=0.5, wait_for_actors_s=120)
+RAY_OPTS = RayOptions(actor_cpus=0.5, task_cpus=0.5, wait_for_actors_s=300)
 NODE = {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024, "include_dashboard": False}
 
 
