@@ -71,6 +71,17 @@ def _formats(value: tuple[str, ...]) -> list[str]:
                    "every class, or CLASS=T pairs, comma-separated (the other classes keep theirs).")
 @model_time_options
 @engine_options
+@click.option("--engine", "engine_name", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="local: worker processes and a model thread here; ray: the same stages on a Ray cluster "
+                   "(pip install 'falv[ray]'; docs/scaling.md).")
+@click.option("--address", default=None,
+              help="--engine ray: the Ray cluster to join (default: $RAY_ADDRESS, else a local Ray for this run).")
+@click.option("--actors", default=None, type=click.IntRange(1),
+              help="--engine ray: model actors (default: one per GPU; without GPUs one per 2 x --actor-cpus cores).")
+@click.option("--actor-cpus", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="--engine ray: cores per model actor on CPU clusters.")
+@click.option("--task-cpus", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="--engine ray: cores per planning/decoding task.")
 @click.option("--no-resume", is_flag=True, help="Label every input again even if labels.jsonl has it.")
 @click.option("--retry-failed", is_flag=True,
               help="Try every input that failed before again; by default a resumed run skips inputs that can "
@@ -78,8 +89,8 @@ def _formats(value: tuple[str, ...]) -> list[str]:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, background_threshold, smoothing,
           min_duration, refine_edges, url_mode, document_root, url_prefix, embeddings, class_thresholds, clip_seconds,
-          temperature, batch_size, workers, timeout, precision, runtime, device, no_resume, retry_failed,
-          quiet) -> int:
+          temperature, batch_size, workers, timeout, precision, runtime, device, engine_name, address, actors,
+          actor_cpus, task_cpus, no_resume, retry_failed, quiet) -> int:
     """Label INPUTS (video files, folders, glob patterns, or .txt/.csv lists of paths).
 
     Writes DIR/labels.jsonl (one record per input, errors included: the newest when a run
@@ -101,6 +112,13 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
                                min_duration=min_duration, background_threshold=background_threshold,
                                refine_edges=refine_edges, embeddings=embeddings, precision=precision, device=device,
                                runtime=runtime, clip_seconds=clip_seconds, temperature=temperature)
+        ray_options = None
+        if engine_name == "ray":
+            from falv.labeling.ray_engine import RayOptions
+
+            ray_options = RayOptions(address=address, actors=actors, actor_cpus=actor_cpus, task_cpus=task_cpus)
+        elif address is not None or actors is not None:
+            raise ConfigError("--address and --actors need --engine ray")
         if runtime != "torch":  # a precision or device the runtime lacks: a usage error (torch: checked by the run)
             check_runtime(runtime, precision, device)
     except ConfigError as exc:  # contradictory options: a usage error
@@ -131,7 +149,8 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
     with click.progressbar(length=len(found.paths), label="labelling", file=sys.stderr,
                            item_show_func=lambda s: s, show_eta=True) if show else _NoBar() as bar:
         for record in run_label(found.paths, net, out_dir=out_dir, options=options, resume=not no_resume,
-                                retry_failed=retry_failed, copy_model=False, processor=processor):
+                                retry_failed=retry_failed, copy_model=False, processor=processor,
+                                engine=engine_name, ray_options=ray_options):
             if record.error is None:
                 ok += 1
             else:

@@ -133,6 +133,65 @@ def write_embeddings(out_dir: Path, path: str, windows: Sequence[tuple[float, fl
             "dim": int(window_embeddings.shape[-1])}
 
 
+def decode_tasks(path: str, plan: dict[str, Any], spec: ModelSpec, options: LabelOptions,
+                 origin: float | None = None) -> list[dict[str, Any]]:
+    """The decode tasks of a planned video: ``options.chunk_windows`` windows each, in order;
+    ``task["first"]`` is the index of its first window, ``task["args"]`` :func:`decode_chunk`'s."""
+    windows = plan["windows"]
+    step = options.chunk_windows
+    return [{"kind": "decode", "path": path, "first": i,
+             "args": (path, [list(ts) for *_, ts in windows[i:i + step]], spec.short_side, options.timeout, origin)}
+            for i in range(0, len(windows), step)]
+
+
+def check_frames(frames: Any, windows: int, num_frames: int) -> np.ndarray:
+    """The decoded frames of a chunk, checked before they wait for the model:
+    (windows, T, H, W, 3) uint8 with the model's frame count, every side >= 1."""
+    wanted = (windows, num_frames)
+    if (not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 5
+            or frames.shape[:2] != wanted or frames.shape[4] != 3 or min(frames.shape[2:4]) < 1):
+        shape = getattr(frames, "shape", None)
+        raise ValueError(f"the decoder returned frames of shape {shape} and type "
+                         f"{getattr(frames, 'dtype', type(frames).__name__)}; expected "
+                         f"({wanted[0]}, {wanted[1]}, H, W, 3) uint8")
+    return frames
+
+
+def score_windows(runner: Any, spec: ModelSpec, multilabel: bool,
+                  windows: Sequence[tuple[np.ndarray, int, str, float]]) -> tuple[list[dict[str, Any]], int]:
+    """One model call over windows of any videos: ``(frames (T, H, W, 3) uint8, crops, path,
+    temperature)`` each -> ``({"scores", "embeds"}`` (scores: :func:`scores_from_logits` at that
+    temperature) averaged over the crops, or ``{"error"}`` when that window's model input could not
+    be made), clips run)``. The model failing on well-formed input is a :class:`RunError`.
+    The local engine's model thread and the Ray engine's model actors both score with this."""
+    results: list[dict[str, Any]] = [{} for _ in windows]
+    pixels, live = [], []
+    for i, (frames, crops, path, _t) in enumerate(windows):
+        try:  # Frames wait as uint8; they become float pixels only here, a batch at a time.
+            pixels.append(clip_tensor(frames, spec, crops))
+            live.append(i)
+        except Exception as exc:
+            results[i] = {"error": _failure(exc, path, "preparing the model input")}
+    if not live:
+        return results, 0
+    batch_pixels = torch.cat(pixels)  # (B*crops, T, C, H, W)
+    try:
+        logits, embeds = runner.predict(batch_pixels)
+    except FalvError:
+        raise
+    except Exception as exc:  # the input was checked: the model itself is broken
+        raise RunError(f"the model failed on a batch of {batch_pixels.shape[0]} clip(s) of shape "
+                       f"{tuple(batch_pixels.shape[1:])} ({type(exc).__name__}: {exc})") from exc
+    first = 0
+    for i in live:
+        n, temperature = windows[i][1], windows[i][3]
+        probs = scores_from_logits(logits[first:first + n].float(), multilabel, temperature)
+        results[i] = {"scores": probs.mean(0).cpu().numpy(),  # average over crops
+                      "embeds": embeds[first:first + n].mean(0).cpu().numpy()}
+        first += n
+    return results, int(batch_pixels.shape[0])
+
+
 # -- the driver -----------------------------------------------------------------------------------
 
 
@@ -180,7 +239,7 @@ class Engine:
     """Runs :func:`label`; kept as a class so tests and benchmarks can read its counters."""
 
     def __init__(self, model: Any, options: LabelOptions, out_dir: Path | None, model_id: str,
-                 processor: Any = None) -> None:
+                 processor: Any = None, *, check_runtime_here: bool = True) -> None:
         from falv.export.runtime import check_runtime
         from falv.processing import FALImageProcessor
 
@@ -210,7 +269,9 @@ class Engine:
         # Options are checked now (a bad precision or device stops the run before any work);
         # the model itself is converted on the model thread when a run starts, while the
         # workers decode the first videos (int8 quantization takes ~0.7 s for ViT-B).
-        self.precision = check_runtime(options.runtime, options.precision, options.device)
+        # (not where the model runs elsewhere: the Ray engine's actors check on their own devices)
+        self.precision = (check_runtime(options.runtime, options.precision, options.device) if check_runtime_here
+                          else options.precision)
         self.device = _device_name(options.runtime, options.device)
         self._model: Any = model
         self._runner: Any = None
@@ -238,35 +299,20 @@ class Engine:
     def _run_batch(self, batch: list[tuple[_Video, int, np.ndarray]]) -> list[tuple[_Video, dict[str, str]]]:
         """Score the batch; returns the videos whose model input could not be made (they fail
         alone). The model failing on well-formed input is a :class:`RunError`."""
-        live, pixels, failed = [], [], []
-        for item in batch:
-            video, _, frames = item
-            if video.error is not None:  # failed meanwhile: no need to score its other windows
-                continue
-            try:  # Frames wait as uint8; they become float pixels only here, a batch at a time.
-                pixels.append(clip_tensor(frames, self.spec, video.options.crops))
-                live.append(item)
-            except Exception as exc:
-                failed.append((video, _failure(exc, video.path, "preparing the model input")))
+        live = [item for item in batch if item[0].error is None]  # failed meanwhile: skip its windows
         if not live:
-            return failed
-        batch_pixels = torch.cat(pixels)  # (B*crops, T, C, H, W)
-        try:
-            logits, embeds = self.runner.predict(batch_pixels)
-        except FalvError:
-            raise
-        except Exception as exc:  # the input was checked: the model itself is broken
-            raise RunError(f"the model failed on a batch of {batch_pixels.shape[0]} clip(s) of shape "
-                           f"{tuple(batch_pixels.shape[1:])} ({type(exc).__name__}: {exc})") from exc
-        self.clips_run += batch_pixels.shape[0]
-        first = 0
-        for video, w, _ in live:
-            n = video.options.crops
-            t = video.options.temperature if video.options.temperature is not None else self.temperature
-            probs = scores_from_logits(logits[first:first + n].float(), self.multilabel, t)
-            video.scores[w] = probs.mean(0).cpu().numpy()  # average over crops
-            video.embeds[w] = embeds[first:first + n].mean(0).cpu().numpy()
-            first += n
+            return []
+        results, clips = score_windows(self.runner, self.spec, self.multilabel, [
+            (frames, video.options.crops, video.path,
+             video.options.temperature if video.options.temperature is not None else self.temperature)
+            for video, _, frames in live])
+        self.clips_run += clips
+        failed = []
+        for (video, w, _), result in zip(live, results):
+            if "error" in result:
+                failed.append((video, result["error"]))
+            else:
+                video.scores[w], video.embeds[w] = result["scores"], result["embeds"]
         return failed
 
     @property
@@ -331,31 +377,17 @@ class Engine:
         windows = plan["windows"]
         if not windows:
             raise ValueError("the plan has no window")
-        chunks = [windows[i:i + opts.chunk_windows] for i in range(0, len(windows), opts.chunk_windows)]
-        video = _Video(job.path, plan["info"], [(float(a), float(b)) for a, b, _ in windows], len(chunks),
+        video = _Video(job.path, plan["info"], [(float(a), float(b)) for a, b, _ in windows],
+                       -(-len(windows) // opts.chunk_windows),
                        len(windows), [None] * len(windows), [None] * len(windows),
                        warnings=list(plan.get("warnings") or ()), origin=plan.get("origin"), job=job,
                        options=job.options or opts)
-        tasks = []
-        for c, chunk in enumerate(chunks):
-            stamps = [list(ts) for *_, ts in chunk]
-            tasks.append((decode_cost(plan["info"], stamps),
-                          {"kind": "decode", "path": job.path, "job": job, "first": c * opts.chunk_windows,
-                           "args": (job.path, stamps, self.spec.short_side, opts.timeout, video.origin)}))
+        tasks = [(decode_cost(plan["info"], task["args"][1]), {**task, "job": job})
+                 for task in decode_tasks(job.path, plan, self.spec, opts, video.origin)]
         return video, tasks
 
     def _check_frames(self, video: _Video, args: tuple, outcome: dict[str, Any]) -> np.ndarray:
-        """The decoded frames of a chunk, checked before they wait for the model:
-        (windows, T, H, W, 3) uint8 with the model's frame count, every side >= 1."""
-        frames = outcome["frames"]
-        wanted = (len(args[1]), self.spec.num_frames)  # args: the decode task's (path, timestamps, ...)
-        if (not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 5
-                or frames.shape[:2] != wanted or frames.shape[4] != 3 or min(frames.shape[2:4]) < 1):
-            shape = getattr(frames, "shape", None)
-            raise ValueError(f"the decoder returned frames of shape {shape} and type "
-                             f"{getattr(frames, 'dtype', type(frames).__name__)}; expected "
-                             f"({wanted[0]}, {wanted[1]}, H, W, 3) uint8")
-        return frames
+        return check_frames(outcome["frames"], len(args[1]), self.spec.num_frames)
 
     def run(self, paths: Sequence[str]) -> Iterator[LabelRecord]:
         """Label ``paths``; yields records in completion order."""
@@ -602,6 +634,10 @@ def resolve_model(model: Any, *, copy_model: bool = True, processor: Any = None)
             processor or FALImageProcessor.from_pretrained(model))
 
 
+#: The executors of :func:`label`: ``local`` (worker processes + a model thread) or ``ray``.
+ENGINES = ("local", "ray")
+
+
 def label(
     inputs: Iterable[str] | str,
     model: Any,
@@ -612,6 +648,9 @@ def label(
     retry_failed: bool = False,
     copy_model: bool = True,
     processor: Any = None,
+    engine: str = "local",
+    address: str | None = None,
+    ray_options: Any = None,
     **option_overrides: Any,
 ) -> Iterator[LabelRecord]:
     """Label videos; yields one :class:`LabelRecord` per input, success or error.
@@ -631,6 +670,11 @@ def label(
     inference cast and repack it in place). ``processor``: the preprocessing to use (a
     :class:`falv.FALImageProcessor`, e.g. from the model directory's preprocessor_config.json);
     default: the checkpoint's own for a path, the config's for a module.
+
+    ``engine="ray"`` runs the same stages on a Ray cluster (:mod:`falv.labeling.ray_engine`):
+    the one at ``address`` (or ``$RAY_ADDRESS``), else a local Ray started for the run;
+    ``ray_options`` (:class:`~falv.labeling.ray_engine.RayOptions`) sizes its model actors.
+    Records, the store and resume are the same as with ``engine="local"``.
     """
     from falv.labeling.inputs import collect_inputs
 
@@ -640,11 +684,22 @@ def label(
         raise TypeError("options must be a LabelOptions")
     elif option_overrides:
         options = dataclasses.replace(options, **option_overrides)
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; valid values: {', '.join(ENGINES)}")
+    if engine == "ray":
+        from falv.labeling.ray_engine import RayOptions
+
+        ray_options = ray_options or RayOptions()
+        if address is not None:
+            ray_options = dataclasses.replace(ray_options, address=address)
+    elif address is not None or ray_options is not None:
+        raise ConfigError("address and ray_options need engine='ray'")
     model, model_id, processor = resolve_model(model, copy_model=copy_model, processor=processor)
     items = [inputs] if isinstance(inputs, (str, os.PathLike, LabelJob)) else list(inputs)
     found = collect_inputs([i for i in items if not isinstance(i, LabelJob)])
     out = Path(out_dir) if out_dir is not None else None
-    engine = Engine(model, options, out, model_id, processor=processor)  # checks the options; cheap
+    runner = Engine(model, options, out, model_id, processor=processor,  # checks the options; cheap
+                    check_runtime_here=engine == "local")
     store = RecordStore(out / LABELS_NAME, retry_failed=retry_failed) if out is not None else None
     failed = True
     try:
@@ -656,7 +711,13 @@ def label(
                  if isinstance(j, LabelJob)]
         jobs = list({job.key: job for job in jobs}.values())
         todo = [j for j in jobs if not (store is not None and resume and store.done(j.path, j.segment))]
-        for _, record in engine.run_jobs(todo):
+        if engine == "ray":
+            from falv.labeling.ray_engine import run_jobs_ray
+
+            finished: Iterable[tuple[Any, LabelRecord]] = run_jobs_ray(runner, todo, ray_options)
+        else:
+            finished = runner.run_jobs(todo)
+        for _, record in finished:
             if store is not None:
                 store.append(record.to_dict())
             yield record
@@ -672,6 +733,6 @@ def label(
                 store.close()
 
 
-__all__ = ["Engine", "JobCancelled", "LabelJob", "LabelOptions", "resolve_model", "ModelSpec", "aggregate", "clip_tensor", "decode_chunk", "label",
+__all__ = ["ENGINES", "Engine", "JobCancelled", "LabelJob", "LabelOptions", "resolve_model", "ModelSpec", "aggregate", "clip_tensor", "decode_chunk", "label",
            "scores_from_logits",
            "plan_video", "write_embeddings"]

@@ -1,0 +1,395 @@
+"""The labeling engine's stages on a Ray cluster (``falv label --engine ray``).
+
+The same stages as the local engine, on another executor (Ray Data, streaming):
+
+``plan + decode`` (Ray tasks, ``task_cpus`` each, one task per video): :func:`~falv.labeling.stages.run_task`
+    plans the video, then decodes its chunks (:func:`~falv.labeling.engine.decode_tasks`) and checks
+    their frames (:func:`~falv.labeling.engine.check_frames`); one row per window.
+``model`` (an actor pool, ``map_batches(compute=ActorPoolStrategy(...))``): one actor per GPU, or per
+    ``actor_cpus`` cores; clips of several videos are batched (``batch_size``) and scored by
+    :func:`~falv.labeling.engine.score_windows`, the local engine's model step.
+``aggregate + record`` (the driver): :class:`~falv.labeling.engine.Engine`'s own bookkeeping,
+    aggregation and error records; :func:`falv.labeling.engine.label` appends them to
+    ``labels.jsonl``, so formats, resume, the summary, the progress bar and exit codes are the
+    local engine's.
+
+Faults. Python errors of a stage never leave the task: they are that video's (typed) error
+row, so they are never retried. A worker process that dies (a decoder crash, a lost node) is
+retried by Ray up to ``task_retries`` times (``max_retries``; actors ``max_restarts`` and
+``max_task_retries``), then its block is dropped (``max_errored_blocks=-1``) and the driver records
+the videos it never heard the end of as ``decoder_crashed``. Rows are keyed by (video, window),
+so output repeated by a retry is counted once. The actor pool must start within
+``wait_for_actors_s`` (``DataContext.wait_for_min_actors_s``), and a cluster without the CPUs or
+GPUs asked for is refused before anything runs (:class:`falv.errors.RunError`).
+
+Nothing reaches the network: no ``runtime_env`` (falv and its dependencies must be installed on
+every node), usage statistics off (``RAY_USAGE_STATS_ENABLED=0``), no dashboard for a local Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import pickle
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from falv.errors import ConfigError, RunError
+
+log = logging.getLogger(__name__)
+
+#: Ray retries of a task whose worker died (a node lost, a decoder crash) before the video is
+#: reported as ``decoder_crashed``.
+TASK_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how the Ray engine runs (the labeling options themselves are :class:`LabelOptions`)."""
+
+    address: str | None = None      # None: $RAY_ADDRESS, else a local Ray started for the run
+    actors: int | None = None       # model actors (None: one per GPU, else one per 2 x actor_cpus cores)
+    actor_cpus: float = 1.0         # cores per model actor (CPU models; torch threads)
+    task_cpus: float = 1.0          # cores per plan/decode task
+    task_retries: int = TASK_RETRIES
+    passes: int = 2                 # runs over the videos whose rows were lost, before they count as crashes
+    wait_for_actors_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.actors is not None and self.actors < 1:
+            raise ConfigError(f"actors must be >= 1, got {self.actors}")
+        if not (self.actor_cpus > 0 and self.task_cpus > 0):
+            raise ConfigError("actor_cpus and task_cpus must be > 0")
+        if self.task_retries < 0 or self.passes < 1 or not self.wait_for_actors_s > 0:
+            raise ConfigError("task_retries must be >= 0, passes >= 1 and wait_for_actors_s > 0")
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise RunError("--engine ray needs Ray: pip install 'falv[ray]'") from None
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[Any]:
+    """Ray for one run: the one this process is already connected to, the cluster at ``address``
+    (or ``$RAY_ADDRESS``), or a local Ray started now and stopped afterwards."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray = _import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False,
+                              "configure_logging": False}
+    try:
+        if target:
+            ray.init(address=target, **kwargs)
+        else:
+            ray.init(address="local", include_dashboard=False, **kwargs)
+    except Exception as exc:
+        where = f"the Ray cluster at {target}" if target else "a local Ray"
+        raise RunError(f"cannot start {where} ({type(exc).__name__}: {exc})") from exc
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _resources(ray: Any, options: Any, ropts: RayOptions) -> dict[str, Any]:
+    """The actor pool's size and resources, checked against the cluster (a RunError, not a hang)."""
+    total = ray.cluster_resources()
+    cpus, gpus = float(total.get("CPU", 0)), int(total.get("GPU", 0))
+    device = str(options.device)
+    want_gpu = device.startswith("cuda") or (device == "auto" and gpus > 0)
+    if device.startswith("cuda") and gpus < 1:
+        raise RunError(f"--device {device}: the Ray cluster has no GPU (resources: {_describe(total)})")
+    # An actor keeps its cores for the whole run: the cluster must hold one actor and one decode
+    # task at once, or the pipeline would wait forever.
+    need = ropts.task_cpus + (0 if want_gpu else ropts.actor_cpus)
+    if cpus < need:
+        raise RunError(f"the Ray cluster has {cpus:g} CPU(s); a decode task needs {ropts.task_cpus:g} and a "
+                       f"model actor {0 if want_gpu else ropts.actor_cpus:g}, {need:g} at least "
+                       f"(resources: {_describe(total)})")
+    if want_gpu:
+        size = ropts.actors or gpus
+        if size > gpus:
+            raise RunError(f"{size} model actor(s) asked for, one GPU each, but the Ray cluster has {gpus} GPU(s)")
+        return {"size": size, "num_gpus": 1, "num_cpus": 1 if cpus >= gpus + ropts.task_cpus else 0, "device": "cuda"}
+    size = ropts.actors or max(1, int(cpus // (2 * ropts.actor_cpus)))
+    if size * ropts.actor_cpus + ropts.task_cpus > cpus:
+        raise RunError(f"{size} model actor(s) of {ropts.actor_cpus:g} CPU(s) asked for, but the Ray cluster "
+                       f"has {cpus:g} CPU(s) and decoding needs {ropts.task_cpus:g} more")
+    return {"size": size, "num_gpus": 0, "num_cpus": ropts.actor_cpus,
+            "device": "cpu" if device == "auto" else device}
+
+
+def _describe(total: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in sorted(total.items()) if k in ("CPU", "GPU", "memory"))
+
+
+# -- the stages as Ray runs them (top-level: they pickle by reference) ------------------------------
+
+
+def _row(key: str, kind: str, item: Any) -> dict[str, Any]:
+    return {"key": key, "kind": kind, "item": pickle.dumps(item, protocol=5)}
+
+
+def plan_and_decode(row: dict[str, Any], spec: Any, options: Any) -> Iterator[dict[str, Any]]:
+    """One video: its plan row, then per chunk its outcome row and one row per decoded window.
+    Any Python error is that video's error row (never retried); only a dying worker is."""
+    from falv.labeling.engine import _failure, check_frames, decode_tasks
+    from falv.labeling.stages import TASK_STAGES, run_task
+
+    key, path = str(row["key"]), str(row["path"])
+    job_options = pickle.loads(row["options"]) or options
+    temperature = job_options.temperature if job_options.temperature is not None else options.temperature
+    try:
+        plan = run_task({"kind": "plan", "args": (path, spec, job_options)})
+        tasks = decode_tasks(path, plan, spec, options, plan.get("origin")) if plan.get("windows") else []
+    except Exception as exc:
+        yield _row(key, "plan", {"error": _failure(exc, path, TASK_STAGES["plan"])})
+        return
+    yield _row(key, "plan", {"plan": plan})
+    for c, task in enumerate(tasks):
+        try:
+            outcome = run_task(task)
+            frames = check_frames(outcome["frames"], len(task["args"][1]), spec.num_frames)
+        except Exception as exc:
+            yield _row(key, "chunk", {"chunk": c, "error": _failure(exc, path, TASK_STAGES["decode"])})
+            continue
+        yield _row(key, "chunk", {"chunk": c, "warnings": list(outcome["warnings"]),
+                                  "frames_decoded": int(outcome["frames_decoded"])})
+        for j in range(frames.shape[0]):
+            yield _row(key, "window", {"w": task["first"] + j, "frames": frames[j], "crops": job_options.crops,
+                                       "path": path, "temperature": temperature})
+
+
+class ModelActor:
+    """The model in a Ray actor: scores the window rows of a batch (other rows pass through)."""
+
+    def __init__(self, model_ref: Any, spec: Any, options: Any, multilabel: bool, device: str) -> None:
+        import ray
+        import torch
+
+        from falv.export.runtime import prepare_runtime
+
+        if device == "cpu":
+            cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1) or 1)
+            torch.set_num_threads(max(1, cpus))
+        model = ray.get(model_ref[0])
+        self.runner = prepare_runtime(model, options.runtime, precision=options.precision, device=device)
+        self.spec, self.multilabel = spec, multilabel
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from falv.errors import FalvError
+
+        keys, kinds, items = list(batch["key"]), list(batch["kind"]), [pickle.loads(b) for b in batch["item"]]
+        windows = [i for i, k in enumerate(kinds) if k == "window"]
+        if windows:
+            try:
+                results, _ = score_windows_for(self, [items[i] for i in windows])
+            except FalvError as exc:  # the model itself failed: the driver stops the run
+                return _batch([_row(keys[windows[0]], "fatal", {"error": str(exc)})])
+            for i, result in zip(windows, results):
+                kinds[i] = "scores"
+                items[i] = {"w": items[i]["w"], **result}
+        return _batch([_row(k, kind, item) for k, kind, item in zip(keys, kinds, items)])
+
+
+def score_windows_for(actor: ModelActor, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    from falv.labeling.engine import score_windows
+
+    return score_windows(actor.runner, actor.spec, actor.multilabel,
+                         [(it["frames"], it["crops"], it["path"], it["temperature"]) for it in items])
+
+
+def _batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    out = {"key": np.empty(len(rows), dtype=object), "kind": np.empty(len(rows), dtype=object),
+           "item": np.empty(len(rows), dtype=object)}
+    for i, r in enumerate(rows):
+        out["key"][i], out["kind"][i], out["item"][i] = r["key"], r["kind"], r["item"]
+    return out
+
+
+# -- the driver ------------------------------------------------------------------------------------
+
+
+def run_jobs_ray(engine: Any, jobs: Iterable[Any], ropts: RayOptions) -> Iterator[tuple[Any, Any]]:
+    """Label jobs on Ray with ``engine``'s model and options; yields ``(job, record)`` in
+    completion order, exactly one per job, like :meth:`Engine.run_jobs`.
+
+    Videos whose rows were lost (their task or the actor scoring them died more than
+    ``task_retries`` times, or their output lived on a node that went away) are labelled again
+    in a further pass over just them, up to ``passes`` passes; only then are they
+    ``decoder_crashed``."""
+    from falv.labeling.engine import LabelJob
+    from falv.video.errors import DecoderCrashedError
+
+    opts = engine.options
+    jobs = [j if isinstance(j, LabelJob) else LabelJob(os.fspath(j)) for j in jobs]
+    if len({j.key for j in jobs}) != len(jobs):
+        raise ValueError("job keys must be unique")
+    if not jobs:
+        return
+    with ray_session(ropts.address) as ray:
+        from ray.data import DataContext
+
+        pool = _resources(ray, opts, ropts)
+        ctx = DataContext.get_current()
+        ctx.max_errored_blocks = -1            # a block whose task died task_retries+1 times: its videos go again
+        ctx.wait_for_min_actors_s = ropts.wait_for_actors_s
+        ctx.actor_task_retry_on_errors = False  # Python errors are rows, never retried
+        ctx.enable_progress_bars = False       # falv's own progress bar
+        ctx.print_on_execution_start = False
+        ctx.execution_options.preserve_order = False
+        # an actor that dies while it loads the model (a lost node) is replaced, not fatal
+        ctx.max_consecutive_actor_init_deaths = ropts.task_retries
+        # a pipeline that stops moving fails instead of hanging (a decode task is bounded by --timeout)
+        ctx.execution_no_progress_timeout_s = max(600.0, 4 * opts.timeout + ropts.wait_for_actors_s)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # its notices are not falv's output
+        # The model goes to the actors by reference (inside a list, so that Ray does not resolve it
+        # into a constructor argument held in the object store: restarted actors fetch it again).
+        model_ref = [ray.put(engine._model)]
+        pending = jobs
+        for attempt in range(ropts.passes):
+            left: list[Any] = []
+            yield from _one_pass(ray, engine, pending, ropts, pool, model_ref, left)
+            if not left:
+                return
+            log.warning("Ray lost the work of %d video(s); labelling them again (pass %d of %d)",
+                        len(left), attempt + 2, ropts.passes)
+            pending = left
+        for job in pending:  # their tasks kept dying: a decoder crash, not a lost node
+            crash = DecoderCrashedError(job.path, f"the Ray worker handling it died in {ropts.passes} pass(es)")
+            yield job, engine._error_record(job.path, {"type": crash.code, "message": str(crash)})
+
+
+def _one_pass(ray: Any, engine: Any, jobs: list[Any], ropts: RayOptions, pool: dict[str, Any],
+              model_ref: list[Any], left: list[Any]) -> Iterator[tuple[Any, Any]]:
+    """One Ray Data run over ``jobs``: yields the finished ones; appends to ``left`` those whose
+    rows never all arrived."""
+    from falv.labeling.engine import _failure
+
+    opts = engine.options
+    by_key = {j.key: j for j in jobs}
+    items = [{"key": j.key, "path": j.path, "options": pickle.dumps(j.options)} for j in jobs]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))  # one task per video
+    # Ray 2.60's named parameters have no retry settings: max_retries, max_restarts and
+    # max_task_retries go as ray_remote_args (deprecated for 2.64), whose default for tasks is
+    # -1, a crashing decoder retried forever.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        # the engine's temperature (the options', else the model config's) travels with the options
+        ds = _pipeline(ray, ds, engine, dataclasses.replace(opts, temperature=engine.temperature), ropts, pool,
+                       model_ref)
+
+    videos: dict[str, Any] = {}
+    seen: dict[str, dict[str, set]] = {}
+    waiting: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    done: set[str] = set()
+
+    def finish(key: str, video: Any) -> tuple[Any, Any]:
+        done.add(key)
+        videos.pop(key, None)
+        return video.job, engine._finish(video)
+
+    def take(key: str, kind: str, item: dict[str, Any]) -> tuple[Any, Any] | None:
+        job = by_key[key]
+        if kind == "plan":
+            if key in videos:  # a retry's repeat
+                return None
+            if "error" in item:
+                done.add(key)
+                return job, engine._error_record(job.path, item["error"])
+            try:
+                video, _ = engine._add_video(job, item["plan"])
+            except Exception as exc:
+                done.add(key)
+                return job, engine._error_record(job.path, _failure(exc, job.path, "probing and planning"),
+                                                 item["plan"].get("info"))
+            videos[key] = video
+            seen[key] = {"chunk": set(), "w": set()}
+            out = None
+            for later in waiting.pop(key, []):
+                out = out or (take(key, *later) if key not in done else None)
+            return out
+        video = videos[key]
+        marks = seen[key]
+        if kind == "chunk":
+            if item["chunk"] in marks["chunk"]:
+                return None
+            marks["chunk"].add(item["chunk"])
+            video.chunks_left -= 1
+            if "error" in item:
+                video.error = video.error or item["error"]
+            else:
+                engine.frames_decoded += item["frames_decoded"]
+                video.warnings.extend(str(w) for w in item["warnings"])
+        elif kind == "scores":
+            if item["w"] in marks["w"]:
+                return None
+            marks["w"].add(item["w"])
+            video.windows_left -= 1
+            if "error" in item:
+                video.error = video.error or item["error"]
+            else:
+                video.scores[item["w"]], video.embeds[item["w"]] = item["scores"], item["embeds"]
+                engine.clips_run += video.options.crops
+        if video.chunks_left == 0 and (video.error is not None or video.windows_left == 0):
+            return finish(key, video)
+        return None
+
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+            for key, kind, blob in zip(batch["key"], batch["kind"], batch["item"]):
+                key = str(key)
+                item = pickle.loads(blob)
+                if kind == "fatal":
+                    raise RunError(item["error"])
+                if key in done:
+                    continue  # a retry's repeat, or windows of a video that already failed
+                if kind != "plan" and key not in videos:
+                    waiting.setdefault(key, []).append((kind, item))
+                    continue
+                out = take(key, kind, item)
+                if out is not None:
+                    yield out
+    except RunError:
+        raise
+    except Exception as exc:
+        raise RunError(f"the Ray pipeline failed ({type(exc).__name__}: {_first_line(exc)})") from exc
+    left.extend(j for j in jobs if j.key not in done)
+
+
+def _pipeline(ray: Any, ds: Any, engine: Any, opts: Any, ropts: RayOptions, pool: dict[str, Any],
+              model_ref: list[Any]) -> Any:
+    """plan + decode tasks -> model actor pool (the Ray Data plan)."""
+    from ray.data import ActorPoolStrategy
+
+    ds = ds.flat_map(plan_and_decode, fn_kwargs={"spec": engine.spec, "options": opts},
+                     num_cpus=ropts.task_cpus, max_retries=ropts.task_retries, retry_exceptions=False)
+    return ds.map_batches(
+        ModelActor, fn_constructor_kwargs={"model_ref": model_ref, "spec": engine.spec, "options": opts,
+                                           "multilabel": engine.multilabel, "device": pool["device"]},
+        batch_size=max(1, opts.batch_size // max(1, opts.crops)), batch_format="numpy",
+        compute=ActorPoolStrategy(min_size=1, max_size=pool["size"]),
+        num_cpus=pool["num_cpus"], num_gpus=pool["num_gpus"],
+        max_restarts=ropts.task_retries, max_task_retries=ropts.task_retries)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+__all__ = ["RayOptions", "TASK_RETRIES", "run_jobs_ray", "ray_session"]

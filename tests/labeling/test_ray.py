@@ -1,0 +1,187 @@
+"""``falv label --engine ray`` on a two-node Ray cluster on loopback (ray.cluster_utils.Cluster).
+
+One cluster for the module (Ray takes seconds to start), tiny on purpose: one CPU per node and a
+100 MB object store. Deselect with ``-m 'not cluster'``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# Every node and driver binds 127.0.0.1 (read when ray is imported).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+ray = pytest.importorskip("ray")
+
+import falv  # noqa: E402
+from falv.errors import RunError  # noqa: E402
+from falv.labeling.ray_engine import RayOptions  # noqa: E402
+from falv.video.testing import write_fuzz_sources, write_test_video  # noqa: E402
+
+pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("ray-cluster"), pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parents[2]
+DAMAGED = ROOT / "tests" / "fixtures" / "damaged"
+# Half a core for the model actor and for each decode task: a node holds both, so losing the
+# other node cannot leave the actor waiting for a core that a task holds (or the reverse).
+RAY_OPTS = RayOptions(actor_cpus=0.5, task_cpus=0.5, wait_for_actors_s=300)
+NODE = {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024, "include_dashboard": False}
+
+
+def _env() -> dict[str, str]:
+    # nodes and drivers import this checkout's falv (the venv may point at another one)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    saved = dict(os.environ)
+    os.environ.update(_env())  # the node processes inherit it
+    c = Cluster(initialize_head=True, head_node_args=dict(NODE))
+    worker = c.add_node(**NODE)
+    c.wait_for_nodes(timeout=120)
+    ray.init(address=c.address, logging_level="WARNING", log_to_driver=False)
+    try:
+        yield c, worker
+    finally:
+        ray.shutdown()
+        c.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def awkward(tmp_path_factory):
+    """The fuzz sources (codecs, containers, rotation, VFR, one frame...), the damaged fixtures
+    and broken files: not a video, empty, truncated."""
+    folder = tmp_path_factory.mktemp("awkward")
+    paths = [str(p) for p in write_fuzz_sources(folder, size=(48, 64)).values()]
+    paths += [str(p) for p in sorted(DAMAGED.iterdir())]
+    (folder / "not_a_video.mp4").write_bytes(b"this is not a video\n" * 50)
+    (folder / "empty.mkv").write_bytes(b"")
+    whole = (folder / "h264.mp4").read_bytes()
+    (folder / "truncated.mp4").write_bytes(whole[: len(whole) // 3])
+    paths += [str(folder / n) for n in ("not_a_video.mp4", "empty.mkv", "truncated.mp4")]
+    return paths
+
+
+def _by_path(records):
+    return {r["path"]: r for r in records}
+
+
+def _compare(local: dict, remote: dict) -> None:
+    assert sorted(local) == sorted(remote)
+    for path, a in local.items():
+        b = remote[path]
+        assert (a.get("error") or {}).get("type") == (b.get("error") or {}).get("type"), path
+        if a.get("error"):
+            continue
+        assert [x["label"] for x in a["labels"]][:1] == [x["label"] for x in b["labels"]][:1], path
+        for x, y in zip(a["labels"], b["labels"]):
+            assert x["label"] == y["label"] and abs(x["score"] - y["score"]) <= 1e-4, path
+        assert len(a["windows"]) == len(b["windows"]), path
+        for wa, wb in zip(a["windows"], b["windows"]):
+            for x, y in zip(wa["labels"], wb["labels"]):
+                assert x["label"] == y["label"] and abs(x["score"] - y["score"]) <= 1e-4, path
+
+
+def test_ray_engine_equals_local_engine_on_awkward_inputs(cluster, awkward, model_dir, tmp_path):
+    local = _by_path(r.to_dict() for r in falv.label(awkward, model_dir, out_dir=tmp_path / "local",
+                                                     precision="fp32", workers=1))
+    remote = _by_path(r.to_dict() for r in falv.label(awkward, model_dir, out_dir=tmp_path / "ray", precision="fp32",
+                                                      engine="ray", ray_options=RAY_OPTS))
+    assert len(remote) == len(awkward)
+    _compare(local, remote)
+    # the broken files are errors in both, the sound ones labels in both
+    assert {os.path.basename(p) for p, r in remote.items() if r.get("error")} >= {"not_a_video.mp4", "empty.mkv"}
+    assert sum(1 for r in remote.values() if not r.get("error")) >= len(awkward) - 4
+    # the records went to labels.jsonl on the driver: one per input; a rerun has nothing to do
+    lines = (tmp_path / "ray" / "labels.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["path"] for x in lines) == sorted(remote)
+    again = list(falv.label(awkward, model_dir, out_dir=tmp_path / "ray", precision="fp32", engine="ray"))
+    assert {r.path for r in again} == {p for p, r in remote.items() if r.get("error")}  # only failures retried
+
+
+def test_cluster_without_the_resources_asked_is_one_clear_error(cluster, awkward, model_dir):
+    with pytest.raises(RunError, match="no GPU"):
+        list(falv.label(awkward[:1], model_dir, engine="ray", device="cuda"))
+    with pytest.raises(RunError, match="CPU"):
+        list(falv.label(awkward[:1], model_dir, engine="ray", ray_options=RayOptions(actors=8)))
+
+
+def test_lost_worker_node_mid_run_leaves_one_record_per_input_and_no_error(cluster, model_dir, tmp_path):
+    c, worker = cluster
+    paths = [str(write_test_video(tmp_path / f"v{i:02d}.mp4", frames=24, fps=12, size=(48, 64)))
+             for i in range(10)]
+    records, removed = [], False
+    try:
+        for record in falv.label(paths, model_dir, out_dir=tmp_path / "out", precision="fp32", engine="ray",
+                                 ray_options=RAY_OPTS):
+            records.append(record.to_dict())
+            if not removed:  # the run is going: take the worker node away
+                c.remove_node(worker, allow_graceful=False)
+                removed = True
+    finally:
+        if not removed:
+            c.remove_node(worker, allow_graceful=False)
+    assert removed
+    assert sorted(r["path"] for r in records) == sorted(paths)
+    assert [(r["path"], r["error"]) for r in records if r.get("error")] == []
+    lines = [json.loads(x) for x in (tmp_path / "out" / "labels.jsonl").read_text().splitlines()]
+    assert sorted(r["path"] for r in lines) == sorted(paths)
+    c.add_node(**NODE)  # two nodes again for the next test
+    c.wait_for_nodes(timeout=120)
+
+
+def test_driver_killed_then_rerun_resumes(cluster, model_dir, tmp_path):
+    c, _ = cluster
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(10):
+        write_test_video(videos / f"k{i:02d}.mp4", frames=24, fps=12, size=(48, 64))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "falv", "label", str(videos), "--model", str(model_dir), "--out", str(out),
+           "--precision", "fp32", "--engine", "ray", "--address", c.address, "--actor-cpus", "0.5", "--task-cpus", "0.5", "--quiet"]
+    proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    labels = out / "labels.jsonl"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if labels.exists() and labels.read_bytes().count(b"\n") >= 1:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    first = [json.loads(x) for x in labels.read_text().splitlines() if x.strip()]
+    assert 1 <= len(first) < 10
+    rerun = subprocess.run(cmd[:-1], env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{len(first)} already done" in rerun.stderr
+    final = [json.loads(x) for x in labels.read_text().splitlines()]
+    assert sorted(r["path"] for r in final) == sorted(str(p) for p in videos.iterdir())  # exactly one each
+    assert not any(r.get("error") for r in final)
+
+
+def test_cli_ray_flags_need_the_ray_engine(model_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from falv.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["label", str(tmp_path), "--model", str(model_dir), "--out",
+                                       str(tmp_path / "o"), "--address", "127.0.0.1:1"])
+    assert result.exit_code == 2 and "--engine ray" in result.output
