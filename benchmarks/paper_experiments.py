@@ -477,7 +477,9 @@ def train_and_test(settings: Settings, dataset: DatasetInfo, arm: Arm, seed: int
     train_seconds, train_cpu = time.monotonic() - started, time.process_time() - cpu_started
 
     best = load_best(arm.kind, trained.best_dir)
-    if best.config.to_dict() | {"falv_version": None} != config.to_dict() | {"falv_version": None}:
+    # what the trainer adds from the data (the clip sampling, the fitted temperature, tuned thresholds)
+    learnt = {"falv_version": None, "sampling": None, "temperature": None, "thresholds": None}
+    if best.config.to_dict() | learnt != config.to_dict() | learnt:
         raise RuntimeError(f"{trained.best_dir}: the trained model's config differs from the experiment's "
                            f"({arm.key}); the trainer's model building changed, update fal_config()")
     started = time.monotonic()

@@ -121,8 +121,8 @@ def check_precision(precision: str, device: torch.device | str) -> torch.dtype:
     checks before it starts (prepare_for_inference, the labeling engine)."""
     dtype = resolve_precision(precision, device)
     if dtype == torch.int8 and not int8_available():
-        raise ConfigError("int8 needs oneDNN's quantized linear kernels, which this torch build or CPU lacks; "
-                          "use --precision auto")
+        raise ConfigError("int8 needs oneDNN's quantized linear kernels, which this torch build or CPU lacks or "
+                          "runs inaccurately (no VNNI: 16-bit accumulation saturates); use --precision auto")
     return dtype
 
 
@@ -247,12 +247,17 @@ def _kernel_works(make: Any, dtype: torch.dtype) -> bool:
     """Run ``make(linear, "gelu")`` once on a small input against ``gelu(linear(x))`` (some
     builds or CPUs lack a kernel); any failure means: not available."""
     try:
-        lin = nn.Linear(16, 8)
-        x = torch.randn(3, 16)
+        # a layer wide enough to show int8 saturation (u8 x s8 products added in 16 bits on CPUs
+        # without VNNI): a relative error over 2% means the kernel is not fit to use here
+        generator = torch.Generator().manual_seed(0)
+        lin = nn.Linear(64, 96)
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(96, 64, generator=generator) / 8)
+            lin.bias.copy_(torch.randn(96, generator=generator) / 8)
+        x = torch.randn(3, 7, 64, generator=generator)
         expected = nn.functional.gelu(lin(x))  # before make(), which may cast lin in place
         got = make(lin, "gelu")(x.to(dtype)).float()
-        torch.testing.assert_close(got, expected, rtol=0.1, atol=0.1)
-        return True
+        return bool(torch.isfinite(got).all() and (got - expected).norm() / expected.norm() < 0.02)
     except Exception:  # noqa: BLE001
         return False
 

@@ -272,7 +272,8 @@ class Engine:
         # (not where the model runs elsewhere: the Ray engine's actors check on their own devices)
         self.precision = (check_runtime(options.runtime, options.precision, options.device) if check_runtime_here
                           else options.precision)
-        self.device = _device_name(options.runtime, options.device)
+        self.device = (_device_name(options.runtime, options.device) if check_runtime_here
+                       else str(options.device or "auto"))
         self._model: Any = model
         self._runner: Any = None
         self._runner_lock = threading.Lock()

@@ -181,9 +181,12 @@ def test_cli_formats_exit_codes_and_summary(model_dir, videos, tmp_path):
     assert {r["path"] for r in rows} == {os.path.abspath(p) for p in good[:2] + bad[1:2]}
     assert json.loads((out / "activitynet_results.json").read_text())["version"]
     assert all(p.read_text().startswith("WEBVTT") for p in (out / "webvtt").iterdir())
-    # a rerun skips the labelled videos, retries the failed one, and still reports it
+    # a rerun skips the labelled videos and the one that is not a video (a deterministic failure,
+    # not retried without --retry-failed), and still reports it
     again = runner.invoke(cli, args, standalone_mode=False)
-    assert again.return_value == 1 and "0 labelled, 1 failed, 2 already done" in again.output
+    assert again.return_value == 1 and "0 labelled, 0 failed, 3 already done" in again.output
+    retried = runner.invoke(cli, [*args, "--retry-failed"], standalone_mode=False)
+    assert retried.return_value == 1 and "0 labelled, 1 failed, 2 already done" in retried.output
     ok_only = runner.invoke(cli, ["label", good[0], "-m", str(model_dir), "-o", str(tmp_path / "ok")],
                             standalone_mode=False)
     assert ok_only.return_value == 0
