@@ -277,7 +277,8 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(model_dir, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "falv", "label", str(folder), "-m", str(model_dir), "-o", str(out),
            "--clips", "4", "--batch-size", "1", "-q"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # its own session: the kill and its decoding workers stay away from the test worker's process group
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     labels = out / "labels.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -290,7 +291,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(model_dir, tmp_path):
     assert 0 < len(first) < len(paths), "the run should have been killed mid-way"
     with open(labels, "ab") as handle:  # as if the kill had landed in the middle of a write
         handle.write(b'{"schema": 1, "path": "/half/writ')
-    assert subprocess.run(cmd, timeout=300).returncode == 0
+    assert subprocess.run(cmd, timeout=300, start_new_session=True).returncode == 0
     final = [r.path for r in read_records(labels)]
     assert sorted(final) == sorted(os.path.abspath(p) for p in paths)
     assert len(final) == len(set(final)) == len(paths)
