@@ -112,11 +112,16 @@ def group_strided(t: int, hp: int, wp: int) -> list[torch.Tensor]:
 
 @functools.lru_cache(maxsize=256)
 def _cached_groups(grouping: Grouping, grid: Grid, device: torch.device) -> tuple[tuple[torch.Tensor, bool], ...]:
-    """Index tensors on ``device`` and, for each, whether it is the identity (a pure reshape)."""
+    """Index tensors on ``device`` and, for each, whether it is the identity (a pure reshape).
+
+    The tensors are cached across calls, so they are made outside inference mode: a cache filled
+    by a forward under ``torch.inference_mode()`` must still serve a later training forward
+    (``falv serve`` labels, then retrains on corrections, in one process)."""
     out = []
-    for idx in grouping(*grid):
-        identity = bool(torch.equal(idx.reshape(-1), torch.arange(idx.numel())))
-        out.append((idx.to(device), identity))
+    with torch.inference_mode(False):
+        for idx in grouping(*grid):
+            identity = bool(torch.equal(idx.reshape(-1), torch.arange(idx.numel())))
+            out.append((idx.to(device), identity))
     return tuple(out)
 
 

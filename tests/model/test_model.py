@@ -71,6 +71,19 @@ def test_runs_on_other_clip_lengths_and_sizes(scheme):
         assert model(torch.randn(1, frames, 3, h, w)).logits.shape == (1, 3)
 
 
+@pytest.mark.parametrize("scheme", ["sparse_local_global", "axial", "joint_space_time"])
+def test_training_after_inference_on_the_same_clip_shape(scheme):
+    """Group indices cached by a forward under inference_mode serve a later training step
+    (falv serve labels, then retrains on corrections, in one process)."""
+    model = FALForVideoClassification(tiny_config(attention_type=scheme))
+    x = torch.randn(1, 5, 3, 40, 32)  # a shape no other test uses: the cache starts empty for it
+    with torch.inference_mode():
+        model.eval()(x)
+    loss = model.train()(x).logits.sum()
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
 def test_load_time_resize_of_position_embeddings(tmp_path):
     """from_pretrained(num_frames=, image_size=) resizes the stored embeddings for good."""
     model = randomize_(FALForVideoClassification(tiny_config())).eval()
