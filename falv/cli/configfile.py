@@ -33,7 +33,8 @@ from falv.hub.io import atomic_write_text
 SECTIONS: dict[str, tuple[dict[str, tuple[str, ...]], str]] = {
     "train": ({
         "model": ("preset", "attention", "init", "freeze_backbone", "frames", "image_size", "drop_path"),
-        "data": ("data", "val", "val_fraction", "split", "workers", "cache", "cache_gb"),
+        "data": ("data", "val", "val_fraction", "split", "untrimmed", "untrimmed_subset", "untrimmed_window",
+                 "untrimmed_stride", "workers", "cache", "cache_gb"),
         "augmentation": ("scale", "flip", "color_jitter", "rotate", "mixup", "cutmix"),
         "scheduler": ("warmup_epochs", "scheduler", "min_lr", "step_epochs", "step_gamma", "plateau_patience",
                       "plateau_factor"),

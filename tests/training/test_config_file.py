@@ -40,6 +40,25 @@ def test_every_option_has_one_section_and_a_unique_key(name):
     assert "config" not in keys and "resume" not in keys
 
 
+def test_docs_table_lists_the_sections_the_code_uses():
+    """docs/configuration.md's table names every placed option in its section."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    documented: dict[tuple[str, str], set[str]] = {}
+    command = None
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("| ") else []
+        if len(cells) != 3 or not cells[1].startswith("`"):
+            continue
+        command = cells[0].strip("`").split()[-1] if cells[0] else command
+        options = {o.strip().split(" ")[0] for o in cells[2].split(",")}
+        documented[(command, cells[1].strip("`"))] = options
+    for name, (sections, _default) in SECTIONS.items():
+        for section, keys in sections.items():
+            assert set(keys) <= documented[(name, section)], (name, section)
+
+
 def test_train_from_a_yaml_file_flags_override_and_the_written_file_repeats_the_run(synth_set, tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump({
