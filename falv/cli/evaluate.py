@@ -46,13 +46,19 @@ from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options, model_time_
 @click.option("--refine-edges/--no-refine-edges", default=True, show_default=True,
               help="Untrimmed videos: put segment edges where the scores of the windows around them cross, "
                    "not half-way between the windows.")
+@click.option("--perturb", default=None, metavar="NAME[=S][,NAME...]",
+              help="Also evaluate --data perturbed, once per perturbation: frame-drop, shuffle, fps, resolution, "
+                   "crop, blur, noise, jpeg (=S: a strength; all: each at its default). metrics.json gets a "
+                   "robustness block, the folder robustness.png. Strengths: docs/evaluation.md.")
+@click.option("--perturb-seed", default=0, show_default=True, type=int,
+              help="Seed of the perturbations' random draws (per video and window).")
 @engine_options
 @click.option("--no-resume", is_flag=True,
               help="Label every video again even if OUT/records holds this model's records of it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_subset, window, stride, smoothing,
-             min_duration, segment_threshold, refine_edges, clip_seconds, temperature, batch_size, workers, timeout,
-             precision, runtime, device, no_resume, quiet) -> int:
+             min_duration, segment_threshold, refine_edges, clip_seconds, temperature, perturb, perturb_seed,
+             batch_size, workers, timeout, precision, runtime, device, no_resume, quiet) -> int:
     """Evaluate a model on labeled videos (--data) and/or untrimmed videos (--untrimmed).
 
     Every video goes through the labeling engine with --clips x --crops views;
@@ -71,6 +77,12 @@ def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_sub
     try:
         check_options(clips, crops, window=window, stride=stride, smoothing=smoothing, min_duration=min_duration,
                       segment_threshold=segment_threshold)
+        if perturb is not None:
+            from falv.video.perturb import parse_perturbations
+
+            if data is None:
+                raise ConfigError("--perturb perturbs the labeled videos: give --data")
+            perturb = parse_perturbations(perturb, perturb_seed)
         if runtime != "torch":  # a precision or device the runtime lacks: a usage error (torch: checked by the run)
             check_runtime(runtime, precision, device)
     except ConfigError as exc:
@@ -84,7 +96,7 @@ def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_sub
             min_duration=min_duration, segment_threshold=segment_threshold, refine_edges=refine_edges,
             workers=workers, batch_size=batch_size,
             timeout=timeout, precision=precision, runtime=runtime, device=device, progress=bar,
-            clip_seconds=clip_seconds, temperature=temperature,
+            clip_seconds=clip_seconds, temperature=temperature, perturb=perturb,
             resume=not no_resume,
         )
     finally:
@@ -121,6 +133,12 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             t = cal.get("temperature")
             lines.append(f"expected calibration error ({cal['bins']} bins): {_number(cal['ece_uncalibrated'])} raw, "
                          f"{_number(cal['ece'])} with temperature {'1 (none)' if t in (None, 1.0) else f'{t:g}'}")
+    rob = result.get("robustness")
+    if rob:
+        metric = "top-1" if rob["metric"] == "top1" else "mAP"
+        for row in rob["perturbations"]:
+            kept = "" if row["kept"] is None else f" ({100 * row['kept']:.0f}% of clean kept)"
+            lines.append(f"{row['spec']}: {metric} {_number(row.get(rob['metric']))}{kept}")
     loc = result.get("localization")
     if loc:
         parts = "  ".join(f"{key} {_number(value)}" for key, value in loc.items() if key.startswith("mAP"))

@@ -438,8 +438,9 @@ def _evaluate_view(dataset: _Dataset, model: _Model, options: Any, progress: Pro
                    clips: int, crops: int, records_dir: Path | None = None) -> dict[str, Any]:
     """Label the dataset with one (clips, crops) view and compute its metrics. Entries that
     name a part of their file (Kinetics ``time_start``/``time_end``) are labelled in that part."""
-    records = _run_engine([(e.path, _segment(e)) for e in dataset.entries], model, options, progress,
-                          f"{clips} clip(s) x {crops} crop(s)", records_dir)
+    what = f"{clips} clip(s) x {crops} crop(s)" + (f", {options.perturb.spec}" if options.perturb else "")
+    records = _run_engine([(e.path, _segment(e)) for e in dataset.entries], model, options, progress, what,
+                          records_dir)
     index = {label: i for i, label in enumerate(model.labels)}
     k = len(model.labels)
     rows, failed, ok_records = [], [], []
@@ -501,6 +502,69 @@ def raw_scores_from_record(record: Any, index: Mapping[str, int], num_classes: i
     if not rows or any(len(w.labels) != num_classes for w in record.windows):
         raise EvaluationError(f"{record.path}: the record's windows do not hold every class score")
     return undo_temperature(np.stack(rows), temperature, multilabel=multilabel).mean(axis=0)
+
+
+# -- robustness: the same videos, perturbed ----------------------------------------------------------
+
+
+def _perturbations(perturb: Any, seed: int) -> list[Any]:
+    from falv.video.perturb import Perturbation, parse_perturbations
+
+    if perturb is None:
+        return []
+    if isinstance(perturb, Perturbation):
+        return [perturb]
+    items = [perturb] if isinstance(perturb, str) else list(perturb)
+    if items and all(isinstance(p, Perturbation) for p in items):
+        return items
+    if any(isinstance(p, Perturbation) for p in items):
+        raise ConfigError("perturb: give names (str) or Perturbation objects, not both")
+    return parse_perturbations(items, seed) if items else []
+
+
+def robustness_summary(clean: Mapping[str, Any], perturbed: Sequence[tuple[Any, Mapping[str, Any]]],
+                       metric: str, seed: int, clips: int, crops: int) -> dict[str, Any]:
+    """The ``robustness`` block of the metrics: for each ``(perturbation, its view metrics)``
+    the metrics, ``drop`` (clean - perturbed, in the metric's units) and ``kept`` (perturbed /
+    clean; None when the clean value is 0 or missing); ``mean_kept`` over perturbations."""
+    base = clean.get(metric)
+    rows = []
+    for p, numbers in perturbed:
+        value = numbers.get(metric)
+        rows.append({
+            "name": p.name, "strength": p.strength, "spec": p.spec, "description": p.kind.help,
+            **{k: numbers.get(k) for k in (*_METRIC_KEYS, "map") if k in numbers},
+            "drop": None if value is None or base is None else base - value,
+            "kept": None if value is None or not base else value / base,
+            "num_videos": numbers.get("num_videos", 0),
+        })
+    kept = [r["kept"] for r in rows if r["kept"] is not None]
+    return {"metric": metric, "seed": seed, "clips": clips, "crops": crops,
+            "clean": {metric: base, "num_videos": clean.get("num_videos", 0)},
+            "perturbations": rows, "mean_kept": sum(kept) / len(kept) if kept else None}
+
+
+def _robustness(dataset: _Dataset, model: _Model, options: Any, view: tuple[int, int], clean: Mapping[str, Any],
+                perturbations: Sequence[Any], progress: Progress | None, out_dir: Any, resume: bool) -> dict[str, Any]:
+    """Evaluate the headline view again under each perturbation (records kept per perturbation)."""
+    import dataclasses
+
+    clips, crops = view
+    perturbed = []
+    for p in perturbations:
+        popts = dataclasses.replace(options, perturb=p)
+        records_dir = _records_dir(out_dir, f"clips{clips}-crops{crops}-{p.name}-{p.strength:g}", model, popts,
+                                   resume)
+        result = _evaluate_view(dataset, model, popts, progress, clips, crops, records_dir)
+        numbers = _view_metrics(result, dataset.multilabel, model.multilabel)
+        numbers["num_failed"] = len(result["failed"])
+        perturbed.append((p, numbers))
+        log.info("%s: %s", p.spec, {k: numbers.get(k) for k in ("top1", "map") if k in numbers})
+    metric = "map" if dataset.multilabel else "top1"
+    summary = robustness_summary(clean, perturbed, metric, perturbations[0].seed, clips, crops)
+    for row, (_, numbers) in zip(summary["perturbations"], perturbed):
+        row["num_failed"] = numbers["num_failed"]
+    return summary
 
 
 # -- the untrimmed (localisation) part --------------------------------------------------------------
@@ -573,6 +637,8 @@ def evaluate(
     clip_seconds: float | None = None,
     temperature: float | None = None,
     resume: bool = True,
+    perturb: str | Iterable[str] | Iterable[Any] | None = None,
+    perturb_seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on the labeled videos of ``data`` and/or untrimmed videos; returns the metrics dict.
 
@@ -607,6 +673,12 @@ def evaluate(
     ``OUT/records/<view>/labels.jsonl``, so a rerun with the same folder, model and
     options (``resume=True``) labels only the inputs an interrupted run had not done
     and gives the same metrics; another model or other options start afresh.
+    ``perturb``: perturbations of the test clips (``"blur,noise=0.2"``, a list of such
+    names, or :class:`falv.video.perturb.Perturbation` objects; ``"all"``: every one at its
+    default strength), drawn with ``perturb_seed``: the labeled videos are evaluated again,
+    perturbed, once per perturbation, with the headline view, and ``robustness`` reports
+    the metric per perturbation, its drop from the clean value and the share of it kept
+    (:func:`robustness_summary`; ``robustness.png`` beside the metrics).
     """
     from falv import __version__
     from falv.labeling.stages import LabelOptions
@@ -615,6 +687,9 @@ def evaluate(
         raise ConfigError("nothing to evaluate: give a dataset (data) and/or untrimmed ground truth")
     views = check_options(clips, crops, window=window, stride=stride, smoothing=smoothing,
                           min_duration=min_duration, segment_threshold=segment_threshold)
+    perturbations = _perturbations(perturb, perturb_seed)
+    if perturbations and data is None:
+        raise ConfigError("perturbations apply to labeled videos: give a dataset (data) with perturb")
     started = time.monotonic()
     info = _describe_model(model)
     k = len(info.labels)
@@ -675,6 +750,9 @@ def evaluate(
         result["per_class"] = {row["class"]: {k2: v for k2, v in row.items() if k2 != "class"} for row in per_class}
         if len(views) > 1:
             result["views"] = summaries
+        if perturbations:
+            result["robustness"] = _robustness(dataset, info, view_options[-1], views[-1], numbers, perturbations,
+                                               progress, out_dir, resume)
         report = {"view": last, "labels": report_labels, "per_class": per_class, "dataset": dataset}
     detections = None
     if untrimmed is not None:
@@ -763,6 +841,10 @@ def write_report(out_dir: str | os.PathLike[str], result: dict[str, Any], report
         atomic_write_text(out / "predictions.jsonl", "".join(
             json.dumps(line, ensure_ascii=False) + "\n" for line in _prediction_lines(view, report["dataset"], labels)))
         files["predictions"] = str(out / "predictions.jsonl")
+    if result.get("robustness"):
+        png = _plot_robustness(result["robustness"], out / "robustness.png", result)
+        if png is not None:
+            files["robustness_png"] = png
     if detections is not None:
         atomic_write_text(out / "detections.json", json.dumps(_json_safe(detections), indent=1) + "\n")
         files["detections"] = str(out / "detections.json")
@@ -827,6 +909,41 @@ def _plot_confusion(matrix: np.ndarray, names: Sequence[str], path: Path, result
     ax.set_ylabel("true")
     top1 = result.get("top1")
     ax.set_title(f"{Path(str(result.get('model'))).name}: top-1 {top1:.3f}" if top1 is not None else "")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    atomic_write_bytes(path, buffer.getvalue())
+    return str(path)
+
+
+def _plot_robustness(robustness: Mapping[str, Any], path: Path, result: Mapping[str, Any]) -> str | None:
+    """Bars of the metric under each perturbation, the clean value as a line."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        log.warning("matplotlib is not installed: robustness.png not written (pip install 'falv[plots]')")
+        return None
+    from falv.hub.io import atomic_write_bytes
+
+    metric = robustness["metric"]
+    rows = robustness["perturbations"]
+    names = [r["spec"] for r in rows]
+    values = [r.get(metric) if r.get(metric) is not None else 0.0 for r in rows]
+    fig = Figure(figsize=(7, 1.2 + 0.35 * len(rows)))
+    ax = fig.subplots()
+    ax.barh(range(len(rows)), values, color="#4c72b0")
+    ax.set_yticks(range(len(rows)), names, fontsize=8)
+    ax.invert_yaxis()
+    clean = robustness["clean"].get(metric)
+    if clean is not None:
+        ax.axvline(clean, color="#c44e52", linestyle="--", label=f"clean {clean:.3f}")
+        ax.legend(loc="lower right", fontsize=8)
+    for i, r in enumerate(rows):
+        if r.get("kept") is not None:
+            ax.text(values[i], i, f" {100 * r['kept']:.0f}% kept", va="center", fontsize=7)
+    ax.set_xlim(0, 1.15)
+    ax.set_xlabel("top-1" if metric == "top1" else "mAP")
+    ax.set_title(f"{Path(str(result.get('model'))).name}: robustness (seed {robustness['seed']})")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)

@@ -139,8 +139,16 @@ def decode_tasks(path: str, plan: dict[str, Any], spec: ModelSpec, options: Labe
     ``task["first"]`` is the index of its first window, ``task["args"]`` :func:`decode_chunk`'s."""
     windows = plan["windows"]
     step = options.chunk_windows
+    perturb = options.perturb
+    if perturb is None:
+        return [{"kind": "decode", "path": path, "first": i,
+                 "args": (path, [list(ts) for *_, ts in windows[i:i + step]], spec.short_side, options.timeout,
+                          origin)}
+                for i in range(0, len(windows), step)]
+    fps = (plan.get("info") or {}).get("fps")
     return [{"kind": "decode", "path": path, "first": i,
-             "args": (path, [list(ts) for *_, ts in windows[i:i + step]], spec.short_side, options.timeout, origin)}
+             "args": (path, perturb.retime([ts for *_, ts in windows[i:i + step]], fps), spec.short_side,
+                      options.timeout, origin, perturb, i)}
             for i in range(0, len(windows), step)]
 
 

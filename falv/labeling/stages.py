@@ -14,6 +14,7 @@ import numpy as np
 
 from falv.errors import ConfigError
 from falv.video.errors import VideoError
+from falv.video.perturb import Perturbation
 
 
 class SegmentOutsideVideoError(VideoError):
@@ -57,6 +58,8 @@ class LabelOptions:
     precision: str = "auto"
     device: str = "auto"
     runtime: str = "torch"         # torch, onnxruntime or openvino (falv.export.runtime.prepare_runtime)
+    # Label perturbed clips instead (falv.video.perturb; falv evaluate --perturb): robustness measurements.
+    perturb: Perturbation | None = None
 
     def __post_init__(self) -> None:
         if self.crops not in (1, 3):
@@ -82,6 +85,8 @@ class LabelOptions:
             raise ConfigError("--stride needs --window")
         from falv.export.runtime import RUNTIMES  # no torch import
 
+        if self.perturb is not None and not isinstance(self.perturb, Perturbation):
+            raise ConfigError(f"perturb must be a falv.video.perturb.Perturbation, got {self.perturb!r}")
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"unknown runtime {self.runtime!r}; valid values: {', '.join(RUNTIMES)}")
 
@@ -176,14 +181,19 @@ def segment_span(path: str, duration: float, segment: tuple[float, float]) -> tu
 
 
 def decode_chunk(path: str, timestamps: list[list[float]], short_side: int, timeout: float,
-                 origin: float | None = None) -> dict[str, Any]:
-    """Frames of some windows of one video, scaled by the decoder to the model's short side."""
+                 origin: float | None = None, perturb: Perturbation | None = None,
+                 first: int = 0) -> dict[str, Any]:
+    """Frames of some windows of one video, scaled by the decoder to the model's short side;
+    with ``perturb``, perturbed (the windows being ``first``, ``first + 1``, ... of the video)."""
     from falv.video import read_clips
 
     # One decoder thread per worker: the model in the main process needs the cores.
     result = read_clips(path, timestamps, size=short_side, timeout=timeout, threads=1, origin=origin)
+    frames = np.stack(result.clips)  # (W, T, H, W', 3) uint8
+    if perturb is not None:
+        frames = perturb.apply(frames, path, first)
     return {
-        "frames": np.stack(result.clips),  # (W, T, H, W', 3) uint8
+        "frames": frames,
         "damaged": result.damaged,
         "warnings": list(result.warnings),
         "frames_decoded": result.frames_decoded,

@@ -503,6 +503,7 @@ def evaluation_section(eval_dir: str | os.PathLike[str], *, gallery: int = DEFAU
     views = metrics.get("views")
     if isinstance(views, list) and views:
         out.append("<h3>Views</h3>" + _views_table(views))
+    out.append(_robustness_html(eval_dir, metrics.get("robustness")))
     picture = _image_file_uri(eval_dir / "confusion_matrix.png")
     if picture:
         out.append(f'<h3>Confusion matrix</h3><img class="plot" src="{picture}" alt="confusion matrix">')
@@ -518,6 +519,24 @@ def evaluation_section(eval_dir: str | os.PathLike[str], *, gallery: int = DEFAU
                    "</details>")
     out.append("</section>")
     return "".join(out)
+
+
+def _robustness_html(eval_dir: Path, robustness: Any) -> str:
+    """The robustness block of ``falv evaluate --perturb``: a table and its picture."""
+    if not isinstance(robustness, Mapping) or not isinstance(robustness.get("perturbations"), list):
+        return ""
+    metric = str(robustness.get("metric", "top1"))
+    clean = robustness.get("clean") if isinstance(robustness.get("clean"), Mapping) else {}
+    rows = [("clean", clean.get(metric), None, None)]
+    rows += [(r.get("spec"), r.get(metric), r.get("drop"), r.get("kept"))
+             for r in robustness["perturbations"] if isinstance(r, Mapping)]
+    html = (f"<h3>Robustness</h3><p class=\"note\">The test videos perturbed (seed {_e(robustness.get('seed'))}); "
+            "kept: the perturbed value as a share of the clean one.</p>"
+            + _table(["perturbation", metric, "drop", "kept"], rows))
+    picture = _image_file_uri(eval_dir / "robustness.png")
+    if picture:
+        html += f'<img class="plot" src="{picture}" alt="robustness">'
+    return html
 
 
 def _views_table(views: list[Any]) -> str:
