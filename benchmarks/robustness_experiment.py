@@ -15,7 +15,8 @@ best checkpoint is evaluated on its test split, clean and under every perturbati
 Output: ``OUT/robustness.json`` (``quick-robustness.json`` with ``--quick``): per dataset,
 arm and perturbation the test top-1 and the share of the clean top-1 kept, mean ± sample
 std over seeds, each run's numbers and folder; the table on stdout and in ``--markdown``;
-``OUT/robustness.png``. Results and discussion: docs/results.md.
+``OUT/robustness.png``. ``--cached-only`` evaluates only the arms whose seeds are all trained
+(the others are marked "not run"). Results and discussion: docs/results.md.
 """
 
 from __future__ import annotations
@@ -56,7 +57,15 @@ def evaluate_run(settings: Any, dataset: Any, run: dict[str, Any], perturb: str,
     return metrics["robustness"]
 
 
-def run(settings: Any, perturb: str, perturb_seed: int, keys: tuple[str, ...] = ARMS) -> dict[str, Any]:
+def trained(settings: Any, dataset: Any, arm: Any) -> bool:
+    """Whether every seed of ``arm`` on ``dataset`` has a cached run."""
+    name, _, _ = pe.run_key(settings, dataset, arm)
+    root = settings.out / "runs" / (("quick-" if settings.quick else "") + dataset.name) / name
+    return all((root / f"seed{seed}" / "result.json").is_file() for seed in settings.seeds)
+
+
+def run(settings: Any, perturb: str, perturb_seed: int, keys: tuple[str, ...] = ARMS,
+        cached_only: bool = False) -> dict[str, Any]:
     started = time.monotonic()
     chosen = arms(keys)
     results: dict[str, dict[str, Any]] = {}
@@ -65,6 +74,10 @@ def run(settings: Any, perturb: str, perturb_seed: int, keys: tuple[str, ...] = 
     for dname, dataset in datasets.items():
         results[dname] = {}
         for arm in chosen:
+            if cached_only and not trained(settings, dataset, arm):
+                results[dname][arm.key] = {"label": arm.label, "kind": arm.kind, "not_run": True}
+                settings.say(f"[robustness] {dname} / {arm.label}: not every seed is trained; left out (--cached-only)")
+                continue
             per_seed = []
             for seed in settings.seeds:
                 trained = pe.train_and_test(settings, dataset, arm, seed, "robustness")
@@ -124,10 +137,14 @@ def markdown_table(data: dict[str, Any]) -> str:
     head = ["perturbation"] + [f"{pe.DATASET_LABELS.get(d, d).split(' (')[0]}: "
                                f"{data['results'][d][a]['label']}" for d, a in columns]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines.append("| clean | " + " | ".join(pe.fmt_pct(data["results"][d][a]["clean"]) for d, a in columns) + " |")
+    lines.append("| clean | " + " | ".join("not run" if data["results"][d][a].get("not_run") else
+                                            pe.fmt_pct(data["results"][d][a]["clean"]) for d, a in columns) + " |")
     for spec in data["perturbations"]:
         cells = []
         for d, a in columns:
+            if data["results"][d][a].get("not_run"):
+                cells.append("not run")
+                continue
             row = data["results"][d][a]["perturbations"][spec]
             kept = row["kept"]["mean"]
             cells.append(pe.fmt_pct(row["top1"]) + (f" ({100 * kept:.0f}%)" if kept is not None else ""))
@@ -148,6 +165,8 @@ def plot(data: dict[str, Any], path: Path) -> Path:
     x = np.arange(len(specs))
     for ax, d in zip(axes, dsets):
         for i, arm in enumerate(data["arms"]):
+            if data["results"][d][arm["key"]].get("not_run"):
+                continue
             res = data["results"][d][arm["key"]]["perturbations"]
             means = [100 * (res[s]["kept"]["mean"] or 0.0) for s in specs]
             errs = [100 * (res[s]["kept"]["std"] or 0.0) for s in specs]
@@ -177,6 +196,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--perturb-seed", type=int, default=0)
     parser.add_argument("--eval-workers", type=int, default=2)
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table to this file")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="leave out (and mark 'not run') the arms whose seeds are not all trained yet")
     args = parser.parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
     datasets = tuple(d for d in args.datasets.split(",") if d)
@@ -188,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = pe.Settings(out=args.out, seeds=list(range(seeds)), quick=args.quick, datasets=datasets,
                            eval_workers=args.eval_workers,
                            command=shlex.join(["python", "benchmarks/robustness_experiment.py", *argv]))
-    data = run(settings, args.perturb, args.perturb_seed, keys)
+    data = run(settings, args.perturb, args.perturb_seed, keys, args.cached_only)
     name = ("quick-" if args.quick else "") + "robustness"
     pe.write_json(args.out / f"{name}.json", data)
     try:

@@ -30,3 +30,12 @@ def test_quick_robustness_end_to_end(tmp_path):
         assert (tmp_path / "runs").exists() and run["run_dir"].startswith(str(tmp_path))
     table = (tmp_path / "r.md").read_text()
     assert "| clean |" in table and "| shuffle=1 |" in table and "--quick" in table
+
+
+def test_cached_only_marks_untrained_arms_not_run(tmp_path):
+    script = load_script("robustness_experiment")
+    data = script.main(["--quick", "--datasets", "temporal", "--out", str(tmp_path), "--arms", "space_only",
+                        "--cached-only", "--perturb", "blur"])
+    assert data["results"]["temporal"]["space_only"]["not_run"] is True
+    assert not (tmp_path / "runs").exists()  # nothing trained
+    assert "| clean | not run |" in data["markdown"]
