@@ -57,7 +57,7 @@ def evaluate_run(settings: Any, dataset: Any, run: dict[str, Any], perturb: str,
     return metrics["robustness"]
 
 
-def trained(settings: Any, dataset: Any, arm: Any) -> bool:
+def all_seeds_trained(settings: Any, dataset: Any, arm: Any) -> bool:
     """Whether every seed of ``arm`` on ``dataset`` has a cached run."""
     name, _, _ = pe.run_key(settings, dataset, arm)
     root = settings.out / "runs" / (("quick-" if settings.quick else "") + dataset.name) / name
@@ -74,7 +74,7 @@ def run(settings: Any, perturb: str, perturb_seed: int, keys: tuple[str, ...] = 
     for dname, dataset in datasets.items():
         results[dname] = {}
         for arm in chosen:
-            if cached_only and not trained(settings, dataset, arm):
+            if cached_only and not all_seeds_trained(settings, dataset, arm):
                 results[dname][arm.key] = {"label": arm.label, "kind": arm.kind, "not_run": True}
                 settings.say(f"[robustness] {dname} / {arm.label}: not every seed is trained; left out (--cached-only)")
                 continue
