@@ -1,16 +1,24 @@
-"""Experiments 1-5 of issue 6: the FAL paper's training claims at small scale, on ``falv synth`` data.
+"""Experiments 1-5 of issue 6 and those of issue 21: the FAL paper's training claims at small scale,
+on ``falv synth`` data.
 
     python benchmarks/paper_experiments.py table1 --out runs/paper     # Table 1: the five attention schemes
     python benchmarks/paper_experiments.py table4 --out runs/paper     # Table 4: positional embeddings
     python benchmarks/paper_experiments.py cnn    --out runs/paper     # FAL vs an R(2+1)D of matched FLOPs
     python benchmarks/paper_experiments.py order  --out runs/paper     # divided: time-then-space vs space-then-time
     python benchmarks/paper_experiments.py views  --out runs/paper     # Figure 6 / Table 8: accuracy vs test clips
+    python benchmarks/paper_experiments.py data   --out runs/paper     # Figure 4: accuracy vs training videos
+    python benchmarks/paper_experiments.py resolution --out runs/paper # Figure 5: accuracy vs frame size
+    python benchmarks/paper_experiments.py frames --out runs/paper     # Figure 5: accuracy vs input frames
+    python benchmarks/paper_experiments.py depth  --out runs/paper     # Table 6: accuracy vs layers
+    python benchmarks/paper_experiments.py features --out runs/paper   # appendix Figure 2: clip embeddings, t-SNE
     python benchmarks/paper_experiments.py all    --out runs/paper --jobs 2 --markdown runs/paper/tables.md
     python benchmarks/paper_experiments.py table1 --quick --out /tmp/pe   # CI: one seed, tiny data and model, 1 epoch
 
 Options: ``--seeds N`` (default 3: training seeds 0..N-1), ``--arms a,b`` (alias
-``--schemes``: only these arms), ``--datasets temporal,appearance`` (the default; also
-``longrange``), ``--epochs N``
+``--schemes``: only these arms, e.g. ``data --arms divided_space_time_frac25``),
+``--datasets temporal,appearance`` (every experiment on these; without it each
+experiment's own: temporal and appearance, ``data`` temporal, ``resolution``,
+``frames`` and ``depth`` appearance; also ``longrange``), ``--epochs N``
 (every arm alike; recorded), ``--jobs N`` (runs in N processes; 2 on an idle
 2-core machine), ``--threads N`` (torch threads per process; default torch's, or
 cores / jobs), ``--fresh`` (retrain what is cached), ``--verbose`` (the trainer's
@@ -51,6 +59,29 @@ centres of K equal parts of the video, scores averaged). Video-level metrics:
 video's *majority action*, the class with the most action time (ties: the one
 that starts first).
 
+**Data efficiency (Figure 4, ``data``).** Divided attention, space-only attention and the
+CNN trained on 1/4, 1/2 and all of the training split (:data:`DATA_FRACTIONS`): stratified,
+nested, deterministic subsets (:func:`select_subset`: per class, a prefix of one fixed
+shuffle), written as CSV lists under ``OUT/data/<dataset>-subsets/`` and trained with
+``TrainConfig(data=<csv>, val=<synth root>, val_split="val")``; validation and test splits
+unchanged. The recipe is kept, so its epochs follow the data (``ceil(12000 / videos)`` in
+[30, 100]: 100 epochs for 100 videos, 60 for 200, 30 for 400; recorded per run). The
+fraction enters the fingerprint only below 1: the whole split's runs are Table 1's and the
+CNN comparison's.
+
+**Resolution, frames, depth (Figure 5, Table 6).** Divided attention with one field of
+EXPERIMENT_MODEL changed: ``image_size`` 32, 48, 64 (16x16 patches: 2x2, 3x3, 4x4 per
+frame), ``num_frames`` 4, 8, 16, ``num_hidden_layers`` 2, 4, 8; the 64 px / 8 frames / 4
+layers point is the default arm (Table 1's run). GFLOP per clip and parameters per arm.
+
+**Features (appendix Figure 2, ``features``).** Table 1's space-only and divided runs (every
+seed, both sets): each train and test video through the labeling engine as ``falv label
+--clips 1 --embeddings`` (one centre clip and crop; the pooled features before the head,
+LN(CLS)); nearest-centroid accuracy and a linear probe (:data:`PROBE`: scikit-learn
+LogisticRegression on standardised train embeddings, scored on test), and a t-SNE
+(:data:`TSNE_SETTINGS`, seed 0) of the seed-0 models' test embeddings per dataset, the two
+arms side by side (``OUT/features-tsne-<dataset>.png``).
+
 **Runs are cached** under ``OUT/runs/<dataset>/<arm>-<fingerprint>/seed<k>/``
 (trainer output in ``train/``, evaluation in ``eval/``, the numbers in
 ``result.json``). The fingerprint hashes the model config, the TrainConfig, the
@@ -58,8 +89,9 @@ data config, the resolved epochs and learning rate and the falv version, so an
 arm that experiments share (Table 1's T+S = Table 4's space-time = the CNN
 comparison's FAL = the order ablation's time-then-space = the views model) trains
 once, an interrupted ``all`` resumes where it stopped, and a change of the
-recipe's defaults retrains. ``all`` is 9 distinct runs per dataset and seed
-(54 with 3 seeds).
+recipe's defaults retrains. ``all`` is 9 distinct runs per dataset and seed for
+experiments 1-5, and 6 on temporal (``data``) and 6 on appearance (``resolution``,
+``frames``, ``depth``) more: 90 with 3 seeds; ``features`` trains nothing of its own.
 
 **Output.** ``OUT/<experiment>.json`` per experiment (``quick-<experiment>.json``
 with ``--quick``; schema in :func:`experiment_json`), a markdown table per
