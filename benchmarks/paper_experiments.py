@@ -1059,11 +1059,11 @@ METRIC_LABELS = {"top1": "top-1", "precision_macro": "precision (macro)", "recal
 
 
 def fraction_label(fraction: float) -> str:
-    """``1/4``, ``1/2``, ``1``."""
+    """``1/4``, ``1/2``, ``all``."""
     from fractions import Fraction
 
     f = Fraction(fraction).limit_denominator(100)
-    return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
+    return "all" if f >= 1 else f"{f.numerator}/{f.denominator}"
 
 
 def markdown_table(data: dict[str, Any]) -> str:
