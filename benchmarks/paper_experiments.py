@@ -487,8 +487,9 @@ def write_subset(settings: Settings, dataset: DatasetInfo, fraction: float) -> P
     picked = select_subset(rows, fraction)
     if len(picked) != subset_size(dataset, fraction):
         raise RuntimeError(f"{dataset.name}: subset of {len(picked)} videos, expected {subset_size(dataset, fraction)}")
-    for name, text in ((f"train-frac{round(100 * fraction)}.csv", "path,label\n" + "".join(
-            f"{path},{label}\n" for path, label in picked)), ("labels.txt", "".join(f"{c}\n" for c in dataset.classes))):
+    listing = "path,label\n" + "".join(f"{path},{label}\n" for path, label in picked)
+    labels = "".join(f"{c}\n" for c in dataset.classes)
+    for name, text in ((f"train-frac{round(100 * fraction)}.csv", listing), ("labels.txt", labels)):
         path = folder / name
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
@@ -969,7 +970,8 @@ def run_jobs(settings: Settings, args: argparse.Namespace, names: Sequence[str])
         prepare_untrimmed(settings, d)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     base = [sys.executable, str(Path(__file__).resolve()), args.experiment, "--out", str(settings.out),
-            "--seeds", str(len(settings.seeds)), "--threads", str(threads), "--eval-workers", str(settings.eval_workers)]
+            "--seeds", str(len(settings.seeds)), "--threads", str(threads),
+            "--eval-workers", str(settings.eval_workers)]
     base += ["--datasets", ",".join(settings.datasets)] if settings.datasets else []
     base += ["--quick"] * settings.quick + ["--fresh"] * settings.fresh + ["--verbose"] * settings.verbose
     base += ["--arms", ",".join(settings.arms)] if settings.arms else []
@@ -1128,8 +1130,8 @@ def markdown_table(data: dict[str, Any]) -> str:
         run = results[first][data["arms"][0]["key"]]["runs"][0]["features"]
         lines += ["", f"Clip embeddings (dimension {run['dim']}): the pooled features before the head, one centre "
                       "clip and crop per video (`falv label --clips 1 --embeddings`), of the train and test splits ("
-                      + ", ".join(f"{d}: {data['datasets'][d]['counts']['train']} / {data['datasets'][d]['counts']['test']}"
-                                  for d in dsets)
+                      + ", ".join(f"{d}: {data['datasets'][d]['counts']['train']} / "
+                                  f"{data['datasets'][d]['counts']['test']}" for d in dsets)
                       + "). Nearest centroid: the class whose mean train embedding is closest (Euclidean); linear "
                         "probe: logistic regression (C = 1) on standardised train embeddings, scored on test."]
     elif data["experiment"] == "views":
