@@ -1,16 +1,24 @@
-"""Experiments 1-5 of issue 6: the FAL paper's training claims at small scale, on ``falv synth`` data.
+"""Experiments 1-5 of issue 6 and those of issue 21: the FAL paper's training claims at small scale,
+on ``falv synth`` data.
 
     python benchmarks/paper_experiments.py table1 --out runs/paper     # Table 1: the five attention schemes
     python benchmarks/paper_experiments.py table4 --out runs/paper     # Table 4: positional embeddings
     python benchmarks/paper_experiments.py cnn    --out runs/paper     # FAL vs an R(2+1)D of matched FLOPs
     python benchmarks/paper_experiments.py order  --out runs/paper     # divided: time-then-space vs space-then-time
     python benchmarks/paper_experiments.py views  --out runs/paper     # Figure 6 / Table 8: accuracy vs test clips
+    python benchmarks/paper_experiments.py data   --out runs/paper     # Figure 4: accuracy vs training videos
+    python benchmarks/paper_experiments.py resolution --out runs/paper # Figure 5: accuracy vs frame size
+    python benchmarks/paper_experiments.py frames --out runs/paper     # Figure 5: accuracy vs input frames
+    python benchmarks/paper_experiments.py depth  --out runs/paper     # Table 6: accuracy vs layers
+    python benchmarks/paper_experiments.py features --out runs/paper   # appendix Figure 2: clip embeddings, t-SNE
     python benchmarks/paper_experiments.py all    --out runs/paper --jobs 2 --markdown runs/paper/tables.md
     python benchmarks/paper_experiments.py table1 --quick --out /tmp/pe   # CI: one seed, tiny data and model, 1 epoch
 
 Options: ``--seeds N`` (default 3: training seeds 0..N-1), ``--arms a,b`` (alias
-``--schemes``: only these arms), ``--datasets temporal,appearance`` (the default; also
-``longrange``), ``--epochs N``
+``--schemes``: only these arms, e.g. ``data --arms divided_space_time_frac25``),
+``--datasets temporal,appearance`` (every experiment on these; without it each
+experiment's own: temporal and appearance, ``data`` temporal, ``resolution``,
+``frames`` and ``depth`` appearance; also ``longrange``), ``--epochs N``
 (every arm alike; recorded), ``--jobs N`` (runs in N processes; 2 on an idle
 2-core machine), ``--threads N`` (torch threads per process; default torch's, or
 cores / jobs), ``--fresh`` (retrain what is cached), ``--verbose`` (the trainer's
@@ -51,6 +59,29 @@ centres of K equal parts of the video, scores averaged). Video-level metrics:
 video's *majority action*, the class with the most action time (ties: the one
 that starts first).
 
+**Data efficiency (Figure 4, ``data``).** Divided attention, space-only attention and the
+CNN trained on 1/4, 1/2 and all of the training split (:data:`DATA_FRACTIONS`): stratified,
+nested, deterministic subsets (:func:`select_subset`: per class, a prefix of one fixed
+shuffle), written as CSV lists under ``OUT/data/<dataset>-subsets/`` and trained with
+``TrainConfig(data=<csv>, val=<synth root>, val_split="val")``; validation and test splits
+unchanged. The recipe is kept, so its epochs follow the data (``ceil(12000 / videos)`` in
+[30, 100]: 100 epochs for 100 videos, 60 for 200, 30 for 400; recorded per run). The
+fraction enters the fingerprint only below 1: the whole split's runs are Table 1's and the
+CNN comparison's.
+
+**Resolution, frames, depth (Figure 5, Table 6).** Divided attention with one field of
+EXPERIMENT_MODEL changed: ``image_size`` 32, 48, 64 (16x16 patches: 2x2, 3x3, 4x4 per
+frame), ``num_frames`` 4, 8, 16, ``num_hidden_layers`` 2, 4, 8; the 64 px / 8 frames / 4
+layers point is the default arm (Table 1's run). GFLOP per clip and parameters per arm.
+
+**Features (appendix Figure 2, ``features``).** Table 1's space-only and divided runs (every
+seed, both sets): each train and test video through the labeling engine as ``falv label
+--clips 1 --embeddings`` (one centre clip and crop; the pooled features before the head,
+LN(CLS)); nearest-centroid accuracy and a linear probe (:data:`PROBE`: scikit-learn
+LogisticRegression on standardised train embeddings, scored on test), and a t-SNE
+(:data:`TSNE_SETTINGS`, seed 0) of the seed-0 models' test embeddings per dataset, the two
+arms side by side (``OUT/features-tsne-<dataset>.png``).
+
 **Runs are cached** under ``OUT/runs/<dataset>/<arm>-<fingerprint>/seed<k>/``
 (trainer output in ``train/``, evaluation in ``eval/``, the numbers in
 ``result.json``). The fingerprint hashes the model config, the TrainConfig, the
@@ -58,8 +89,9 @@ data config, the resolved epochs and learning rate and the falv version, so an
 arm that experiments share (Table 1's T+S = Table 4's space-time = the CNN
 comparison's FAL = the order ablation's time-then-space = the views model) trains
 once, an interrupted ``all`` resumes where it stopped, and a change of the
-recipe's defaults retrains. ``all`` is 9 distinct runs per dataset and seed
-(54 with 3 seeds).
+recipe's defaults retrains. ``all`` is 9 distinct runs per dataset and seed for
+experiments 1-5, and 6 on temporal (``data``) and 6 on appearance (``resolution``,
+``frames``, ``depth``) more: 90 with 3 seeds; ``features`` trains nothing of its own.
 
 **Output.** ``OUT/<experiment>.json`` per experiment (``quick-<experiment>.json``
 with ``--quick``; schema in :func:`experiment_json`), a markdown table per
@@ -88,7 +120,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-EXPERIMENTS = ("table1", "table4", "cnn", "order", "views")
+EXPERIMENTS = ("table1", "table4", "cnn", "order", "views", "data", "resolution", "frames", "depth", "features")
 DATASETS = ("temporal", "appearance")
 #: Every dataset ``--datasets`` accepts: the two above (the default) and ``longrange``, whose classes
 #: differ only in the order of events several sampled frames apart (``falv synth --config longrange``).
@@ -150,6 +182,22 @@ QUICK_UNTRIMMED: dict[str, Any] = dict(videos_per_class=0, untrimmed=3, untrimme
 QUICK_CLIP_COUNTS = (1, 2)
 QUICK_EPOCHS = 1
 
+#: ``data`` (paper Figure 4): the fractions of the training split each arm trains on. A subset
+#: is stratified and nested: per class, the first ``round(fraction * n)`` videos (at least one) of
+#: one fixed shuffle of that class's training videos (seeded by the data seed and the class name),
+#: so the 1/4 subset is inside the 1/2 subset. Fraction 1 is the whole split: the very runs
+#: (same fingerprint) of Table 1 and the CNN comparison.
+DATA_FRACTIONS = (0.25, 0.5, 1.0)
+QUICK_DATA_FRACTIONS = (0.5, 1.0)
+#: Recorded in the fingerprint of a subset run: how the subset is drawn.
+SUBSET_RULE = "per class: first round(fraction * n), at least 1, of random.Random('<data seed>-<class>').shuffle"
+#: ``features`` (appendix Figure 2): the linear probe on clip embeddings (scikit-learn
+#: LogisticRegression on standardised train embeddings, scored on the test embeddings).
+PROBE: dict[str, Any] = dict(C=1.0, max_iter=5000, standardize=True)
+#: t-SNE of the test embeddings (sklearn.manifold.TSNE; perplexity capped below the number of videos).
+TSNE_SETTINGS: dict[str, Any] = dict(perplexity=30.0, init="pca", random_state=0)
+FEATURE_METRICS = ("nearest_centroid", "linear_probe")
+
 #: Metrics kept from ``evaluate`` for every run (fractions in [0, 1]).
 TEST_METRICS = ("top1", "top5", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
                 "recall_weighted", "f1_weighted", "mean_class_accuracy")
@@ -164,12 +212,14 @@ DATASET_LABELS = {"temporal": "temporal (SSv2 analogue)", "appearance": "appeara
 
 @dataclass
 class Arm:
-    """One model of an experiment: ``kind`` "fal" (EXPERIMENT_MODEL + ``overrides``) or "cnn"."""
+    """One model of an experiment: ``kind`` "fal" (EXPERIMENT_MODEL + ``overrides``) or "cnn",
+    trained on ``fraction`` of the training split (``data``; 1: all of it)."""
 
     key: str
     label: str
     kind: str = "fal"
     overrides: dict[str, Any] = field(default_factory=dict)
+    fraction: float = 1.0
 
 
 @dataclass
@@ -178,16 +228,27 @@ class Experiment:
     title: str
     paper: str  # what the paper reports or the issue asks, in words (the comparison is docs/results.md's)
     arms: list[Arm]
+    datasets: tuple[str, ...] = DATASETS  # the datasets without --datasets
+    quick_arms: list[Arm] | None = None  # --quick's arms where the full ones do not fit QUICK_MODEL
 
 
 DEFAULT_ARM = Arm("divided_space_time", "T+S (divided)")
+SPACE_ONLY_ARM = Arm("space_only", "S (space only)", overrides=dict(attention_type="space_only"))
+CNN_ARM = Arm("r2plus1d", "R(2+1)D (CNN)", kind="cnn")
+
+
+def fraction_arms(fractions: Sequence[float]) -> list[Arm]:
+    """The arms of ``data``: divided, space-only and the CNN at each fraction of the training
+    split; at fraction 1 the arms themselves (so the runs are Table 1's and the CNN comparison's)."""
+    return [base if f >= 1 else dataclasses.replace(base, key=f"{base.key}_frac{round(100 * f)}", fraction=f)
+            for base in (DEFAULT_ARM, SPACE_ONLY_ARM, CNN_ARM) for f in fractions]
 
 EXPERIMENT_SPECS: dict[str, Experiment] = {
     "table1": Experiment(
         "table1", "Table 1: space-time attention schemes, same model size and recipe",
         "Divided space-time attention (T+S) is best on both datasets; space-only (S) is competitive where "
         "appearance suffices (Kinetics) and far behind where temporal order decides the class (SSv2).",
-        [Arm("space_only", "S (space only)", overrides=dict(attention_type="space_only")),
+        [SPACE_ONLY_ARM,
          Arm("joint_space_time", "ST (joint)", overrides=dict(attention_type="joint_space_time")),
          DEFAULT_ARM,
          Arm("sparse_local_global", "L+G (sparse local global)", overrides=dict(attention_type="sparse_local_global")),
@@ -202,7 +263,7 @@ EXPERIMENT_SPECS: dict[str, Experiment] = {
         "cnn", "FAL against a 3D CNN of similar FLOPs (R(2+1)D)",
         "The README's comparison: FAL against a 3D convolutional network of similar FLOPs (accuracy, "
         "precision, recall, F1).",
-        [DEFAULT_ARM, Arm("r2plus1d", "R(2+1)D (CNN)", kind="cnn")]),
+        [DEFAULT_ARM, CNN_ARM]),
     "order": Experiment(
         "order", "Order of the divided steps: time-then-space vs space-then-time",
         "TimeSformer (and FAL's checkpoints) attend over time, then space; the ablation swaps the two steps.",
@@ -212,6 +273,46 @@ EXPERIMENT_SPECS: dict[str, Experiment] = {
         "views", "Figure 6 / Table 8: video-level accuracy against the number of test clips (untrimmed videos)",
         "Accuracy rises with the number of clips averaged at inference and then saturates.",
         [DEFAULT_ARM]),
+    "data": Experiment(
+        "data", "Figure 4: test top-1 against the number of training videos",
+        "As TimeSformer reports it (FAL follows it): on Kinetics the transformer is best at every training set "
+        "size; on SSv2 it beats the 3D CNNs only with enough training videos (75-100%), as it has less "
+        "inductive bias and so needs more data.",
+        fraction_arms(DATA_FRACTIONS), datasets=("temporal",), quick_arms=fraction_arms(QUICK_DATA_FRACTIONS)),
+    "resolution": Experiment(
+        "resolution", "Figure 5 (left): top-1 against the spatial resolution (divided attention)",
+        "Accuracy rises with the spatial resolution (more patches per frame), at a cost in FLOPs that grows "
+        "with the number of tokens.",
+        [Arm("image_size_32", "32x32 px (2x2 patches)", overrides=dict(image_size=32)),
+         Arm("image_size_48", "48x48 px (3x3 patches)", overrides=dict(image_size=48)),
+         Arm("divided_space_time", "64x64 px (4x4 patches)")],
+        datasets=("appearance",),
+        quick_arms=[Arm("image_size_16", "16x16 px (2x2 patches)", overrides=dict(image_size=16)),
+                    Arm("divided_space_time", "32x32 px (4x4 patches)")]),
+    "frames": Experiment(
+        "frames", "Figure 5 (right): top-1 against the number of input frames (divided attention)",
+        "Accuracy rises consistently with the number of input frames (TimeSformer: 8 to 96 frames on "
+        "Kinetics), the cost linear in the frames with divided attention.",
+        [Arm("frames_4", "4 frames", overrides=dict(num_frames=4)),
+         Arm("divided_space_time", "8 frames"),
+         Arm("frames_16", "16 frames", overrides=dict(num_frames=16))],
+        datasets=("appearance",),
+        quick_arms=[Arm("frames_2", "2 frames", overrides=dict(num_frames=2)),
+                    Arm("divided_space_time", "4 frames")]),
+    "depth": Experiment(
+        "depth", "Table 6: top-1 against the number of layers (divided attention)",
+        "Accuracy rises with the depth; parameters and FLOPs grow linearly with the number of layers.",
+        [Arm("layers_2", "2 layers", overrides=dict(num_hidden_layers=2)),
+         Arm("divided_space_time", "4 layers"),
+         Arm("layers_8", "8 layers", overrides=dict(num_hidden_layers=8))],
+        datasets=("appearance",),
+        quick_arms=[Arm("divided_space_time", "1 layer"),
+                    Arm("layers_2", "2 layers", overrides=dict(num_hidden_layers=2))]),
+    "features": Experiment(
+        "features", "Appendix Figure 2: clip embeddings of divided vs space-only attention",
+        "t-SNE of the clip features on SSv2: divided space-time attention separates the classes better than "
+        "space-only attention (the paper shows pictures, no numbers).",
+        [SPACE_ONLY_ARM, DEFAULT_ARM]),
 }
 
 
@@ -223,7 +324,7 @@ class Settings:
     out: Path
     seeds: list[int]
     quick: bool = False
-    datasets: tuple[str, ...] = DATASETS
+    datasets: tuple[str, ...] | None = None  # --datasets; None: each experiment's own (Experiment.datasets)
     arms: tuple[str, ...] | None = None
     epochs: int | None = None
     fresh: bool = False
@@ -236,6 +337,13 @@ class Settings:
     def cached(self, path: Path) -> bool:
         """Whether ``path`` holds a result to reuse: any earlier one, or with ``--fresh`` one of this run's."""
         return path.is_file() and (not self.fresh or str(path) in self.done)
+
+    def datasets_for(self, name: str) -> tuple[str, ...]:
+        """The datasets experiment ``name`` runs on: ``--datasets``, else the experiment's default."""
+        return self.datasets or EXPERIMENT_SPECS[name].datasets
+
+    def all_datasets(self, names: Sequence[str]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(d for n in names for d in self.datasets_for(n)))
 
     @property
     def model(self) -> dict[str, Any]:
@@ -332,6 +440,62 @@ class DatasetInfo:
     synth_config: dict[str, Any]
     classes: list[str]
     counts: dict[str, int]
+    class_counts: dict[str, int] = field(default_factory=dict)  # training videos per class
+
+
+def subset_take(n: int, fraction: float) -> int:
+    """How many of a class's ``n`` training videos a subset keeps: round(fraction * n), at least 1."""
+    return n if fraction >= 1 else max(1, min(n, math.floor(fraction * n + 0.5)))
+
+
+def subset_size(dataset: DatasetInfo, fraction: float) -> int:
+    """Training videos in the ``fraction`` subset of a dataset (the sum of the per-class takes)."""
+    if fraction >= 1:
+        return dataset.counts["train"]
+    if dataset.class_counts:
+        return sum(subset_take(n, fraction) for n in dataset.class_counts.values())
+    return subset_take(dataset.counts["train"], fraction)
+
+
+def select_subset(rows: Sequence[tuple[str, str]], fraction: float, seed: int = DATA_SEED) -> list[tuple[str, str]]:
+    """The stratified, nested subset of ``(path, label)`` rows: per class, the first
+    :func:`subset_take` of one shuffle of that class's rows, seeded by ``seed`` and the class name
+    (so a smaller fraction keeps a prefix of a larger one's picks); rows keep their order."""
+    import random
+
+    by_class: dict[str, list[int]] = {}
+    for i, (_, label) in enumerate(rows):
+        by_class.setdefault(label, []).append(i)
+    keep: set[int] = set()
+    for label, indices in by_class.items():
+        order = list(indices)
+        random.Random(f"{seed}-{label}").shuffle(order)
+        keep.update(order[:subset_take(len(order), fraction)])
+    return [row for i, row in enumerate(rows) if i in keep]
+
+
+def write_subset(settings: Settings, dataset: DatasetInfo, fraction: float) -> Path:
+    """The CSV list (``path,label``, paths relative to it, labels.txt beside it) of the ``fraction``
+    subset of a dataset's training split, under ``OUT/data/<dataset>-subsets/``; rewritten only
+    when its content changes (``--jobs`` children may race here)."""
+    from falv.data.sources import load_source
+
+    source = load_source(dataset.path, split="train")
+    folder = dataset.path.parent / f"{dataset.path.name}-subsets"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [(os.path.relpath(e.path, folder), e.labels[0]) for e in source.entries]
+    picked = select_subset(rows, fraction)
+    if len(picked) != subset_size(dataset, fraction):
+        raise RuntimeError(f"{dataset.name}: subset of {len(picked)} videos, expected {subset_size(dataset, fraction)}")
+    listing = "path,label\n" + "".join(f"{path},{label}\n" for path, label in picked)
+    labels = "".join(f"{c}\n" for c in dataset.classes)
+    for name, text in ((f"train-frac{round(100 * fraction)}.csv", listing), ("labels.txt", labels)):
+        path = folder / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+    return folder / f"train-frac{round(100 * fraction)}.csv"
 
 
 def ensure_synth(root: Path, fields: dict[str, Any], say: Callable[[str], None]) -> Any:
@@ -363,8 +527,10 @@ def prepare_dataset(settings: Settings, name: str) -> DatasetInfo:
     root = settings.out / "data" / f"{prefix}{name}"
     manifest = ensure_synth(root, settings.synth(name), settings.say)
     counts = {s: len(manifest.split(s)) for s in ("train", "val", "test")}
-    classes = list(load_source(root, split="train").classes)  # the trainer's class order (labels.txt)
-    return DatasetInfo(name, root, manifest.config.to_dict(), classes, counts)
+    train = load_source(root, split="train")
+    classes = list(train.classes)  # the trainer's class order (labels.txt)
+    class_counts = {c: sum(1 for e in train.entries if e.labels[0] == c) for c in classes}
+    return DatasetInfo(name, root, manifest.config.to_dict(), classes, counts, class_counts)
 
 
 def prepare_untrimmed(settings: Settings, name: str) -> tuple[Path, dict[str, Any], dict[str, str], dict[str, Any]]:
@@ -436,10 +602,13 @@ def run_key(settings: Settings, dataset: DatasetInfo, arm: Arm) -> tuple[str, di
     config = cnn_config(settings, dataset.classes) if arm.kind == "cnn" else fal_config(settings, arm, dataset.classes)
     train = settings.train_config(0).to_dict()
     train.pop("seed")
-    epochs = train["epochs"] or default_epochs(dataset.counts["train"])
+    videos = subset_size(dataset, arm.fraction)
+    epochs = train["epochs"] or default_epochs(videos)
     lr = train["lr"] or default_lr(train["batch_size"], train["accumulate"], fine_tune=False)
     basis = {"kind": arm.kind, "model": config.to_dict(), "train": train, "data": dataset.synth_config,
              "resolved": {"epochs": epochs, "lr": lr}, "falv_version": __version__}
+    if arm.fraction < 1:  # only then: the whole split's runs keep the fingerprint of Table 1 / the CNN's
+        basis["subset"] = {"fraction": arm.fraction, "train_videos": videos, "rule": SUBSET_RULE}
     basis["model"].pop("falv_version", None)
     return f"{arm.key}-{fingerprint(basis)}", basis, config
 
@@ -463,6 +632,12 @@ def train_and_test(settings: Settings, dataset: DatasetInfo, arm: Arm, seed: int
     shutil.rmtree(run_root, ignore_errors=True)
     run_root.mkdir(parents=True)
     tconf = dataclasses.replace(settings.train_config(seed), data=str(dataset.path), out=str(run_root / "train"))
+    subset: dict[str, Any] = {}
+    if arm.fraction < 1:  # the subset's list; validation on the whole val split as for the full runs
+        csv_path = write_subset(settings, dataset, arm.fraction)
+        tconf = dataclasses.replace(tconf, data=str(csv_path), val=str(dataset.path), val_split="val")
+        subset = {"subset": {"csv": str(csv_path), "fraction": arm.fraction,
+                             "train_videos": subset_size(dataset, arm.fraction)}}
     if arm.kind == "fal":
         tconf = dataclasses.replace(tconf, preset=settings.model["preset"],
                                     model_overrides={**settings.model["overrides"], **arm.overrides})
@@ -499,6 +674,7 @@ def train_and_test(settings: Settings, dataset: DatasetInfo, arm: Arm, seed: int
         "eval_seconds": round(eval_seconds, 2),
         "model_config": best.config.to_dict(),
         "train_config": resolved,
+        **subset,
     }
     write_json(result_path, result)
     settings.done.add(str(result_path))
@@ -550,6 +726,103 @@ def score_views(settings: Settings, dataset: DatasetInfo, arm: Arm, run: dict[st
     return result
 
 
+def clip_features(settings: Settings, dataset: DatasetInfo, arm: Arm, run: dict[str, Any], tag: str) -> dict[str, Any]:
+    """Clip embeddings of a trained run (cached): the train and test split videos through the
+    labeling engine, as ``falv label --clips 1 --embeddings`` (one centre clip, one crop: the
+    model's pooled features before the head, LN(CLS) for FAL), then nearest-centroid accuracy
+    (class means of the train embeddings, Euclidean) and a linear probe (:data:`PROBE`) on the
+    test embeddings. The embeddings are kept in ``features-<key>.npz`` beside the result."""
+    import numpy as np
+    from safetensors.numpy import load_file
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from falv.data.sources import load_source
+    from falv.labeling.engine import label
+
+    key = fingerprint({"data": dataset.synth_config, "clips": 1, "crops": 1, "probe": PROBE})
+    run_root = Path(run["run_dir"])
+    cache, arrays = run_root / f"features-{key}.json", run_root / f"features-{key}.npz"
+    if settings.cached(cache) and arrays.is_file():
+        return json.loads(cache.read_text(encoding="utf-8"))
+    model = load_best(run["kind"], run_root / "train" / "best")
+    classes = {c: i for i, c in enumerate(dataset.classes)}
+    data: dict[str, Any] = {}
+    started = time.monotonic()
+    for split in ("train", "test"):
+        entries = load_source(dataset.path, split=split).entries
+        out_dir = run_root / f"features-{key}" / split
+        shutil.rmtree(out_dir, ignore_errors=True)  # label() skips what a store holds: start clean
+        records = {os.path.realpath(r.path): r for r in label(
+            [e.path for e in entries], model, out_dir=out_dir, clips=1, crops=1, embeddings=True,
+            workers=settings.eval_workers)}
+        rows = []
+        for e in entries:
+            record = records.get(os.path.realpath(e.path))
+            if record is None or not record.ok or not record.embeddings:
+                raise RuntimeError(f"{e.path}: no embedding ({record.error if record else 'no record'})")
+            rows.append(load_file(str(out_dir / record.embeddings["file"]))["video"])
+        data[f"{split}_x"] = np.stack(rows).astype(np.float32)
+        data[f"{split}_y"] = np.array([classes[e.labels[0]] for e in entries], dtype=np.int64)
+    xtr, ytr, xte, yte = data["train_x"], data["train_y"], data["test_x"], data["test_y"]
+    present = sorted(set(ytr.tolist()))
+    centroids = np.stack([xtr[ytr == c].mean(axis=0) for c in present])
+    nearest = np.array(present)[((xte[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(axis=1)]
+    scaler = StandardScaler().fit(xtr) if PROBE["standardize"] else None
+    probe = LogisticRegression(C=PROBE["C"], max_iter=PROBE["max_iter"])
+    probe.fit(scaler.transform(xtr) if scaler else xtr, ytr)
+    result = {"nearest_centroid": float((nearest == yte).mean()),
+              "linear_probe": float(probe.score(scaler.transform(xte) if scaler else xte, yte)),
+              "train_videos": int(len(ytr)), "test_videos": int(len(yte)), "dim": int(xtr.shape[1]),
+              "seconds": round(time.monotonic() - started, 2), "embeddings": str(arrays)}
+    tmp = arrays.with_name(f".{arrays.stem}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, **data)
+    os.replace(tmp, arrays)
+    write_json(cache, result)
+    settings.done.add(str(cache))
+    settings.say(f"[{tag}] {dataset.name} / {arm.label} / seed {run['seed']}: features: nearest centroid "
+                 f"{100 * result['nearest_centroid']:.1f}%, linear probe {100 * result['linear_probe']:.1f}% "
+                 f"({result['seconds']:.0f} s)")
+    return result
+
+
+def plot_tsne(data: dict[str, Any], dname: str, path: Path) -> Path:
+    """Appendix Figure 2 as a PNG: t-SNE (:data:`TSNE_SETTINGS`) of the test videos' clip
+    embeddings of the seed-0 model of each arm, side by side, coloured by class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn.manifold import TSNE
+
+    arms = data["arms"]
+    classes = data["datasets"][dname]["classes"]
+    fig, axes = plt.subplots(1, len(arms), figsize=(4.6 * len(arms), 4.4), dpi=110, squeeze=False)
+    cmap = plt.get_cmap("tab20" if len(classes) > 10 else "tab10")
+    for ax, arm in zip(axes[0], arms):
+        entry = data["results"][dname][arm["key"]]
+        run = entry["runs"][0]
+        arrays = np.load(run["features"]["embeddings"])
+        x, y = arrays["test_x"], arrays["test_y"]
+        settings = dict(TSNE_SETTINGS, perplexity=min(TSNE_SETTINGS["perplexity"], max(1.0, len(x) - 1.0)))
+        xy = TSNE(n_components=2, **settings).fit_transform(x)
+        for c, name in enumerate(classes):
+            ax.scatter(xy[y == c, 0], xy[y == c, 1], s=14, color=cmap(c % cmap.N), label=name)
+        feats = run["features"]
+        ax.set_title(f"{arm['label']}, seed {run['seed']}\nnearest centroid {100 * feats['nearest_centroid']:.0f}%, "
+                     f"linear probe {100 * feats['linear_probe']:.0f}%", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(f"t-SNE of test clip embeddings, {DATASET_LABELS.get(dname, dname)}", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 # -- an experiment --------------------------------------------------------------------------------
 
 
@@ -559,7 +832,7 @@ def run_experiment(settings: Settings, name: str) -> dict[str, Any]:
     arms = experiment_arms(settings, name)
     started = time.monotonic()
     settings.say(f"== {spec.title}")
-    datasets = {d: prepare_dataset(settings, d) for d in settings.datasets}
+    datasets = {d: prepare_dataset(settings, d) for d in settings.datasets_for(name)}
     results: dict[str, dict[str, Any]] = {}
     for dname, dataset in datasets.items():
         results[dname] = {}
@@ -574,7 +847,16 @@ def run_experiment(settings: Settings, name: str) -> dict[str, Any]:
                 "runs": [{k: r[k] for k in ("seed", "run_dir", "fingerprint", "cached", "test", "train",
                                             "eval_seconds")} for r in runs],
             }
+            if name == "data":
+                entry["fraction"] = arm.fraction
+                entry["train_videos"] = subset_size(dataset, arm.fraction)
+                entry["subset_csv"] = runs[0].get("subset", {}).get("csv")  # null: the whole training split
             entry["metrics"] = {m: summarize([r["test"][m] for r in runs]) for m in TEST_METRICS}
+            if name == "features":
+                feats = [clip_features(settings, dataset, arm, r, name) for r in runs]
+                for run_entry, f in zip(entry["runs"], feats):
+                    run_entry["features"] = f
+                entry["features"] = {m: summarize([f[m] for f in feats]) for m in FEATURE_METRICS}
             if name == "views":
                 views = [score_views(settings, dataset, arm, r, name) for r in runs]
                 entry["untrimmed"] = views[0]["untrimmed"]
@@ -585,6 +867,8 @@ def run_experiment(settings: Settings, name: str) -> dict[str, Any]:
     data = experiment_json(settings, spec, arms, datasets, results, time.monotonic() - started)
     data["markdown"] = markdown_table(data)
     stem = f"{('quick-' if settings.quick else '')}{name}"
+    if name == "features":
+        data["tsne"] = {d: str(plot_tsne(data, d, settings.out / f"{stem}-tsne-{d}.png")) for d in datasets}
     write_json(settings.out / f"{stem}.json", data)
     if name == "views":
         plot_views(data, settings.out / f"{stem}.png")
@@ -623,38 +907,55 @@ def plot_views(data: dict[str, Any], path: Path) -> Path:
 
 
 def experiment_arms(settings: Settings, name: str) -> list[Arm]:
-    """The arms of an experiment that ``--arms`` keeps (all without it)."""
-    spec = EXPERIMENT_SPECS[name]
-    arms = [a for a in spec.arms if settings.arms is None or a.key in settings.arms]
+    """The arms of an experiment that ``--arms`` keeps (all without it); ``--quick`` takes the
+    experiment's ``quick_arms`` where it has them."""
+    pool = experiment_arms_or_none(settings, name)
+    arms = [a for a in pool if settings.arms is None or a.key in settings.arms]
     if not arms:
         raise SystemExit(f"{name}: none of the arms {', '.join(settings.arms or ())} belongs to this experiment "
-                         f"(arms: {', '.join(a.key for a in spec.arms)})")
+                         f"(arms: {', '.join(a.key for a in pool)})")
     return arms
 
 
+#: What a planned run does after training and testing, by experiment (see :func:`plan_tasks`).
+EXTRAS = {"views": "views", "features": "features"}
+
+
+def experiment_arms_or_none(settings: Settings, name: str) -> list[Arm]:
+    spec = EXPERIMENT_SPECS[name]
+    return spec.quick_arms if settings.quick and spec.quick_arms is not None else spec.arms
+
+
 def plan_tasks(settings: Settings, names: Sequence[str],
-               datasets: dict[str, DatasetInfo]) -> list[tuple[DatasetInfo, Arm, int, bool]]:
-    """Every distinct run the experiments need, ``(dataset, arm, seed, with views)``, each once
-    (arms that experiments share are one run), seeds innermost."""
-    tasks: dict[tuple[str, str, int], tuple[DatasetInfo, Arm, int, bool]] = {}
+               datasets: dict[str, DatasetInfo]) -> list[tuple[DatasetInfo, Arm, int, tuple[str, ...]]]:
+    """Every distinct run the experiments need, ``(dataset, arm, seed, extras)``, each once
+    (arms that experiments share are one run), seeds innermost; ``extras`` names what to do
+    with the trained run besides testing it: "views" (:func:`score_views`), "features"
+    (:func:`clip_features`)."""
+    tasks: dict[tuple[str, str, int], tuple[DatasetInfo, Arm, int, tuple[str, ...]]] = {}
     for name in names:
-        for dname in settings.datasets:
+        for dname in settings.datasets_for(name):
             for arm in experiment_arms(settings, name):
                 key, _, _ = run_key(settings, datasets[dname], arm)
                 for seed in settings.seeds:
                     old = tasks.get((dname, key, seed))
-                    tasks[(dname, key, seed)] = (datasets[dname], arm, seed, name == "views" or bool(old and old[3]))
+                    extras = tuple(dict.fromkeys((*(old[3] if old else ()), *((EXTRAS[name],) if name in EXTRAS
+                                                                              else ()))))
+                    tasks[(dname, key, seed)] = (datasets[dname], arm, seed, extras)
     return list(tasks.values())
 
 
 def run_shard(settings: Settings, names: Sequence[str], index: int, count: int) -> None:
     """``--shard i/N`` (a child of ``--jobs N``): run every N-th planned run, starting at the i-th."""
-    datasets = {d: prepare_dataset(settings, d) for d in settings.datasets}
+    datasets = {d: prepare_dataset(settings, d) for d in settings.all_datasets(names)}
     tasks = plan_tasks(settings, names, datasets)
-    for dataset, arm, seed, views in tasks[index::count]:
-        run = train_and_test(settings, dataset, arm, seed, f"job {index + 1}/{count}")
-        if views:
-            score_views(settings, dataset, arm, run, f"job {index + 1}/{count}")
+    tag = f"job {index + 1}/{count}"
+    for dataset, arm, seed, extras in tasks[index::count]:
+        run = train_and_test(settings, dataset, arm, seed, tag)
+        if "views" in extras:
+            score_views(settings, dataset, arm, run, tag)
+        if "features" in extras:
+            clip_features(settings, dataset, arm, run, tag)
 
 
 def run_jobs(settings: Settings, args: argparse.Namespace, names: Sequence[str]) -> None:
@@ -663,14 +964,15 @@ def run_jobs(settings: Settings, args: argparse.Namespace, names: Sequence[str])
     but reading their results. Data is generated here first, so children only read it."""
     import subprocess
 
-    for d in settings.datasets:
+    for d in settings.all_datasets(names):
         prepare_dataset(settings, d)
-        if "views" in names:
-            prepare_untrimmed(settings, d)
+    for d in settings.datasets_for("views") if "views" in names else ():
+        prepare_untrimmed(settings, d)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     base = [sys.executable, str(Path(__file__).resolve()), args.experiment, "--out", str(settings.out),
-            "--seeds", str(len(settings.seeds)), "--datasets", ",".join(settings.datasets),
-            "--threads", str(threads), "--eval-workers", str(settings.eval_workers)]
+            "--seeds", str(len(settings.seeds)), "--threads", str(threads),
+            "--eval-workers", str(settings.eval_workers)]
+    base += ["--datasets", ",".join(settings.datasets)] if settings.datasets else []
     base += ["--quick"] * settings.quick + ["--fresh"] * settings.fresh + ["--verbose"] * settings.verbose
     base += ["--arms", ",".join(settings.arms)] if settings.arms else []
     base += ["--epochs", str(settings.epochs)] if settings.epochs is not None else []
@@ -702,7 +1004,7 @@ def experiment_json(settings: Settings, spec: Experiment, arms: list[Arm], datas
                                         EXPERIMENT_TRAIN [+ --epochs]; without seed/out/data)
         datasets[name]                  path, synth_config, classes, counts {train, val, test}
         metrics                         the accuracy figures kept per run (fractions in [0, 1])
-        arms                            [{key, label, kind, overrides}] in table order
+        arms                            [{key, label, kind, overrides, fraction}] in table order
         results[dataset][arm]           label, kind, overrides, params, gflops (GFLOP per clip),
                                         model_config (exact, as saved), train_config (resolved by
                                         the trainer, without seed/out/data),
@@ -714,7 +1016,15 @@ def experiment_json(settings: Settings, spec: Experiment, arms: list[Arm], datas
                                                (std: sample std over seeds, null with one seed),
                                         views (views only): [{clips, gflops_per_video, top1_any: {mean,
                                                std, n, values}, top1_majority: {...}}],
-                                        untrimmed (views only): the set's CSV, synth config and stats
+                                        untrimmed (views only): the set's CSV, synth config and stats,
+                                        fraction, train_videos, subset_csv (data only): the share of
+                                               the training split, its size, its CSV list (null: the
+                                               split itself); runs[].train_config has the resolved epochs,
+                                        features (features only): {nearest_centroid, linear_probe}:
+                                               {mean, std, n, values}; runs[].features: per seed, with
+                                               the npz of the embeddings (train_x/y, test_x/y)
+        subset_rule (data)              SUBSET_RULE: how a subset is drawn
+        probe, tsne, tsne_settings      (features) PROBE; {dataset: PNG path}; TSNE_SETTINGS
         markdown                        the table as printed
     """
     import torch
@@ -732,8 +1042,12 @@ def experiment_json(settings: Settings, spec: Experiment, arms: list[Arm], datas
         "recipe": _seedless(settings.train_config(0).to_dict()),
         "datasets": {name: {"path": str(d.path), "synth_config": d.synth_config, "classes": d.classes,
                             "counts": d.counts} for name, d in datasets.items()},
-        "metrics": list(TEST_METRICS) + (list(VIEW_METRICS) if spec.name == "views" else []),
-        "arms": [{"key": a.key, "label": a.label, "kind": a.kind, "overrides": a.overrides} for a in arms],
+        "metrics": list(TEST_METRICS) + (list(VIEW_METRICS) if spec.name == "views" else [])
+                   + (list(FEATURE_METRICS) if spec.name == "features" else []),
+        "arms": [{"key": a.key, "label": a.label, "kind": a.kind, "overrides": a.overrides, "fraction": a.fraction}
+                 for a in arms],
+        **({"subset_rule": SUBSET_RULE} if spec.name == "data" else {}),
+        **({"probe": PROBE, "tsne_settings": TSNE_SETTINGS} if spec.name == "features" else {}),
         "results": results,
     }
 
@@ -742,7 +1056,16 @@ def experiment_json(settings: Settings, spec: Experiment, arms: list[Arm], datas
 
 
 METRIC_LABELS = {"top1": "top-1", "precision_macro": "precision (macro)", "recall_macro": "recall (macro)",
-                 "f1_macro": "F1 (macro)", "top1_any": "top-1 (any action)", "top1_majority": "top-1 (majority action)"}
+                 "f1_macro": "F1 (macro)", "top1_any": "top-1 (any action)", "top1_majority": "top-1 (majority action)",
+                 "nearest_centroid": "nearest centroid", "linear_probe": "linear probe"}
+
+
+def fraction_label(fraction: float) -> str:
+    """``1/4``, ``1/2``, ``all``."""
+    from fractions import Fraction
+
+    f = Fraction(fraction).limit_denominator(100)
+    return "all" if f >= 1 else f"{f.numerator}/{f.denominator}"
 
 
 def markdown_table(data: dict[str, Any]) -> str:
@@ -755,7 +1078,7 @@ def markdown_table(data: dict[str, Any]) -> str:
     caption = (f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}); mean ± sample std over seeds, % of {where}; "
                f"`{data['command']}`" + (" (--quick: smoke-test sizes, not results)" if data["quick"] else "") + ".")
     lines = [f"### {data['title']}", "", caption, ""]
-    if data["experiment"] in ("table1", "table4", "order"):
+    if data["experiment"] in ("table1", "table4", "order", "resolution", "frames", "depth"):
         head = ["model", "params (M)", "GFLOP / clip"] + [f"top-1 {DATASET_LABELS.get(d, d)}" for d in dsets]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for arm in data["arms"]:
@@ -775,6 +1098,42 @@ def markdown_table(data: dict[str, Any]) -> str:
                 row = [DATASET_LABELS.get(d, d), arm["label"], f"{r['params'] / 1e6:.2f}", f"{r['gflops']:.3f}"]
                 row += [fmt_pct(r["metrics"][m]) for m in columns]
                 lines.append("| " + " | ".join(row) + " |")
+    elif data["experiment"] == "data":
+        fractions = list(dict.fromkeys(a["fraction"] for a in data["arms"]))
+        groups = list(dict.fromkeys(a["label"] for a in data["arms"]))
+        head = ["data", "model", "params (M)", "GFLOP / clip"] + [f"top-1, {fraction_label(f)} of the videos"
+                                                                   for f in fractions]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for d in dsets:
+            for group in groups:
+                arms = {a["fraction"]: a["key"] for a in data["arms"] if a["label"] == group}
+                ref = results[d][arms[fractions[-1]]]
+                row = [DATASET_LABELS.get(d, d), group, f"{ref['params'] / 1e6:.2f}", f"{ref['gflops']:.3f}"]
+                row += [fmt_pct(results[d][arms[f]]["metrics"]["top1"]) if f in arms else "-" for f in fractions]
+                lines.append("| " + " | ".join(row) + " |")
+        sizes = "; ".join(f"{d}: " + ", ".join(
+            f"{fraction_label(f)}: {results[d][k]['train_videos']} videos, {results[d][k]['train_config']['epochs']} "
+            f"epochs" for f in fractions for k in [next(a["key"] for a in data["arms"] if a["fraction"] == f)])
+            for d in dsets)
+        lines += ["", f"Training videos and the recipe's resolved epochs (ceil(12000 / videos) in [30, 100]) per "
+                      f"fraction ({sizes}). Stratified, nested subsets of the training split; validation and test "
+                      "splits unchanged; the whole split's runs are Table 1's and the CNN comparison's."]
+    elif data["experiment"] == "features":
+        head = ["data", "model", "top-1 (the head)"] + [METRIC_LABELS[m] for m in FEATURE_METRICS]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for d in dsets:
+            for arm in data["arms"]:
+                r = results[d][arm["key"]]
+                row = [DATASET_LABELS.get(d, d), arm["label"], fmt_pct(r["metrics"]["top1"])]
+                row += [fmt_pct(r["features"][m]) for m in FEATURE_METRICS]
+                lines.append("| " + " | ".join(row) + " |")
+        run = results[first][data["arms"][0]["key"]]["runs"][0]["features"]
+        lines += ["", f"Clip embeddings (dimension {run['dim']}): the pooled features before the head, one centre "
+                      "clip and crop per video (`falv label --clips 1 --embeddings`), of the train and test splits ("
+                      + ", ".join(f"{d}: {data['datasets'][d]['counts']['train']} / "
+                                  f"{data['datasets'][d]['counts']['test']}" for d in dsets)
+                      + "). Nearest centroid: the class whose mean train embedding is closest (Euclidean); linear "
+                        "probe: logistic regression (C = 1) on standardised train embeddings, scored on test."]
     elif data["experiment"] == "views":
         head = ["test clips K", "GFLOP / video"] + [f"{DATASET_LABELS.get(d, d)}: {METRIC_LABELS[m]}" for d in dsets
                                                     for m in VIEW_METRICS]
@@ -809,8 +1168,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables to this file")
     parser.add_argument("--arms", "--schemes", dest="arms", default=None,
                         help="comma list: run only these arms (e.g. space_only,divided_space_time)")
-    parser.add_argument("--datasets", default=",".join(DATASETS),
-                        help="comma list of temporal,appearance (the default) and longrange")
+    parser.add_argument("--datasets", default=None,
+                        help="comma list of temporal, appearance and longrange (default: the experiment's own: "
+                             "temporal,appearance; data: temporal; resolution, frames, depth: appearance)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs for every arm (default: the recipe's; quick: 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -827,14 +1187,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--epochs must be at least 1")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    datasets = tuple(d for d in args.datasets.split(",") if d)
-    unknown = [d for d in datasets if d not in ALL_DATASETS]
-    if unknown or not datasets:
-        parser.error(f"--datasets: choose from {', '.join(ALL_DATASETS)}")
-    args.datasets = datasets
+    if args.datasets is not None:
+        datasets = tuple(d for d in args.datasets.split(",") if d)
+        unknown = [d for d in datasets if d not in ALL_DATASETS]
+        if unknown or not datasets:
+            parser.error(f"--datasets: choose from {', '.join(ALL_DATASETS)}")
+        args.datasets = datasets
     if args.arms is not None:
         args.arms = tuple(a for a in args.arms.split(",") if a)
-        known = {a.key for spec in EXPERIMENT_SPECS.values() for a in spec.arms}
+        known = {a.key for spec in EXPERIMENT_SPECS.values() for a in (*spec.arms, *(spec.quick_arms or ()))}
         bad = [a for a in args.arms if a not in known]
         if bad:
             parser.error(f"--arms: unknown {', '.join(bad)}; arms: {', '.join(sorted(known))}")
@@ -856,7 +1217,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
                         command=shlex.join(["python", "benchmarks/paper_experiments.py", *argv]))
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     if args.experiment == "all" and args.arms is not None:
-        names = [n for n in names if any(a.key in args.arms for a in EXPERIMENT_SPECS[n].arms)]
+        names = [n for n in names if any(a.key in args.arms for a in experiment_arms_or_none(settings, n))]
     started = time.monotonic()
     if args.shard is not None:
         index, count = (int(x) for x in args.shard.split("/"))

@@ -1,10 +1,14 @@
-"""Experiments 1-5 (benchmarks/paper_experiments.py): the quick mode end to end, the JSON schema,
-the run cache shared between experiments, and the pure helpers."""
+"""Experiments 1-5 and issue 21's data, resolution, frames, depth and features
+(benchmarks/paper_experiments.py): the quick mode end to end, the JSON schema, the run cache
+shared between experiments, and the pure helpers."""
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -35,6 +39,91 @@ def test_quick_experiments_end_to_end(pe, tmp_path):
     again = pe.main(["table1", "--quick", "--schemes", "space_only", "--datasets", "temporal", "--out", str(tmp_path)])
     (run,) = again["table1"]["results"]["temporal"]["space_only"]["runs"]
     assert run["cached"] is True
+    # issue 21, on the same cache (their default datasets are tested in test_plan_*): the
+    # fraction-1, 32 px, 4-frame and 1-layer arms are the runs above; six short trainings more
+    checks = {"data": _check_data, "resolution": _check_resolution, "frames": _check_frames, "depth": _check_depth,
+              "features": _check_features}
+    for name, check in checks.items():
+        data = pe.main([name, *common])[name]
+        assert json.loads((tmp_path / f"quick-{name}.json").read_text())["markdown"] == data["markdown"]
+        check(pe, tmp_path, table1, cnn, data)
+
+
+def _run_dirs(data, key):
+    return [r["run_dir"] for r in data["results"]["temporal"][key]["runs"]]
+
+
+def _check_data(pe, out, table1, cnn, data):
+    arms = [a.key for a in pe.fraction_arms(pe.QUICK_DATA_FRACTIONS)]
+    results = _check_common(data, pe, "data", arms)
+    assert data["subset_rule"] == pe.SUBSET_RULE
+    # the whole split: the very runs (same fingerprint) of Table 1 and the CNN comparison
+    for key, source in (("divided_space_time", table1), ("space_only", table1), ("r2plus1d", cnn)):
+        assert results[key]["fraction"] == 1.0 and results[key]["subset_csv"] is None
+        assert _run_dirs(data, key) == _run_dirs(source, key)
+        assert results[key]["runs"][0]["cached"] is True
+    train = list(csv.reader((out / "data" / "quick-temporal" / "train.csv").open()))
+    full = Counter(label for _, label in train)
+    for key in arms[::2]:  # the half-data arms
+        entry = results[key]
+        assert entry["fraction"] == 0.5 and entry["runs"][0]["cached"] is False
+        assert entry["runs"][0]["fingerprint"] != results[key.rsplit("_frac", 1)[0]]["runs"][0]["fingerprint"]
+        rows = list(csv.reader(Path(entry["subset_csv"]).open()))[1:]
+        assert len(rows) == entry["train_videos"] < data["datasets"]["temporal"]["counts"]["train"]
+        # stratified: half of each class (rounded), every video one of the training split's
+        assert Counter(label for _, label in rows) == {c: pe.subset_take(n, 0.5) for c, n in full.items()}
+        root = out / "data" / "quick-temporal"
+        assert {str((Path(entry["subset_csv"]).parent / p).resolve()) for p, _ in rows} <= {
+            str((root / p).resolve()) for p, _ in train}
+    assert "1/2 of the videos" in data["markdown"]
+
+
+def _check_setting(pe, data, name, key, field, value):
+    """A one-setting sweep: the changed arm has ``field == value``, the default arm is Table 1's run."""
+    results = _check_common(data, pe, name, [a.key for a in pe.EXPERIMENT_SPECS[name].quick_arms])
+    assert results[key]["model_config"][field] == value and results[key]["runs"][0]["cached"] is False
+    assert results["divided_space_time"]["model_config"][field] == pe.QUICK_MODEL["overrides"][field]
+    assert results["divided_space_time"]["runs"][0]["cached"] is True
+    return results[key], results["divided_space_time"]
+
+
+def _check_resolution(pe, out, table1, cnn, data):
+    small, default = _check_setting(pe, data, "resolution", "image_size_16", "image_size", 16)
+    assert small["gflops"] < default["gflops"] / 3  # a quarter of the patches per frame
+    assert _run_dirs(data, "divided_space_time") == _run_dirs(table1, "divided_space_time")
+
+
+def _check_frames(pe, out, table1, cnn, data):
+    few, default = _check_setting(pe, data, "frames", "frames_2", "num_frames", 2)
+    assert few["gflops"] < default["gflops"] < 2.5 * few["gflops"]
+
+
+def _check_depth(pe, out, table1, cnn, data):
+    deep, default = _check_setting(pe, data, "depth", "layers_2", "num_hidden_layers", 2)
+    assert deep["params"] > default["params"] and deep["gflops"] > default["gflops"]
+    assert "| 2 layers |" in data["markdown"] and "| 1 layer |" in data["markdown"]
+
+
+def _check_features(pe, out, table1, cnn, data):
+    import numpy as np
+
+    results = _check_common(data, pe, "features", ["space_only", "divided_space_time"])
+    assert data["metrics"][-2:] == list(pe.FEATURE_METRICS) and data["probe"] == pe.PROBE
+    counts = data["datasets"]["temporal"]["counts"]
+    for key in ("space_only", "divided_space_time"):
+        entry = results[key]
+        assert _run_dirs(data, key) == _run_dirs(table1, key) and entry["runs"][0]["cached"] is True
+        for metric in pe.FEATURE_METRICS:
+            _check_summary(entry["features"][metric])  # fractions in [0, 1], one seed
+        feats = entry["runs"][0]["features"]
+        assert feats["train_videos"] == counts["train"] and feats["test_videos"] == counts["test"]
+        assert feats["dim"] == pe.QUICK_MODEL["overrides"]["hidden_size"]
+        arrays = np.load(feats["embeddings"])
+        assert arrays["train_x"].shape == (counts["train"], feats["dim"]) and len(arrays["test_y"]) == counts["test"]
+        assert np.isfinite(arrays["train_x"]).all()
+    png = Path(data["tsne"]["temporal"])
+    assert png == out / "quick-features-tsne-temporal.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| nearest centroid | linear probe |" in data["markdown"]
 
 
 def _json(value):
@@ -135,15 +224,67 @@ def test_the_full_experiment_model_matches_the_cnn_in_flops(pe):
     assert abs(cnn / fal - 1) < 0.1
 
 
+def _fake_datasets(pe):
+    return {name: pe.DatasetInfo(name, Path(name), {"mode": name}, ["a", "b"], {"train": 10, "val": 2, "test": 2})
+            for name in pe.DATASETS}
+
+
 def test_plan_runs_each_shared_arm_once(pe):
     settings = pe.Settings(out=Path("unused"), seeds=[0, 1])
-    datasets = {name: pe.DatasetInfo(name, Path(name), {"mode": name}, ["a", "b"], {"train": 10, "val": 2, "test": 2})
-                for name in pe.DATASETS}
-    tasks = pe.plan_tasks(settings, pe.EXPERIMENTS, datasets)
+    tasks = pe.plan_tasks(settings, ("table1", "table4", "cnn", "order", "views"), _fake_datasets(pe))
     # per dataset: 5 schemes + 2 embeddings + the CNN + space-then-time (the rest is Table 1's T+S)
     assert len(tasks) == 2 * 2 * 9
-    views = [(d.name, arm.key, seed) for d, arm, seed, with_views in tasks if with_views]
+    views = [(d.name, arm.key, seed) for d, arm, seed, extras in tasks if extras]
     assert sorted(views) == sorted((d, "divided_space_time", s) for d in pe.DATASETS for s in (0, 1))
+    assert all(extras == ("views",) for *_, extras in tasks if extras)
+
+
+def test_plan_of_issue_21_adds_only_its_new_settings_on_their_default_datasets(pe):
+    settings = pe.Settings(out=Path("unused"), seeds=[0, 1])
+    assert settings.datasets_for("data") == ("temporal",) and settings.datasets_for("depth") == ("appearance",)
+    assert settings.datasets_for("features") == pe.DATASETS
+    tasks = pe.plan_tasks(settings, pe.EXPERIMENTS, _fake_datasets(pe))
+    new = sorted({(d.name, arm.key) for d, arm, _, _ in tasks} - {
+        (d.name, arm.key) for d, arm, _, _ in pe.plan_tasks(settings, pe.EXPERIMENTS[:5], _fake_datasets(pe))})
+    # data: 3 models x the 1/4 and 1/2 fractions on temporal; 2 new settings each of resolution,
+    # frames and depth on appearance; features only reads Table 1's runs
+    assert new == sorted([("temporal", f"{m}_frac{p}") for m in ("divided_space_time", "space_only", "r2plus1d")
+                          for p in (25, 50)] + [("appearance", k) for k in (
+                              "image_size_32", "image_size_48", "frames_4", "frames_16", "layers_2", "layers_8")])
+    assert len(tasks) == 2 * (2 * 9 + 6 + 6)
+    features = sorted((d.name, arm.key) for d, arm, seed, extras in tasks if "features" in extras and seed == 0)
+    assert features == sorted((d, k) for d in pe.DATASETS for k in ("space_only", "divided_space_time"))
+    both = [extras for d, arm, *_, extras in tasks if arm.key == "divided_space_time"]
+    assert all(extras == ("views", "features") for extras in both)
+    # --datasets overrides every experiment's default
+    assert pe.Settings(out=Path("unused"), seeds=[0], datasets=("longrange",)).datasets_for("data") == ("longrange",)
+
+
+def test_the_fraction_enters_the_fingerprint_only_below_one(pe):
+    settings = pe.Settings(out=Path("unused"), seeds=[0])
+    dataset = pe.DatasetInfo("temporal", Path("t"), {"mode": "temporal"}, ["a", "b"],
+                             {"train": 400, "val": 88, "test": 84}, {"a": 200, "b": 200})
+    name, basis, _ = pe.run_key(settings, dataset, pe.DEFAULT_ARM)
+    assert pe.run_key(settings, dataset, dataclasses.replace(pe.DEFAULT_ARM, fraction=1.0))[0] == name
+    assert "subset" not in basis and basis["resolved"]["epochs"] == 30
+    quarter, half = (a for a in pe.fraction_arms(pe.DATA_FRACTIONS) if a.key.startswith("divided_space_time_"))
+    q_name, q_basis, _ = pe.run_key(settings, dataset, quarter)
+    assert q_name.startswith("divided_space_time_frac25-") and q_name.split("-")[1] != name.split("-")[1]
+    assert q_basis["subset"] == {"fraction": 0.25, "train_videos": 100, "rule": pe.SUBSET_RULE}
+    # the recipe's epochs follow the data: ceil(12000 / videos), clamped to [30, 100]
+    assert q_basis["resolved"]["epochs"] == 100 and pe.run_key(settings, dataset, half)[1]["resolved"]["epochs"] == 60
+
+
+def test_subsets_are_stratified_nested_and_deterministic(pe):
+    rows = [(f"v/{c}_{i}.mp4", c) for c in ("a", "b", "c") for i in range({"a": 100, "b": 34, "c": 7}[c])]
+    quarter, half, whole = (pe.select_subset(rows, f) for f in (0.25, 0.5, 1.0))
+    assert whole == rows
+    assert Counter(c for _, c in quarter) == {"a": 25, "b": 9, "c": 2}  # round(n / 4), per class
+    assert Counter(c for _, c in half) == {"a": 50, "b": 17, "c": 4}  # 3.5 -> 4
+    assert set(quarter) < set(half) < set(whole)
+    assert [r for r in rows if r in set(half)] == half  # the list's order is kept
+    assert pe.select_subset(rows, 0.5) == half and pe.select_subset(rows, 0.5, seed=1) != half
+    assert pe.subset_take(3, 0.1) == 1  # never an empty class
 
 
 def test_majority_label_takes_the_longest_action_then_the_earliest(pe):
@@ -166,7 +307,7 @@ def test_summarize_uses_the_sample_std_and_skips_missing_values(pe):
 
 
 @pytest.mark.parametrize("argv", [["table1", "--datasets", "kinetics"], ["table1", "--arms", "nope"],
-                                  ["table1", "--seeds", "0"], ["nope"]])
+                                  ["table1", "--seeds", "0"], ["nope"], ["data", "--datasets", ""]])
 def test_usage_errors(pe, argv):
     with pytest.raises(SystemExit) as info:
         pe.parse_args(argv)
