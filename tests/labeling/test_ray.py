@@ -1,7 +1,7 @@
 """``falv label --engine ray`` on a two-node Ray cluster on loopback (ray.cluster_utils.Cluster).
 
-One cluster for the module (Ray takes seconds to start), tiny on purpose: one CPU per node and a
-100 MB object store. Deselect with ``-m 'not cluster'``.
+One cluster for the module in each xdist worker that runs its tests (Ray takes seconds to start),
+tiny on purpose: one CPU per node and a 100 MB object store. Deselect with ``-m 'not cluster'``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from falv.errors import RunError  # noqa: E402
 from falv.labeling.ray_engine import RayOptions  # noqa: E402
 from falv.video.testing import write_fuzz_sources, write_test_video  # noqa: E402
 
-pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("ray-cluster"), pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 DAMAGED = ROOT / "tests" / "fixtures" / "damaged"
