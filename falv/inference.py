@@ -463,8 +463,10 @@ def prepare_for_inference(
     runs the rest in :func:`compute_dtype_for_int8`. ``attention_backend`` "auto" picks the
     explicit-softmax attention on CPU in bf16 or int8 when every attention group is at most
     :data:`REFERENCE_ATTENTION_MAX_LEN` tokens long (faster there than SDPA's flash kernel),
-    None keeps the model's. ``pack`` (None: on CPU in bf16 or int8) prepacks the remaining
-    linears for oneDNN and folds the attention scale into the query weights. ``num_threads``
+    None keeps the model's. ``pack`` (None: on CPU, but not with bf16 autocast) prepacks the remaining
+    linears for oneDNN and folds the attention scale into the query weights (fp32 then differs
+    from the plain forward by float rounding, ~1e-6 on logits; ``pack=False`` gives the
+    plain forward exactly). ``num_threads``
     sets torch's intra-op threads (None: leave torch's default, one per core).
     ``compile`` wraps the model in ``torch.compile`` (slow first call, opt-in).
     """
@@ -486,8 +488,8 @@ def prepare_for_inference(
         attention_backend = _auto_attention_backend(model, device, mode)
     if attention_backend is not None and hasattr(model, "set_attention_backend"):
         model.set_attention_backend(attention_backend)
-    if pack is None:
-        pack = device.type == "cpu" and mode in ("weights", "int8") and dtype in (torch.bfloat16, torch.float32)
+    if pack is None:  # fp32 too: 1.21x on ViT-B 8x224 on an AVX2 CPU, on par with OpenVINO (docs/performance.md)
+        pack = device.type == "cpu" and mode in ("fp32", "weights", "int8") and dtype in (torch.bfloat16, torch.float32)
     if pack and device.type != "cpu":
         raise ConfigError("prepacked linears are a CPU (oneDNN) feature; use pack=False on CUDA")
     weight_dtype = dtype if mode in ("weights", "int8") else torch.float32

@@ -72,12 +72,32 @@ def test_cpu_supports_bf16_is_bool() -> None:
 def test_fp32_path_equals_plain_forward(tiny_model: FALForVideoClassification, clips: torch.Tensor) -> None:
     with torch.no_grad():
         expected = tiny_model(clips)
-    runner = prepare_for_inference(copy.deepcopy(tiny_model), "cpu", "fp32")
+    runner = prepare_for_inference(copy.deepcopy(tiny_model), "cpu", "fp32", pack=False)
     assert isinstance(runner, InferenceModel) and runner.mode == "fp32" and runner.packed_linears == 0
     logits, embeddings = runner.predict(clips)
     assert logits.dtype == embeddings.dtype == torch.float32
     torch.testing.assert_close(logits, expected.logits, rtol=0, atol=0)
     torch.testing.assert_close(embeddings, expected.embeddings, rtol=0, atol=0)
+
+
+def test_fp32_default_packs_linears_on_cpu_and_stays_within_rounding(tiny_model: FALForVideoClassification,
+                                                                      clips: torch.Tensor) -> None:
+    from falv.inference import _packing_works
+
+    with torch.no_grad():
+        expected = tiny_model(clips)
+    model = copy.deepcopy(tiny_model)
+    runner = prepare_for_inference(model, "cpu", "fp32")
+    if _packing_works(torch.float32):
+        n_linear = sum(isinstance(m, torch.nn.Linear) for m in tiny_model.modules())
+        assert runner.packed_linears == n_linear and not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    else:  # a torch build without oneDNN's linear: plain linears
+        assert runner.packed_linears == 0
+    logits, embeddings = runner.predict(clips)
+    assert logits.dtype == embeddings.dtype == torch.float32
+    torch.testing.assert_close(logits, expected.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(embeddings, expected.embeddings, rtol=1e-5, atol=1e-5)
+    assert torch.equal(logits.argmax(-1), expected.logits.argmax(-1))
 
 
 @pytest.mark.parametrize("bf16_mode", ["weights", "autocast"])

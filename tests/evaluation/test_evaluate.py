@@ -43,14 +43,6 @@ def synth(tmp_path_factory):
     return root, manifest.classes
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, synth):
-    path = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    FALForVideoClassification(preset("tiny", id2label=dict(enumerate(synth[1])))).save_pretrained(path)
-    return path
-
-
 def test_cli_end_to_end_with_views_untrimmed_and_a_broken_video(synth, model_dir, tmp_path):
     from falv.cli.evaluate import evaluate as command
 

@@ -4,10 +4,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
-from falv import FALForVideoClassification, preset
 from falv.data.synth import SynthConfig, generate
 from falv.evaluation import evaluate
 from falv.evaluation.runner import robustness_summary
@@ -22,14 +20,6 @@ def synth(tmp_path_factory):
     manifest = generate(root, SynthConfig(mode="appearance", classes=2, videos_per_class=3, splits=(0, 0, 1),
                                           duration=(1.0, 1.5), distractors=0), workers=2)
     return root, manifest.classes
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, synth):
-    path = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    FALForVideoClassification(preset("tiny", id2label=dict(enumerate(synth[1])))).save_pretrained(path)
-    return path
 
 
 def _scores(out, view):
