@@ -9,6 +9,7 @@ same clips, **interleaved**: each round times every path once on that round's cl
 path                    what runs
 ======================  ===========================================================
 torch fp32/bf16/int8    ``falv.inference.prepare_for_inference`` (falv's own path)
+torch fp32-plain        the same with ``pack=False``: plain ``nn.Linear`` (speed only)
 onnxruntime fp32        ``model.onnx`` in an ONNX Runtime CPU session
 onnxruntime int8        ``model.int8.onnx``: static QDQ int8, calibrated
 onnxruntime int8-dyn    dynamic int8 (what ``--runtime onnxruntime --precision int8`` makes
@@ -51,11 +52,13 @@ from pathlib import Path
 from typing import Any
 
 PATHS = [
-    ("torch", "fp32"), ("torch", "bf16"), ("torch", "int8"),
+    ("torch", "fp32"), ("torch", "fp32-plain"), ("torch", "bf16"), ("torch", "int8"),
     ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("onnxruntime", "int8-dyn"),
     ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"),
 ]
 REFERENCE = "torch fp32"
+#: Timed only: falv's fp32 before its linears were prepacked (``pack=False``, the plain forward).
+SPEED_ONLY = {"torch fp32-plain"}
 
 
 def _precision_agreement() -> Any:
@@ -94,6 +97,8 @@ def make_runner(runtime: str, precision: str, model: Any, export_dir: Path) -> A
         if runtime == "torch":
             from falv.inference import prepare_for_inference
 
+            if precision == "fp32-plain":
+                return prepare_for_inference(copy.deepcopy(model), "cpu", "fp32", pack=False)
             check_runtime("torch", precision, "cpu")
             return prepare_for_inference(copy.deepcopy(model), "cpu", precision)
         if precision == "int8-dyn":  # the model itself (no int8 files): dynamic int8 made on the fly
@@ -197,6 +202,8 @@ def agreement(model: str, data: str, split: str | None, calibrate_split: str | N
     predictions = {}
     for runtime, precision in PATHS:
         name = f"{runtime} {precision}"
+        if name in SPEED_ONLY:
+            continue
         prec = "int8" if precision == "int8-dyn" else precision
         target = model if precision == "int8-dyn" else str(export_dir)  # a plain folder: dynamic int8
         log(f"# falv evaluate --runtime {runtime} --precision {prec} ({name})")

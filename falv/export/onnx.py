@@ -456,15 +456,26 @@ def quantize_openvino(xml_path: Path, out_path: Path, calibration: Sequence[Any]
             # as falv's own int8 and ONNX Runtime's: attention's activation x activation MatMuls stay float
             ignored = nncf.IgnoredScope(patterns=[".*patch_embed.*", ".*/head/.*", ".*/attn/MatMul.*"],
                                         validate=False)
+            from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
+                                                               AdvancedSmoothQuantParameters, OverflowFix)
+
             kwargs: dict[str, Any] = dict(model_type=nncf.ModelType.TRANSFORMER) if transformer else {}
+            advanced: dict[str, Any] = {}
+            # SmoothQuant off: its default for transformers (alpha 0.95 on MatMuls) moved scores by up to
+            # 0.43 and flipped 3 of 120 top-1s of a trained tiny model; without it 119/120, 0.04
+            # (docs/performance.md, "Agreement on a trained model")
+            if transformer:
+                advanced["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=-1)
             # without VNNI, 7-bit weights everywhere (as ONNX Runtime's reduce_range): 16-bit pair sums saturate
             overflow_fix = not cpu_has_vnni()
             if overflow_fix:
-                from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
-
-                kwargs["advanced_parameters"] = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
+                advanced["overflow_fix"] = OverflowFix.ENABLE
+            if advanced:
+                kwargs["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
             quantized = nncf.quantize(model, data, subset_size=len(calibration), ignored_scope=ignored, **kwargs)
             info = {"method": "static", "calibration_clips": len(calibration), "overflow_fix": overflow_fix}
+            if transformer:
+                info["smooth_quant"] = False
     ov.save_model(quantized, str(out_path), compress_to_fp16=False)
     return info
 

@@ -38,9 +38,10 @@ def test_quick_mode_runs_every_path(capsys, monkeypatch, tmp_path):
             "openvino int8"} <= ran
     assert ran | set(speed["skipped"]) == {f"{rt} {p}" for rt, p in rb.PATHS}
     rows = {r["path"]: r for r in speed["rows"]}
-    for name in ("onnxruntime fp32", "openvino fp32"):
+    for name in ("torch fp32-plain", "onnxruntime fp32", "openvino fp32"):
         assert rows[name]["max_abs_logit_diff"] < 1e-4 and rows[name]["top1_vs_torch_fp32"] == 1.0
     runs = result["agreement"]["runs"]
+    assert "torch fp32-plain" not in runs and "torch fp32-plain" not in result["agreement"]["skipped"]
     assert runs["torch fp32"]["num_videos"] == 6
     assert runs["onnxruntime fp32"]["vs_torch_fp32"]["agree"] == 6
     assert runs["openvino fp32"]["vs_torch_fp32"]["max_score_diff"] < 1e-4
