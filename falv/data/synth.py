@@ -65,7 +65,7 @@ from falv.data.synth_render import (
     render_frames,
     rgb_to_yuv420p,
 )
-from falv.errors import ConfigError
+from falv.errors import ConfigError, RunError
 
 __all__ = [
     "MODES",
@@ -933,7 +933,10 @@ def generate(
     """Generate the benchmark described by ``config`` under ``out_dir``.
 
     ``workers`` encoder processes (default: one per core, 1 = in this process)
-    render and encode videos; the output does not depend on it. ``progress(done,
+    render and encode videos; the output does not depend on it. They start like falv's
+    decoding workers (forkserver on Linux, never a fork of this process), so a script that
+    calls this with ``workers > 1`` needs an ``if __name__ == "__main__":`` guard
+    (:class:`RunError` says so). ``progress(done,
     total)`` is called after each video. Raises :class:`ConfigError` for an
     invalid config or a non-empty ``out_dir`` (unless ``overwrite`` and it holds
     an earlier synth output).
@@ -956,19 +959,28 @@ def generate(
                 progress(done, len(jobs))
     else:
         import multiprocessing
+        from concurrent.futures.process import BrokenProcessPool
+
+        from falv.video.pool import default_start_method
 
         # long videos first so no worker is left with one at the end
         order = sorted(range(len(jobs)), key=lambda i: -specs[i].num_frames)
-        # fork where available: workers only run numpy and PyAV, and fork does not
-        # re-import the caller's __main__ (spawn would need a main guard there)
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        ctx = multiprocessing.get_context(method)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            chunk = max(1, min(16, len(jobs) // (4 * workers)))
-            for _ in pool.map(_encode_job, [jobs[i] for i in order], chunksize=chunk):
-                done += 1
-                if progress:
-                    progress(done, len(jobs))
+        # the decoding pool's start method (forkserver on Linux), never a plain fork: forking a
+        # process that runs torch, OpenMP or ONNX Runtime threads crashed the parent in the
+        # test suite (a segfault just after the pool's workers exited)
+        ctx = multiprocessing.get_context(default_start_method())
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                chunk = max(1, min(16, len(jobs) // (4 * workers)))
+                for _ in pool.map(_encode_job, [jobs[i] for i in order], chunksize=chunk):
+                    done += 1
+                    if progress:
+                        progress(done, len(jobs))
+        except BrokenProcessPool as exc:
+            raise RunError(
+                "the video encoder processes died. If generate() is called from a script, put the "
+                "call under `if __name__ == \"__main__\":` (worker processes re-import the main "
+                "module), or pass workers=1") from exc
     manifest = SynthManifest(root, config, classes, specs)
     _write_index_files(manifest)
     manifest.seconds = time.perf_counter() - start

@@ -11,6 +11,8 @@ import colorsys
 import copy
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -163,6 +165,24 @@ def test_videos_are_real_h264(temporal_set) -> None:
             frames = [f for f in container.decode(video=0)]
         assert len(frames) == video.num_frames
         assert 18 <= video.num_frames <= 24  # 1.5-2 s at 12 fps
+
+
+def test_encoder_processes_are_not_forked_from_this_process(tmp_path) -> None:
+    # forking a process that runs torch/OpenMP threads crashed xdist workers (a segfault just
+    # after the pool's workers exited): the encoders start like the decoders, so a script
+    # without a main guard gets one clear error, and a guarded one works
+    body = ("from falv.data.synth import SynthConfig, generate\n"
+            "def run(out):\n"
+            "    generate(out, SynthConfig(mode='temporal', videos_per_class=1, duration=(1.5, 2.0)), workers=2)\n"
+            "    print('done')\n")
+    unguarded = tmp_path / "unguarded.py"
+    unguarded.write_text(body + f"run({str(tmp_path / 'a')!r})\n")
+    result = subprocess.run([sys.executable, str(unguarded)], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "__main__" in result.stderr and "RunError" in result.stderr
+    guarded = tmp_path / "guarded.py"
+    guarded.write_text(body + f"if __name__ == '__main__':\n    run({str(tmp_path / 'b')!r})\n")
+    result = subprocess.run([sys.executable, str(guarded)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "done", result.stderr[-2000:]
 
 
 def test_decoded_pixels_are_the_rendered_scene(temporal_set) -> None:
