@@ -332,6 +332,20 @@ class VideoClipDataset(Dataset):
         )
 
 
+def loader_context(workers: int) -> Any:
+    """The ``multiprocessing_context`` for a DataLoader with ``workers`` processes: falv's
+    decoding pool's start method (forkserver on Linux), never torch's default plain fork of a
+    process that may already run torch/OpenMP, ONNX Runtime or Ray threads (forking such a
+    process crashed it in falv's test suite). ``None`` (in-process) for ``workers == 0``."""
+    if workers <= 0:
+        return None
+    import multiprocessing
+
+    from falv.video.pool import default_start_method
+
+    return multiprocessing.get_context(default_start_method())
+
+
 def collate(batch: Sequence[Item | None]) -> dict[str, torch.Tensor] | None:
     """Stack items into a batch; ``None`` items (``on_error="skip"``) are dropped.
 

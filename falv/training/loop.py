@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from falv.data.dataset import VideoClipDataset, collate
+from falv.data.dataset import VideoClipDataset, collate, loader_context
 from falv.data.sources import DatasetError, DatasetSource, load_source
-from falv.errors import ConfigError, FalvError
+from falv.errors import ConfigError, FalvError, RunError
 from falv.hub.io import atomic_write_text
 from falv.training import distributed
 from falv.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -215,6 +215,20 @@ def _freeze_backbone(model: nn.Module) -> None:
 # -- helpers -------------------------------------------------------------------------
 def _step_seed(seed: int, step: int, rank: int = 0) -> int:
     return int(np.random.SeedSequence([seed, step, rank, 0x7EA1]).generate_state(1)[0])
+
+
+def _next_batch(batches: Any, workers: int) -> Any:
+    """The loader's next batch; loader workers that die say what to check (a script without a
+    main guard: they start with forkserver and re-import the main module, as falv label's do)."""
+    try:
+        return next(batches)
+    except RuntimeError as exc:
+        if workers > 0 and "exited unexpectedly" in str(exc):
+            raise RunError(
+                f"the {workers} data loading worker processes died ({exc}). If falv is called from a "
+                "script, put the call under `if __name__ == \"__main__\":` (worker processes "
+                "re-import the main module), or pass --workers 0 (workers=0 in Python)") from exc
+        raise
 
 
 def _epoch_batches(n: int, batch: int, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
@@ -573,7 +587,7 @@ class Trainer:
         groups = [batches[i:i + cfg.accumulate] for i in range(0, len(batches), cfg.accumulate)]
         groups = groups[state["step"] - epoch * self.steps_per_epoch:]  # steps already taken (resume)
         loader = DataLoader(self.train_ds, batch_sampler=[b for g in groups for b in g], collate_fn=collate,
-                            num_workers=self.workers)
+                            num_workers=self.workers, multiprocessing_context=loader_context(self.workers))
         batches_in = iter(loader)
         self.net.train()
         sums = [0.0, 0.0, 0.0]  # loss x clips, correct, clips
@@ -585,7 +599,7 @@ class Trainer:
                 g["lr"] = rate
             torch.manual_seed(_step_seed(cfg.seed, step, ctx.rank))  # dropout / drop path
             rng = np.random.default_rng(_step_seed(cfg.seed, step, 10_000 + ctx.rank))
-            loss = self._accumulate([next(batches_in) for _ in group], rng, sums)
+            loss = self._accumulate([_next_batch(batches_in, self.workers) for _ in group], rng, sums)
             self._optimizer_step()
             state["step"] = step + 1
             if state["step"] % cfg.log_every == 0:

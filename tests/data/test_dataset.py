@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from falv.data import transforms as T
-from falv.data.dataset import VideoClipDataset, collate, dense_timestamps, item_seed, segment_timestamps
+from falv.data.dataset import (VideoClipDataset, collate, dense_timestamps, item_seed, loader_context,
+                               segment_timestamps)
 from falv.data.sources import DatasetSource, VideoEntry, load_source
 from falv.errors import ConfigError
 from falv.video import VideoError
@@ -53,7 +54,8 @@ def indices(clip: torch.Tensor) -> list[int]:
 
 def run_epoch(ds: VideoClipDataset, workers: int, epoch: int, **kw) -> list[dict[str, torch.Tensor]]:
     ds.set_epoch(epoch)
-    loader = DataLoader(ds, batch_size=3, num_workers=workers, collate_fn=collate, **kw)
+    loader = DataLoader(ds, batch_size=3, num_workers=workers, collate_fn=collate,
+                        multiprocessing_context=loader_context(workers), **kw)
     return list(loader)
 
 
@@ -194,7 +196,8 @@ def test_dataloader_workers_shapes_labels_and_determinism(videos):
 
 def test_set_epoch_reaches_persistent_workers(videos):
     ds = VideoClipDataset(load_source(videos), 3, T.train_transform(16, shortest_edge=20), train=True)
-    loader = DataLoader(ds, batch_size=6, num_workers=2, collate_fn=collate, persistent_workers=True)
+    loader = DataLoader(ds, batch_size=6, num_workers=2, collate_fn=collate, persistent_workers=True,
+                        multiprocessing_context=loader_context(2))
     ds.set_epoch(0)
     first = next(iter(loader))["pixel_values"]
     ds.set_epoch(5)
@@ -311,3 +314,11 @@ def test_kinetics_time_start_and_end_bound_every_sampled_frame(videos, tmp_path,
         for epoch in range(6 if train else 1):
             ds.set_epoch(epoch)
             assert all(5 <= i <= 12 for i in indices(ds[0]["pixel_values"])), (train, epoch)
+
+
+@pytest.mark.parametrize(("workers", "forks"), [(0, None), (1, False), (2, False)])
+def test_loader_workers_never_fork_this_process(workers, forks):
+    # forking an xdist worker that ran torch/ONNX Runtime/Ray threads crashed it: loaders use
+    # falv's decoding pool's start method (forkserver on Linux, spawn elsewhere)
+    ctx = loader_context(workers)
+    assert (ctx is None) if forks is None else (ctx.get_start_method() != "fork")
