@@ -17,8 +17,9 @@ def pytest_addoption(parser):
 
 
 # -- a valid alternate signal stack after every test ------------------------------------------------
-# Something the runtime tests run in-process (ONNX Runtime / OpenVINO / NNCF, not their imports)
-# leaves the main thread's alternate signal stack (sigaltstack) pointing at memory it has unmapped.
+# OpenVINO's CPU inference leaves the calling thread's alternate signal stack (sigaltstack)
+# pointing at memory it unmaps later (falv.export.runtime.keep_signal_stack now guards its calls;
+# this stays as the suite's safety net for any other library that does the same).
 # The next signal whose handler runs on that stack (Python installs its handlers with SA_ONSTACK)
 # cannot be delivered and the kernel kills the process with SIGSEGV (si_code SI_KERNEL): xdist
 # workers died that way a few tests later, in an unrelated test (found with strace and gdb). After
@@ -28,9 +29,7 @@ import sys as _sys
 
 import pytest as _pytest
 
-
-class _SignalStack(_ctypes.Structure):
-    _fields_ = [("ss_sp", _ctypes.c_void_p), ("ss_flags", _ctypes.c_int), ("ss_size", _ctypes.c_size_t)]
+from falv.export.runtime import _SignalStack  # noqa: F401 - also used by tests/test_signal_stack.py
 
 
 _OWN_STACK = _ctypes.create_string_buffer(1 << 16)

@@ -472,7 +472,11 @@ def quantize_openvino(xml_path: Path, out_path: Path, calibration: Sequence[Any]
                 advanced["overflow_fix"] = OverflowFix.ENABLE
             if advanced:
                 kwargs["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
-            quantized = nncf.quantize(model, data, subset_size=len(calibration), ignored_scope=ignored, **kwargs)
+            from falv.export.runtime import keep_signal_stack
+
+            with keep_signal_stack():  # NNCF runs OpenVINO inference for its statistics
+                quantized = nncf.quantize(model, data, subset_size=len(calibration), ignored_scope=ignored,
+                                          **kwargs)
             info = {"method": "static", "calibration_clips": len(calibration), "overflow_fix": overflow_fix}
             if transformer:
                 info["smooth_quant"] = False

@@ -30,8 +30,11 @@ ONNX Runtime and OpenVINO run on the CPU here (``device`` auto or cpu).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +166,31 @@ class OnnxRuntimeModel(ExportedModel):
         return logits, embeddings
 
 
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def keep_signal_stack() -> Iterator[None]:
+    """Give the calling thread its alternate signal stack back after the block.
+
+    OpenVINO's CPU plugin replaces the calling thread's alternate signal stack (``sigaltstack``)
+    with one of its own that it unmaps later; Python's signal handlers run on that stack
+    (``SA_ONSTACK``), so the next handled signal (Ctrl-C, a timer) killed the process with
+    SIGSEGV. Measured in falv's test suite; a no-op where ``sigaltstack`` is not available."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    saved = _SignalStack()
+    kept = libc.sigaltstack(None, ctypes.byref(saved)) == 0
+    try:
+        yield
+    finally:
+        if kept:
+            libc.sigaltstack(ctypes.byref(saved), None)
+
+
 class OpenVINOModel(ExportedModel):
     """An OpenVINO IR (or ``.onnx`` file, or an ``openvino.Model``) compiled for the CPU, latency hint.
 
@@ -183,12 +211,14 @@ class OpenVINOModel(ExportedModel):
         config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_NUM_THREADS": self.num_threads}
         core = ov.Core()
-        self.compiled = core.compile_model(model if model is not None else str(path), "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        with keep_signal_stack():
+            self.compiled = core.compile_model(model if model is not None else str(path), "CPU", config)
+            self.request = self.compiled.create_infer_request()
         self._outputs = (self.compiled.output("logits"), self.compiled.output("embeddings"))
 
     def _run(self, x: Any) -> tuple[Any, Any]:
-        result = self.request.infer({"pixel_values": x})
+        with keep_signal_stack():
+            result = self.request.infer({"pixel_values": x})
         return result[self._outputs[0]], result[self._outputs[1]]
 
 

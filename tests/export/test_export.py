@@ -215,3 +215,24 @@ def test_exported_outputs_are_numpy_free_of_aliasing(tmp_path, make_model):
     a_copy = a.clone()
     runner.predict(clips(model, 1, seed=2))
     assert torch.equal(a, a_copy) and isinstance(a.numpy(), np.ndarray)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sigaltstack")
+def test_openvino_leaves_the_threads_signal_stack_as_it_found_it(make_model):
+    # OpenVINO's CPU plugin swaps in an alternate signal stack of its own and unmaps it later;
+    # a dangling one made the next handled signal kill the process (SIGSEGV)
+    import ctypes
+
+    from falv.export.runtime import _SignalStack
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def current():
+        stack = _SignalStack()
+        assert libc.sigaltstack(None, ctypes.byref(stack)) == 0
+        return stack.ss_sp, stack.ss_size, stack.ss_flags
+
+    before = current()
+    runner = prepare_runtime(make_model("divided_space_time"), "openvino", "fp32")
+    runner.predict(torch.randn(1, 4, 3, 32, 32))
+    assert current() == before
