@@ -488,7 +488,7 @@ def prepare_for_inference(
         attention_backend = _auto_attention_backend(model, device, mode)
     if attention_backend is not None and hasattr(model, "set_attention_backend"):
         model.set_attention_backend(attention_backend)
-    if pack is None:  # fp32 too: 1.21x on ViT-B 8x224 on an AVX2 CPU, on par with OpenVINO (docs/performance.md)
+    if pack is None:  # fp32 too: 1.22x on ViT-B 8x224 on a Zen 4 CPU, on par with OpenVINO (docs/performance.md)
         pack = device.type == "cpu" and mode in ("fp32", "weights", "int8") and dtype in (torch.bfloat16, torch.float32)
     if pack and device.type != "cpu":
         raise ConfigError("prepacked linears are a CPU (oneDNN) feature; use pack=False on CUDA")

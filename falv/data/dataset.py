@@ -335,8 +335,8 @@ class VideoClipDataset(Dataset):
 def loader_context(workers: int) -> Any:
     """The ``multiprocessing_context`` for a DataLoader with ``workers`` processes: falv's
     decoding pool's start method (forkserver on Linux), never torch's default plain fork of a
-    process that may already run torch/OpenMP, ONNX Runtime or Ray threads (forking such a
-    process crashed it in falv's test suite). ``None`` (in-process) for ``workers == 0``."""
+    process that may already run torch/OpenMP, ONNX Runtime or OpenVINO threads (unsafe; Python
+    3.14's Linux default is forkserver too). ``None`` (in-process) for ``workers == 0``."""
     if workers <= 0:
         return None
     import multiprocessing

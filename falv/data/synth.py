@@ -961,13 +961,12 @@ def generate(
         import multiprocessing
         from concurrent.futures.process import BrokenProcessPool
 
-        from falv.video.pool import default_start_method
+        from falv.video.pool import MAIN_GUARD_HINT, default_start_method
 
         # long videos first so no worker is left with one at the end
         order = sorted(range(len(jobs)), key=lambda i: -specs[i].num_frames)
-        # the decoding pool's start method (forkserver on Linux), never a plain fork: forking a
-        # process that runs torch, OpenMP or ONNX Runtime threads crashed the parent in the
-        # test suite (a segfault just after the pool's workers exited)
+        # the decoding pool's start method (forkserver on Linux), never a plain fork of a process
+        # that may run torch, OpenMP or OpenVINO threads (Python 3.14's Linux default too)
         ctx = multiprocessing.get_context(default_start_method())
         try:
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
@@ -977,10 +976,7 @@ def generate(
                     if progress:
                         progress(done, len(jobs))
         except BrokenProcessPool as exc:
-            raise RunError(
-                "the video encoder processes died. If generate() is called from a script, put the "
-                "call under `if __name__ == \"__main__\":` (worker processes re-import the main "
-                "module), or pass workers=1") from exc
+            raise RunError(f"the video encoder processes died. {MAIN_GUARD_HINT}, or pass workers=1") from exc
     manifest = SynthManifest(root, config, classes, specs)
     _write_index_files(manifest)
     manifest.seconds = time.perf_counter() - start

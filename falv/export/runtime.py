@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -170,6 +171,11 @@ class _SignalStack(ctypes.Structure):
     _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
 
 
+@functools.lru_cache(maxsize=None)
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 @contextlib.contextmanager
 def keep_signal_stack() -> Iterator[None]:
     """Give the calling thread its alternate signal stack back after the block.
@@ -181,7 +187,7 @@ def keep_signal_stack() -> Iterator[None]:
     if not sys.platform.startswith("linux"):
         yield
         return
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     saved = _SignalStack()
     kept = libc.sigaltstack(None, ctypes.byref(saved)) == 0
     try:

@@ -33,6 +33,7 @@ from falv.data.dataset import VideoClipDataset, collate, loader_context
 from falv.data.sources import DatasetError, DatasetSource, load_source
 from falv.errors import ConfigError, FalvError, RunError
 from falv.hub.io import atomic_write_text
+from falv.video.pool import MAIN_GUARD_HINT
 from falv.training import distributed
 from falv.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from falv.training.config import TrainConfig, default_epochs, default_lr
@@ -224,10 +225,8 @@ def _next_batch(batches: Any, workers: int) -> Any:
         return next(batches)
     except RuntimeError as exc:
         if workers > 0 and "exited unexpectedly" in str(exc):
-            raise RunError(
-                f"the {workers} data loading worker processes died ({exc}). If falv is called from a "
-                "script, put the call under `if __name__ == \"__main__\":` (worker processes "
-                "re-import the main module), or pass --workers 0 (workers=0 in Python)") from exc
+            raise RunError(f"the {workers} data loading worker processes died ({exc}). {MAIN_GUARD_HINT}, "
+                           "or pass --workers 0 (workers=0 in Python)") from exc
         raise
 
 

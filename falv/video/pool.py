@@ -43,6 +43,10 @@ class WorkerStartError(FalvError):
     """The worker processes die before taking any item: a setup problem, not a bad file."""
 
 
+#: What to check when worker processes die at start (they re-import the caller's main module).
+MAIN_GUARD_HINT = ("If falv is called from a script, put the call under `if __name__ == \"__main__\":` "
+                   "(worker processes re-import the main module)")
+
 #: Seconds a worker gets to exit after SIGTERM before SIGKILL.
 KILL_GRACE_S = 1.0
 
@@ -228,8 +232,7 @@ def decode_in_workers(
                     if not w.ready:  # it never got as far as its first item: no file is to blame
                         raise WorkerStartError(
                             "decoding worker processes could not start (they exited before taking any "
-                            "work). If falv is called from a script, put the call under "
-                            "`if __name__ == \"__main__\":` (worker processes re-import the main module)."
+                            f"work). {MAIN_GUARD_HINT}."
                         )
                     yield item, DecoderCrashedError(item_path(item), _exit_description(w.process.exitcode))
                     continue
