@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class FalvError(Exception):
     """Base class of every error falv raises on purpose."""
@@ -45,3 +47,15 @@ class InternalError(FalvError):
 
     def __reduce__(self) -> tuple:
         return (type(self), (self.path, self.stage, self.exc_type, self.detail))
+
+
+def error_fields(error: BaseException, path: str | os.PathLike[str] | None = None,
+                 stage: str = "labeling") -> tuple[str, str]:
+    """``(type, message)`` of the error record for ``error``: its ``code`` when it has one
+    (video errors, :class:`InternalError`), else ``"internal"`` with the exception's class and
+    message (raised while ``stage``)."""
+    code = getattr(error, "code", None)
+    if isinstance(code, str) and code:
+        return code, str(error) or type(error).__name__
+    wrapped = InternalError.wrap(error, None if path is None else os.fspath(path), stage)
+    return wrapped.code, str(wrapped)

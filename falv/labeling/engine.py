@@ -42,11 +42,12 @@ import torch
 
 from falv.data import transforms as T
 from falv.errors import ConfigError, FalvError, RunError
-from falv.labeling.records import (LabelRecord, error_fields, record_error, record_ok, record_to_json_line,
+from falv.labeling.records import (LabelRecord, record_error, record_ok, record_to_json_line,
                                    video_id_for)
 from falv.inference import scores_from_logits
 from falv.labeling.segments import windows_to_segments
-from falv.labeling.stages import TASK_STAGES, LabelOptions, ModelSpec, decode_chunk, plan_video, run_task
+from falv.labeling.stages import (TASK_STAGES, LabelOptions, ModelSpec, check_frames, decode_chunk, decode_tasks,
+                                  failure as _failure, plan_video, run_task)
 from falv.labeling.store import LABELS_NAME, RecordStore, segment_key
 
 log = logging.getLogger(__name__)
@@ -131,38 +132,6 @@ def write_embeddings(out_dir: Path, path: str, windows: Sequence[tuple[float, fl
     atomic_write_bytes(out_dir / rel, save(tensors, metadata={"path": str(path)}))
     return {"file": rel.as_posix(), "format": "safetensors", "keys": ["windows", "video", "times"],
             "dim": int(window_embeddings.shape[-1])}
-
-
-def decode_tasks(path: str, plan: dict[str, Any], spec: ModelSpec, options: LabelOptions,
-                 origin: float | None = None) -> list[dict[str, Any]]:
-    """The decode tasks of a planned video: ``options.chunk_windows`` windows each, in order;
-    ``task["first"]`` is the index of its first window, ``task["args"]`` :func:`decode_chunk`'s."""
-    windows = plan["windows"]
-    step = options.chunk_windows
-    perturb = options.perturb
-    if perturb is None:
-        return [{"kind": "decode", "path": path, "first": i,
-                 "args": (path, [list(ts) for *_, ts in windows[i:i + step]], spec.short_side, options.timeout,
-                          origin)}
-                for i in range(0, len(windows), step)]
-    fps = (plan.get("info") or {}).get("fps")
-    return [{"kind": "decode", "path": path, "first": i,
-             "args": (path, perturb.retime([ts for *_, ts in windows[i:i + step]], fps), spec.short_side,
-                      options.timeout, origin, perturb, i)}
-            for i in range(0, len(windows), step)]
-
-
-def check_frames(frames: Any, windows: int, num_frames: int) -> np.ndarray:
-    """The decoded frames of a chunk, checked before they wait for the model:
-    (windows, T, H, W, 3) uint8 with the model's frame count, every side >= 1."""
-    wanted = (windows, num_frames)
-    if (not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 5
-            or frames.shape[:2] != wanted or frames.shape[4] != 3 or min(frames.shape[2:4]) < 1):
-        shape = getattr(frames, "shape", None)
-        raise ValueError(f"the decoder returned frames of shape {shape} and type "
-                         f"{getattr(frames, 'dtype', type(frames).__name__)}; expected "
-                         f"({wanted[0]}, {wanted[1]}, H, W, 3) uint8")
-    return frames
 
 
 def score_windows(runner: Any, spec: ModelSpec, multilabel: bool,
@@ -620,12 +589,6 @@ def pick_decode(costs: Sequence[float], model_hungry: bool) -> int:
     if model_hungry:
         return min(range(len(costs)), key=lambda i: (costs[i], i))
     return min(range(len(costs)), key=lambda i: (-costs[i], i))
-
-
-def _failure(error: BaseException, path: str, stage: str) -> dict[str, str]:
-    """The error of one video: its typed code, or ``internal`` naming the stage and the exception."""
-    code, message = error_fields(error, path, stage)
-    return {"type": code, "message": message}
 
 
 def resolve_model(model: Any, *, copy_model: bool = True, processor: Any = None) -> tuple[Any, str, Any]:

@@ -3,8 +3,8 @@
 The same stages as the local engine, on another executor (Ray Data, streaming):
 
 ``plan + decode`` (Ray tasks, ``task_cpus`` each, one task per video): :func:`~falv.labeling.stages.run_task`
-    plans the video, then decodes its chunks (:func:`~falv.labeling.engine.decode_tasks`) and checks
-    their frames (:func:`~falv.labeling.engine.check_frames`); one row per window.
+    plans the video, then decodes its chunks (:func:`~falv.labeling.stages.decode_tasks`) and checks
+    their frames (:func:`~falv.labeling.stages.check_frames`); one row per window.
 ``model`` (an actor pool, ``map_batches(compute=ActorPoolStrategy(...))``): one actor per GPU, or per
     ``actor_cpus`` cores; clips of several videos are batched (``batch_size``) and scored by
     :func:`~falv.labeling.engine.score_windows`, the local engine's model step.
@@ -16,8 +16,9 @@ The same stages as the local engine, on another executor (Ray Data, streaming):
 Faults. Python errors of a stage never leave the task: they are that video's (typed) error
 row, so they are never retried. A worker process that dies (a decoder crash, a lost node) is
 retried by Ray up to ``task_retries`` times (``max_retries``; actors ``max_restarts`` and
-``max_task_retries``), then its block is dropped (``max_errored_blocks=-1``) and the driver records
-the videos it never heard the end of as ``decoder_crashed``. Rows are keyed by (video, window),
+``max_task_retries``), then its block is dropped (``max_errored_blocks=-1``) and the driver labels
+the videos it never heard the end of itself, with the local engine (a decoder that crashes there
+too: ``decoder_crashed``). Rows are keyed by (video, window),
 so output repeated by a retry is counted once. The actor pool must start within
 ``wait_for_actors_s`` (``DataContext.wait_for_min_actors_s``), and a cluster without the CPUs or
 GPUs asked for is refused before anything runs (:class:`falv.errors.RunError`).
@@ -40,12 +41,12 @@ from typing import Any
 
 import numpy as np
 
-from falv.errors import ConfigError, RunError
+from falv.errors import ConfigError, FalvError, RunError
 
 log = logging.getLogger(__name__)
 
 #: Ray retries of a task whose worker died (a node lost, a decoder crash) before the video is
-#: reported as ``decoder_crashed``.
+#: left to the driver's local engine.
 TASK_RETRIES = 3
 
 
@@ -58,7 +59,6 @@ class RayOptions:
     actor_cpus: float = 1.0         # cores per model actor (CPU models; torch threads)
     task_cpus: float = 1.0          # cores per plan/decode task
     task_retries: int = TASK_RETRIES
-    passes: int = 2                 # runs over the videos whose rows were lost, before they count as crashes
     wait_for_actors_s: float = 120.0
 
     def __post_init__(self) -> None:
@@ -66,8 +66,8 @@ class RayOptions:
             raise ConfigError(f"actors must be >= 1, got {self.actors}")
         if not (self.actor_cpus > 0 and self.task_cpus > 0):
             raise ConfigError("actor_cpus and task_cpus must be > 0")
-        if self.task_retries < 0 or self.passes < 1 or not self.wait_for_actors_s > 0:
-            raise ConfigError("task_retries must be >= 0, passes >= 1 and wait_for_actors_s > 0")
+        if self.task_retries < 0 or not self.wait_for_actors_s > 0:
+            raise ConfigError("task_retries must be >= 0 and wait_for_actors_s > 0")
 
 
 def _import_ray() -> Any:
@@ -147,8 +147,7 @@ def _row(key: str, kind: str, item: Any) -> dict[str, Any]:
 def plan_and_decode(row: dict[str, Any], spec: Any, options: Any) -> Iterator[dict[str, Any]]:
     """One video: its plan row, then per chunk its outcome row and one row per decoded window.
     Any Python error is that video's error row (never retried); only a dying worker is."""
-    from falv.labeling.engine import _failure, check_frames, decode_tasks
-    from falv.labeling.stages import TASK_STAGES, run_task
+    from falv.labeling.stages import TASK_STAGES, check_frames, decode_tasks, failure, run_task
 
     key, path = str(row["key"]), str(row["path"])
     job_options = pickle.loads(row["options"]) or options
@@ -157,7 +156,7 @@ def plan_and_decode(row: dict[str, Any], spec: Any, options: Any) -> Iterator[di
         plan = run_task({"kind": "plan", "args": (path, spec, job_options)})
         tasks = decode_tasks(path, plan, spec, options, plan.get("origin")) if plan.get("windows") else []
     except Exception as exc:
-        yield _row(key, "plan", {"error": _failure(exc, path, TASK_STAGES["plan"])})
+        yield _row(key, "plan", {"error": failure(exc, path, TASK_STAGES["plan"])})
         return
     yield _row(key, "plan", {"plan": plan})
     for c, task in enumerate(tasks):
@@ -165,7 +164,7 @@ def plan_and_decode(row: dict[str, Any], spec: Any, options: Any) -> Iterator[di
             outcome = run_task(task)
             frames = check_frames(outcome["frames"], len(task["args"][1]), spec.num_frames)
         except Exception as exc:
-            yield _row(key, "chunk", {"chunk": c, "error": _failure(exc, path, TASK_STAGES["decode"])})
+            yield _row(key, "chunk", {"chunk": c, "error": failure(exc, path, TASK_STAGES["decode"])})
             continue
         yield _row(key, "chunk", {"chunk": c, "warnings": list(outcome["warnings"]),
                                   "frames_decoded": int(outcome["frames_decoded"])})
@@ -175,25 +174,51 @@ def plan_and_decode(row: dict[str, Any], spec: Any, options: Any) -> Iterator[di
 
 
 class ModelActor:
-    """The model in a Ray actor: scores the window rows of a batch (other rows pass through)."""
+    """The model in a Ray actor: scores the window rows of a batch (other rows pass through).
+
+    The constructor returns at once and the model is prepared on a thread of the actor (torch's
+    import, the weights from the object store, casting and packing: seconds), so that Ray Data,
+    which waits for the pool's first actor before it starts any task, starts decoding meanwhile;
+    the first batch waits for the model. A model that cannot be prepared stops the run (one
+    :class:`~falv.errors.RunError`, as with the local engine)."""
 
     def __init__(self, model_ref: Any, spec: Any, options: Any, multilabel: bool, device: str) -> None:
-        import ray
-        import torch
+        import threading
 
-        from falv.export.runtime import prepare_runtime
-
-        if device == "cpu":
-            cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1) or 1)
-            torch.set_num_threads(max(1, cpus))
-        model = ray.get(model_ref[0])
-        self.runner = prepare_runtime(model, options.runtime, precision=options.precision, device=device)
         self.spec, self.multilabel = spec, multilabel
+        self.runner: Any = None
+        self._error: str | None = None
+        self._threads: int | None = None  # torch threads (CPU): torch's setting is per thread
+        self._loading = threading.Thread(target=self._load, args=(model_ref, options, device),
+                                         name="falv-model-load", daemon=True)
+        self._loading.start()
+
+    def _load(self, model_ref: Any, options: Any, device: str) -> None:
+        try:
+            import ray
+            import torch
+
+            from falv.export.runtime import prepare_runtime
+
+            if device == "cpu":
+                self._threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1) or 1))
+                torch.set_num_threads(self._threads)  # this thread's; the scoring thread sets its own
+            model = ray.get(model_ref[0])
+            self.runner = prepare_runtime(model, options.runtime, precision=options.precision, device=device)
+        except Exception as exc:  # noqa: BLE001 - reported as the run's error by the first batch
+            self._error = (str(exc) if isinstance(exc, FalvError) else
+                           f"the model could not be prepared on a Ray worker ({type(exc).__name__}: {exc})")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from falv.errors import FalvError
+        self._loading.join()
+        if self._threads:  # once, on the thread that scores
+            import torch
 
+            torch.set_num_threads(self._threads)
+            self._threads = None
         keys, kinds, items = list(batch["key"]), list(batch["kind"]), [pickle.loads(b) for b in batch["item"]]
+        if self._error is not None:
+            return _batch([_row(keys[0], "fatal", {"error": self._error})])
         windows = [i for i, k in enumerate(kinds) if k == "window"]
         if windows:
             try:
@@ -229,11 +254,13 @@ def run_jobs_ray(engine: Any, jobs: Iterable[Any], ropts: RayOptions) -> Iterato
     completion order, exactly one per job, like :meth:`Engine.run_jobs`.
 
     Videos whose rows were lost (their task or the actor scoring them died more than
-    ``task_retries`` times, or their output lived on a node that went away) are labelled again
-    in a further pass over just them, up to ``passes`` passes; only then are they
-    ``decoder_crashed``."""
+    ``task_retries`` times, or their output lived on a node that went away) are labelled
+    afterwards on this machine by the local engine (``engine.run_jobs``: the same stages, so the
+    same records; a decoder that crashes there too is that video's ``decoder_crashed``). Not a
+    second Ray pass: after a node loss Ray restarts the old pool's actors on the nodes that are
+    left even once nothing references them (seen with Ray 2.60), and on a small cluster they
+    held the cores a new pass's decode tasks needed, which stalled it."""
     from falv.labeling.engine import LabelJob
-    from falv.video.errors import DecoderCrashedError
 
     opts = engine.options
     jobs = [j if isinstance(j, LabelJob) else LabelJob(os.fspath(j)) for j in jobs]
@@ -260,25 +287,19 @@ def run_jobs_ray(engine: Any, jobs: Iterable[Any], ropts: RayOptions) -> Iterato
         # The model goes to the actors by reference (inside a list, so that Ray does not resolve it
         # into a constructor argument held in the object store: restarted actors fetch it again).
         model_ref = [ray.put(engine._model)]
-        pending = jobs
-        for attempt in range(ropts.passes):
-            left: list[Any] = []
-            yield from _one_pass(ray, engine, pending, ropts, pool, model_ref, left)
-            if not left:
-                return
-            log.warning("Ray lost the work of %d video(s); labelling them again (pass %d of %d)",
-                        len(left), attempt + 2, ropts.passes)
-            pending = left
-        for job in pending:  # their tasks kept dying: a decoder crash, not a lost node
-            crash = DecoderCrashedError(job.path, f"the Ray worker handling it died in {ropts.passes} pass(es)")
-            yield job, engine._error_record(job.path, {"type": crash.code, "message": str(crash)})
+        left: list[Any] = []
+        yield from _one_pass(ray, engine, jobs, ropts, pool, model_ref, left)
+    if left:
+        log.warning("Ray lost the work of %d video(s) (a worker or a node died with it); labelling them on "
+                    "this machine", len(left))
+        yield from engine.run_jobs(left)
 
 
 def _one_pass(ray: Any, engine: Any, jobs: list[Any], ropts: RayOptions, pool: dict[str, Any],
               model_ref: list[Any], left: list[Any]) -> Iterator[tuple[Any, Any]]:
     """One Ray Data run over ``jobs``: yields the finished ones; appends to ``left`` those whose
     rows never all arrived."""
-    from falv.labeling.engine import _failure
+    from falv.labeling.stages import failure
 
     opts = engine.options
     by_key = {j.key: j for j in jobs}
@@ -315,7 +336,7 @@ def _one_pass(ray: Any, engine: Any, jobs: list[Any], ropts: RayOptions, pool: d
                 video, _ = engine._add_video(job, item["plan"])
             except Exception as exc:
                 done.add(key)
-                return job, engine._error_record(job.path, _failure(exc, job.path, "probing and planning"),
+                return job, engine._error_record(job.path, failure(exc, job.path, "probing and planning"),
                                                  item["plan"].get("info"))
             videos[key] = video
             seen[key] = {"chunk": set(), "w": set()}

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
-from falv.errors import FalvError
+from falv.errors import FalvError, error_fields
 from falv.hub.io import atomic_write_text
 from falv.labeling.segments import Segment
 
@@ -483,20 +483,6 @@ def record_error(
         multilabel=bool(multilabel),
         extra=dict(extra),
     )
-
-
-def error_fields(error: BaseException, path: str | os.PathLike[str] | None = None,
-                 stage: str = "labeling") -> tuple[str, str]:
-    """``(type, message)`` of the error record for ``error``: its ``code`` when it has one
-    (video errors, :class:`falv.errors.InternalError`), else ``"internal"`` with the
-    exception's class and message (raised while ``stage``)."""
-    from falv.errors import InternalError
-
-    code = getattr(error, "code", None)
-    if isinstance(code, str) and code:
-        return code, str(error) or type(error).__name__
-    wrapped = InternalError.wrap(error, None if path is None else os.fspath(path), stage)
-    return wrapped.code, str(wrapped)
 
 
 def record_from_exception(

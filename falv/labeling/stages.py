@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from falv.errors import ConfigError
+from falv.errors import ConfigError, error_fields
 from falv.video.errors import VideoError
 from falv.video.perturb import Perturbation
 
@@ -200,6 +201,57 @@ def decode_chunk(path: str, timestamps: list[list[float]], short_side: int, time
     }
 
 
+def decode_tasks(path: str, plan: dict[str, Any], spec: ModelSpec, options: LabelOptions,
+                 origin: float | None = None) -> list[dict[str, Any]]:
+    """The decode tasks of a planned video: ``options.chunk_windows`` windows each, in order;
+    ``task["first"]`` is the index of its first window, ``task["args"]`` :func:`decode_chunk`'s."""
+    windows = plan["windows"]
+    step = options.chunk_windows
+    perturb = options.perturb
+    if perturb is None:
+        return [{"kind": "decode", "path": path, "first": i,
+                 "args": (path, [list(ts) for *_, ts in windows[i:i + step]], spec.short_side, options.timeout,
+                          origin)}
+                for i in range(0, len(windows), step)]
+    fps = (plan.get("info") or {}).get("fps")
+    return [{"kind": "decode", "path": path, "first": i,
+             "args": (path, perturb.retime([ts for *_, ts in windows[i:i + step]], fps), spec.short_side,
+                      options.timeout, origin, perturb, i)}
+            for i in range(0, len(windows), step)]
+
+
+def check_frames(frames: Any, windows: int, num_frames: int) -> np.ndarray:
+    """The decoded frames of a chunk, checked before they wait for the model:
+    (windows, T, H, W, 3) uint8 with the model's frame count, every side >= 1."""
+    wanted = (windows, num_frames)
+    if (not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 5
+            or frames.shape[:2] != wanted or frames.shape[4] != 3 or min(frames.shape[2:4]) < 1):
+        shape = getattr(frames, "shape", None)
+        raise ValueError(f"the decoder returned frames of shape {shape} and type "
+                         f"{getattr(frames, 'dtype', type(frames).__name__)}; expected "
+                         f"({wanted[0]}, {wanted[1]}, H, W, 3) uint8")
+    return frames
+
+
+def failure(error: BaseException, path: str, stage: str) -> dict[str, str]:
+    """The error of one video: its typed code, or ``internal`` naming the stage and the exception."""
+    code, message = error_fields(error, path, stage)
+    return {"type": code, "message": message}
+
+
+#: Fault injection for tests (as Ray's own ``RAY_testing_*`` settings): a decoding process whose
+#: file's name is in this comma-separated list kills itself with SIGSEGV before decoding it, as a
+#: crashing decoder would. Set where the workers start (a Ray node inherits its environment).
+CRASH_ENV = "FALV_TESTING_CRASH_DECODING"
+
+
+def _crash_if_named(path: str) -> None:
+    import signal
+
+    if os.path.basename(path) in os.environ.get(CRASH_ENV, "").split(","):
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
 #: What each worker task kind is doing, for error messages.
 TASK_STAGES = {"plan": "probing and planning", "decode": "decoding"}
 
@@ -213,6 +265,8 @@ def run_task(task: dict[str, Any]) -> Any:
     from falv.video.errors import VideoError
 
     kind, args = task["kind"], task["args"]
+    if kind == "decode" and os.environ.get(CRASH_ENV):
+        _crash_if_named(args[0])
     try:
         if kind == "plan":
             return plan_video(*args)

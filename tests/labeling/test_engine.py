@@ -376,3 +376,29 @@ def test_a_model_that_fails_to_prepare_stops_the_run_cleanly(model_dir, videos, 
     assert exit_.value.code == 3 and "CUDA" in err and "Traceback" not in err
     assert time.monotonic() - started < 60  # workers stopped, no hang
     assert not (tmp_path / "out" / "labels.jsonl").read_text()  # nothing half-written
+
+
+def test_the_worker_side_stages_decode_without_importing_torch(videos, tmp_path):
+    """What a decoding process runs (plan, decode tasks, the frame check, a failure's record; the
+    Ray engine's decode task too) never imports torch, so cold worker processes start fast."""
+    _, good, bad = videos
+    script = (
+        "import sys\n"
+        "from falv.labeling.ray_engine import plan_and_decode\n"
+        "from falv.labeling.stages import LabelOptions, ModelSpec\n"
+        "import pickle\n"
+        "spec = ModelSpec(num_frames=4, short_side=32, crop=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, rescale=1 / 255)\n"
+        "kinds = {}\n"
+        "for path in sys.argv[1:]:\n"
+        "    rows = list(plan_and_decode({'key': path, 'path': path, 'options': pickle.dumps(None)}, spec, LabelOptions()))\n"
+        "    kinds[path] = [r['kind'] for r in rows]\n"
+        "    items = [pickle.loads(r['item']) for r in rows]\n"
+        "    print(path, kinds[path][:3], 'error' in items[0], flush=True)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(good[0]), str(bad[1])], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].endswith("['plan', 'chunk', 'window'] False")  # planned, decoded, one row per window
+    assert lines[1].endswith("['plan'] True")  # not a video: its error row, nothing else

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # Every node and driver binds 127.0.0.1 (read when ray is imported).
@@ -24,6 +25,7 @@ ray = pytest.importorskip("ray")
 import falv  # noqa: E402
 from falv.errors import RunError  # noqa: E402
 from falv.labeling.ray_engine import RayOptions  # noqa: E402
+from falv.labeling.stages import CRASH_ENV  # noqa: E402
 from falv.video.testing import write_fuzz_sources, write_test_video  # noqa: E402
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -33,6 +35,7 @@ DAMAGED = ROOT / "tests" / "fixtures" / "damaged"
 # Half a core for the model actor and for each decode task: a node holds both, so losing the
 # other node cannot leave the actor waiting for a core that a task holds (or the reverse).
 RAY_OPTS = RayOptions(actor_cpus=0.5, task_cpus=0.5, wait_for_actors_s=300)
+CRASHING = "crash_me.mp4"
 NODE = {"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024, "include_dashboard": False}
 
 
@@ -40,6 +43,7 @@ def _env() -> dict[str, str]:
     # nodes and drivers import this checkout's falv (the venv may point at another one)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env[CRASH_ENV] = CRASHING  # a decoding process given this file dies with SIGSEGV (only that file)
     return env
 
 
@@ -125,8 +129,45 @@ def test_cluster_without_the_resources_asked_is_one_clear_error(cluster, awkward
         list(falv.label(awkward[:1], model_dir, engine="ray", ray_options=RayOptions(actors=8)))
 
 
-@pytest.mark.skip(reason="flaky on a loaded 2-core CI machine: after the node loss the actors' restart outlasted "
-                         "600 s (passed 2 of 3 runs alone); issue #14 stays open")
+def test_a_model_actor_that_cannot_prepare_its_model_stops_the_run_with_its_error(cluster):
+    """The actor prepares its model on a thread (decoding starts meanwhile); the first batch
+    waits for it, and a model that could not be prepared is the run's error, not a hang."""
+    import pickle
+
+    from falv.labeling.ray_engine import ModelActor, _row
+    from falv.labeling.stages import LabelOptions
+
+    actor = ModelActor([ray.put("not a model")], None, LabelOptions(), False, "cpu")
+    window = _row("v.mp4", "window", {"w": 0, "frames": None, "crops": 1, "path": "v.mp4", "temperature": 1.0})
+    out = actor({k: np.array([v], dtype=object) for k, v in window.items()})
+    assert list(out["kind"]) == ["fatal"]
+    assert "could not be prepared on a Ray worker" in pickle.loads(out["item"][0])["error"]
+
+
+def test_a_decoder_that_crashes_its_ray_worker_is_that_files_error_record(cluster, tmp_path, model_dir):
+    """Not a task retried forever: Ray's retries, then the driver labels the file itself with the
+    local engine, whose decoder crashes too: the file's decoder_crashed record; the others are
+    labelled on the cluster. (The driver is the CLI in its own process, so that its local decoding
+    processes inherit the fault injection.)"""
+    c, _ = cluster
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("ok0.mp4", CRASHING, "ok1.mp4"):
+        write_test_video(videos / name, frames=24, fps=12, size=(48, 64))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "falv", "label", str(videos), "--model", str(model_dir), "--out", str(out),
+           "--precision", "fp32", "--engine", "ray", "--address", c.address, "--actor-cpus", "0.5",
+           "--task-cpus", "0.5"]
+    run = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert run.returncode == 1, run.stderr[-2000:]  # one failed input
+    assert "labelling them on this machine" in run.stderr
+    records = {os.path.basename(r["path"]): r for r in map(json.loads, (out / "labels.jsonl").read_text().splitlines())}
+    assert sorted(records) == sorted(["ok0.mp4", CRASHING, "ok1.mp4"])
+    assert records[CRASHING]["error"]["type"] == "decoder_crashed"
+    assert "SIGSEGV" in records[CRASHING]["error"]["message"]
+    assert not records["ok0.mp4"].get("error") and not records["ok1.mp4"].get("error")
+
+
 def test_lost_worker_node_mid_run_leaves_one_record_per_input_and_no_error(cluster, model_dir, tmp_path):
     c, worker = cluster
     paths = [str(write_test_video(tmp_path / f"v{i:02d}.mp4", frames=24, fps=12, size=(48, 64)))
