@@ -1107,7 +1107,7 @@ def markdown_table(data: dict[str, Any]) -> str:
         for d in dsets:
             for group in groups:
                 arms = {a["fraction"]: a["key"] for a in data["arms"] if a["label"] == group}
-                ref = results[d][arms[fractions[-1]]]
+                ref = results[d][arms[max(arms)]]  # params and FLOPs: the same at every fraction
                 row = [DATASET_LABELS.get(d, d), group, f"{ref['params'] / 1e6:.2f}", f"{ref['gflops']:.3f}"]
                 row += [fmt_pct(results[d][arms[f]]["metrics"]["top1"]) if f in arms else "-" for f in fractions]
                 lines.append("| " + " | ".join(row) + " |")
