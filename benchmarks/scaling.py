@@ -225,8 +225,7 @@ def measure_engines(count: int, seconds: float, folder: Path, repeats: int = 3) 
                 run(name, flags)
     finally:
         c.shutdown()
-    walls = {name: sorted(x["wall_s"] for x in result["runs"] if x["engine"] == name) for name in arms}
-    median = {name: float(np.median(w)) for name, w in walls.items()}
+    median = {name: float(np.median([x["wall_s"] for x in result["runs"] if x["engine"] == name])) for name in arms}
     result["median_wall_s"] = median
     result["ray_over_local"] = median["ray-sized"] / median["local"]
     result["ray_default_over_local"] = median["ray-default"] / median["local"]

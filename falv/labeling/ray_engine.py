@@ -91,6 +91,8 @@ def ray_session(address: str | None) -> Iterator[Any]:
     target = address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False,
                               "configure_logging": False}
+    if target:
+        _check_reachable(target)
     try:
         if target:
             ray.init(address=target, **kwargs)
@@ -103,6 +105,21 @@ def ray_session(address: str | None) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A ``HOST:PORT`` address nothing answers on is one RunError at once: ``ray.init`` would
+    retry the connection for minutes. Other forms (``auto``, ``ray://...``) are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or "/" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RunError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); is `ray start "
+                       f"--head` running there, and is that its GCS port (6379 by default)?") from None
 
 
 def _resources(ray: Any, options: Any, ropts: RayOptions) -> dict[str, Any]:
@@ -206,6 +223,7 @@ class ModelActor:
             model = ray.get(model_ref[0])
             self.runner = prepare_runtime(model, options.runtime, precision=options.precision, device=device)
         except Exception as exc:  # noqa: BLE001 - reported as the run's error by the first batch
+            self._threads = None  # nothing will score here
             self._error = (str(exc) if isinstance(exc, FalvError) else
                            f"the model could not be prepared on a Ray worker ({type(exc).__name__}: {exc})")
 

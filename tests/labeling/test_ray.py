@@ -232,3 +232,32 @@ def test_cli_ray_flags_need_the_ray_engine(model_dir, tmp_path):
     result = CliRunner().invoke(cli, ["label", str(tmp_path), "--model", str(model_dir), "--out",
                                        str(tmp_path / "o"), "--address", "127.0.0.1:1"])
     assert result.exit_code == 2 and "--engine ray" in result.output
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "localhost:1", "[::1]:1"])
+def test_an_address_nothing_answers_on_is_one_clear_error_at_once(address, model_dir, tmp_path):
+    """`ray.init` would retry for minutes; the CLI says so in one line and exits 3."""
+    (tmp_path / "v.mp4").write_bytes(b"")
+    start = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "falv", "label", str(tmp_path / "v.mp4"), "--model", str(model_dir),
+                          "--out", str(tmp_path / "o"), "--engine", "ray", "--address", address],
+                         env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 3, run.stderr[-2000:]
+    assert f"cannot reach the Ray cluster at {address}" in run.stderr and "Traceback" not in run.stderr
+    assert time.monotonic() - start < 60
+
+
+@pytest.mark.parametrize("address", ["auto", "ray://head:10001", "head", "local"])
+def test_addresses_that_are_not_host_and_port_are_left_to_ray(address):
+    from falv.labeling.ray_engine import _check_reachable
+
+    _check_reachable(address)  # no probe, no error
+
+
+def test_an_address_that_answers_passes_the_probe():
+    import socket
+
+    from falv.labeling.ray_engine import _check_reachable
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        _check_reachable(f"127.0.0.1:{server.getsockname()[1]}")
