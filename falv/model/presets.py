@@ -26,6 +26,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                   num_attention_heads=6, intermediate_size=1536),
     # ViT-B at 8x224: TimeSformer / the FAL checkpoint.
     "base": dict(image_size=224, patch_size=16, num_frames=8, **_VIT_B),
+    # The model the FAL web page states (seeds/001): 8 frames of 224x224, width 768, 12 heads,
+    # 24 layers; ViT-B blocks twice as deep. Its parameter count against the page's "375M" is
+    # explained in docs/model.md ("The stated FAL model").
+    "fal": dict(image_size=224, patch_size=16, num_frames=8, hidden_size=768, num_hidden_layers=24,
+                num_attention_heads=12, intermediate_size=3072),
     # ViT-L at 8x224.
     "large": dict(image_size=224, patch_size=16, num_frames=8, hidden_size=1024, num_hidden_layers=24,
                   num_attention_heads=16, intermediate_size=4096),

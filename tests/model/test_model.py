@@ -159,11 +159,16 @@ def test_multilabel_loss_is_bce():
 
 
 def test_presets_exist_with_documented_shapes():
-    assert list(PRESETS) == ["tiny", "small", "base", "large", "hr", "long"]
+    assert list(PRESETS) == ["tiny", "small", "base", "fal", "large", "hr", "long"]
     base = preset("base")
     assert (base.hidden_size, base.num_hidden_layers, base.num_attention_heads) == (768, 12, 12)
     assert (base.num_frames, base.image_size) == (8, 224)
     assert preset("hr").image_size == 448 and preset("long").num_frames == 96
+    # the FAL web page's model (seeds/001): 224x224, 8 frames, width 768, 12 heads, 24 layers
+    fal = preset("fal", id2label={i: str(i) for i in range(500)})
+    assert (fal.image_size, fal.num_frames, fal.hidden_size, fal.num_attention_heads, fal.num_hidden_layers) == (
+        224, 8, 768, 12, 24)
+    assert count_parameters(fal) == 242_151_668  # docs/model.md: why not the page's 375M
     with pytest.raises(ConfigError, match="valid presets"):
         preset("huge")
 
