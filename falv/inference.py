@@ -23,9 +23,13 @@ accumulation inside their bf16 kernels.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import functools
+import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +37,8 @@ import torch
 from torch import nn
 
 from falv.errors import ConfigError
+
+_log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 BF16_MODES = ("auto", "weights", "autocast")
@@ -349,6 +355,51 @@ def int8_available() -> bool:
     return _int8_works(compute_dtype_for_int8())
 
 
+def int8_speed(config: Any, model_class: type | None = None, clips: int = 2, repeats: int = 2) -> dict[str, Any] | None:
+    """Whether int8 pays on this CPU for a model of ``config``'s shape, measured: a batch of
+    ``clips`` clips (int8 runs a batch's clips one at a time, the default precision at once) through a one-block model of that shape (random weights: speed does not
+    depend on them), prepared in int8 and in the precision int8 keeps for the rest
+    (:func:`compute_dtype_for_int8`), each timed ``repeats`` times alternately after a warm-up
+    call, best of each. Returns ``{"int8_ms", "default_ms", "default", "ratio"}`` (milliseconds
+    per clip; ratio = int8 / default: above 1 means int8 is slower), or None for a model that
+    cannot be built from its config this way.
+
+    One block is what int8 changes (its linears); the embedding and head are the same in both,
+    so the ratio understates the difference a little. The measurement follows the CPU, the
+    model's width, its token count and torch's threads, which a table of CPU models would not:
+    on a 2-core Zen 4, int8 is 1.47x faster than bf16 for ViT-B and slower for the tiny preset
+    (docs/performance.md, "int8").
+    """
+    if model_class is None:
+        from falv.model.transformer import FALForVideoClassification as model_class
+    try:
+        probe = model_class(dataclasses.replace(config, num_hidden_layers=1))
+        pixels = torch.zeros(clips, config.num_frames, config.num_channels, config.image_size, config.image_size)
+    except Exception:  # not a FAL-shaped config (e.g. another model family)
+        return None
+    default = precision_name(compute_dtype_for_int8())
+    runners = {"int8": prepare_for_inference(copy.deepcopy(probe), "cpu", "int8", check_int8_speed=False),
+               "default": prepare_for_inference(probe, "cpu", default)}
+    best = {name: math.inf for name in runners}
+    for round_ in range(repeats + 1):  # round 0 warms both up (oneDNN primitive creation)
+        for name, runner in runners.items():
+            t0 = time.perf_counter()
+            runner.predict(pixels)
+            if round_:
+                best[name] = min(best[name], time.perf_counter() - t0)
+    int8_ms, default_ms = 1e3 * best["int8"] / clips, 1e3 * best["default"] / clips
+    return {"int8_ms": round(int8_ms, 3), "default_ms": round(default_ms, 3), "default": default,
+            "ratio": round(int8_ms / default_ms, 3)}
+
+
+def int8_slower_message(speed: dict[str, Any]) -> str:
+    """What ``precision="int8"`` says when :func:`int8_speed` found it slower than the default."""
+    return (f"int8 is slower than {speed['default']} for this model on this CPU: one block takes "
+            f"{speed['int8_ms']:.1f} ms per clip in int8 against {speed['default_ms']:.1f} ms in {speed['default']} "
+            f"({speed['ratio']:.2f}x the time). Running int8 as asked; --precision auto is faster here "
+            f"(int8 pays on wide models, docs/performance.md).")
+
+
 def fold_attention_scales(model: nn.Module) -> int:
     """Multiply every attention's query projection by its 1/sqrt(head_dim) scale, once, so
     that attention skips that multiplication; returns how many were folded. Only for
@@ -453,6 +504,7 @@ def prepare_for_inference(
     attention_backend: str | None = "auto",
     num_threads: int | None = None,
     compile: bool = False,
+    check_int8_speed: bool = True,
 ) -> InferenceModel:
     """Move ``model`` to ``device``, cast it for ``precision`` and return an :class:`InferenceModel`.
 
@@ -469,6 +521,9 @@ def prepare_for_inference(
     plain forward exactly). ``num_threads``
     sets torch's intra-op threads (None: leave torch's default, one per core).
     ``compile`` wraps the model in ``torch.compile`` (slow first call, opt-in).
+    ``check_int8_speed`` (int8 only): time one block of this model's shape in int8 and in the
+    default precision (:func:`int8_speed`, well under a second for ViT-B) and log a warning
+    that says so when int8 is the slower one here; the figures go to ``runner.options``.
     """
     device = choose_device(device)
     dtype = check_precision(precision, device)
@@ -507,6 +562,12 @@ def prepare_for_inference(
     runner = InferenceModel(model, device, dtype, mode, packed, int8_linears=quantized,
                             options=dict(bf16_mode=bf16_mode, pack=pack, attention_backend=attention_backend,
                                          num_threads=torch.get_num_threads(), compile=compile))
+    if mode == "int8" and check_int8_speed and getattr(model, "config", None) is not None:
+        speed = int8_speed(model.config, type(model))
+        if speed is not None:
+            runner.options["int8_speed"] = speed
+            if speed["ratio"] > 1.0:
+                _log.warning("%s", int8_slower_message(speed))
     if compile:
         compiled = torch.compile(model, dynamic=False)
         runner._call = compiled  # type: ignore[method-assign]

@@ -218,6 +218,47 @@ def test_int8_scores_do_not_depend_on_the_batch(tiny_model: FALForVideoClassific
         torch.testing.assert_close(batch_emb[i : i + 1], emb, rtol=0, atol=0)
 
 
+@needs_int8
+def test_int8_speed_times_one_block_in_int8_and_in_the_default(tiny_model: FALForVideoClassification) -> None:
+    from falv.inference import compute_dtype_for_int8, int8_speed, precision_name
+
+    speed = int8_speed(tiny_model.config, clips=2, repeats=1)
+    assert speed["int8_ms"] > 0 and speed["default_ms"] > 0
+    assert speed["default"] == precision_name(compute_dtype_for_int8())
+    assert speed["ratio"] == pytest.approx(speed["int8_ms"] / speed["default_ms"], rel=0.01, abs=0.002)
+
+
+def test_int8_speed_is_none_for_a_model_it_cannot_build() -> None:
+    from falv.inference import int8_speed
+
+    assert int8_speed(object()) is None  # not a FAL-shaped config (another family, a bare module)
+
+
+@needs_int8
+@pytest.mark.parametrize("ratio, warns", [(1.6, True), (0.7, False)])
+def test_int8_says_plainly_when_it_is_slower_here(
+    tiny_model: FALForVideoClassification, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    ratio: float, warns: bool,
+) -> None:
+    import logging
+
+    import falv.inference
+
+    measured = {"int8_ms": 10.0 * ratio, "default_ms": 10.0, "default": "bf16", "ratio": ratio}
+    monkeypatch.setattr(falv.inference, "int8_speed", lambda *args, **kwargs: measured)
+    with caplog.at_level(logging.WARNING, logger="falv.inference"):
+        runner = prepare_for_inference(copy.deepcopy(tiny_model), "cpu", "int8")
+    assert runner.precision == "int8" and runner.options["int8_speed"] == measured  # int8 runs as asked
+    said = [r.getMessage() for r in caplog.records if r.name == "falv.inference"]
+    assert len(said) == int(warns)
+    if warns:
+        assert said[0].startswith("int8 is slower than bf16 for this model on this CPU")
+        assert "16.0 ms per clip in int8 against 10.0 ms in bf16 (1.60x" in said[0] and "--precision auto" in said[0]
+    with caplog.at_level(logging.WARNING, logger="falv.inference"):
+        prepare_for_inference(copy.deepcopy(tiny_model), "cpu", "bf16" if cpu_supports_bf16() else "fp32")
+    assert len([r for r in caplog.records if r.name == "falv.inference"]) == int(warns)  # other precisions: no check
+
+
 def test_int8_refuses_models_without_blocks() -> None:
     if not int8_available():
         pytest.skip("this torch build has no oneDNN int8 linear")
