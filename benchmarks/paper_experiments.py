@@ -130,10 +130,12 @@ DATA_SEED = 0
 #: The FAL model of every experiment: a preset and the fields that shrink it so one
 #: training run takes a few minutes of CPU (0.38 M parameters, 0.101 GFLOP per
 #: clip with divided attention; 8 frames of 64x64 in a 4x4 grid of 16x16 patches of two
-#: frames, like the ``tiny`` preset, and its 1/sqrt(width) init).
+#: frames, like the ``tiny`` preset, and its 1/sqrt(width) init). Its time embedding starts at
+#: zero, as every table of docs/results.md was run (the ``tiny`` preset starts it random since
+#: 2026-12-02, the change that made it learn the long-range set: Experiment 1b).
 EXPERIMENT_MODEL: dict[str, Any] = dict(preset="tiny", overrides=dict(
     patch_size=16, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
-    initializer_range=0.125))
+    initializer_range=0.125, time_embedding_init_std=0.0))
 #: The CNN of the comparison: falv's R(2+1)D (``falv.model.baseline``) narrowed, with a
 #: stride-4 stem (as ResNet's 7x7/2 conv + max-pool), to the FLOPs of EXPERIMENT_MODEL
 #: with divided attention (0.102 against 0.101 GFLOP per 8x64x64 clip; 0.60 M parameters).
@@ -330,6 +332,7 @@ class Settings:
     fresh: bool = False
     verbose: bool = False
     eval_workers: int = 2
+    time_init: float | None = None  # --time-init: the FAL arms' time_embedding_init_std (None: EXPERIMENT_MODEL's)
     command: str | None = None
     say: Callable[[str], None] = print
     done: set[str] = field(default_factory=set)  # results written by this invocation (--fresh reuses these)
@@ -347,7 +350,10 @@ class Settings:
 
     @property
     def model(self) -> dict[str, Any]:
-        return QUICK_MODEL if self.quick else EXPERIMENT_MODEL
+        spec = QUICK_MODEL if self.quick else EXPERIMENT_MODEL
+        if self.time_init is None:
+            return spec
+        return {**spec, "overrides": {**spec["overrides"], "time_embedding_init_std": self.time_init}}
 
     @property
     def cnn(self) -> dict[str, Any]:
@@ -976,6 +982,7 @@ def run_jobs(settings: Settings, args: argparse.Namespace, names: Sequence[str])
     base += ["--quick"] * settings.quick + ["--fresh"] * settings.fresh + ["--verbose"] * settings.verbose
     base += ["--arms", ",".join(settings.arms)] if settings.arms else []
     base += ["--epochs", str(settings.epochs)] if settings.epochs is not None else []
+    base += ["--time-init", repr(settings.time_init)] if settings.time_init is not None else []
     children = [subprocess.Popen([*base, "--shard", f"{i}/{args.jobs}"]) for i in range(args.jobs)]
     codes = [child.wait() for child in children]
     if any(codes):
@@ -1174,6 +1181,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs for every arm (default: the recipe's; quick: 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--time-init", type=float, default=None, metavar="STD",
+                        help="start every FAL arm's time embedding random with this std (the tiny preset's 1.0) "
+                             "instead of EXPERIMENT_MODEL's zeros, as the tables were run")
     parser.add_argument("--eval-workers", type=int, default=2, help="decoding workers of the evaluation engine")
     parser.add_argument("--fresh", action="store_true", help="retrain and re-evaluate even when cached")
     parser.add_argument("--jobs", type=int, default=1,
@@ -1187,6 +1197,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--epochs must be at least 1")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if args.time_init is not None and not 0 <= args.time_init < float("inf"):
+        parser.error("--time-init must be a number >= 0")
     if args.datasets is not None:
         datasets = tuple(d for d in args.datasets.split(",") if d)
         unknown = [d for d in datasets if d not in ALL_DATASETS]
@@ -1213,7 +1225,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
     settings = Settings(out=args.out, seeds=list(range(seeds)), quick=args.quick, datasets=args.datasets,
                         arms=args.arms, epochs=args.epochs, fresh=args.fresh, verbose=args.verbose,
-                        eval_workers=args.eval_workers,
+                        eval_workers=args.eval_workers, time_init=args.time_init,
                         command=shlex.join(["python", "benchmarks/paper_experiments.py", *argv]))
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     if args.experiment == "all" and args.arms is not None:

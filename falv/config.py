@@ -319,6 +319,11 @@ class FALConfig(LabelFields):
     attention_probs_dropout_prob: float = 0.0
     drop_path_rate: float = 0.0
     initializer_range: float = 0.02
+    # Standard deviation of the time embedding's random init. 0 is TimeSformer's zeros (right when
+    # starting from an image model: its function is kept). From scratch, zeros start the model
+    # invariant to frame order, and on order-only classes it stayed there (docs/model.md); the
+    # tiny preset uses 1.0.
+    time_embedding_init_std: float = 0.0
     layer_norm_eps: float = 1e-6
     qkv_bias: bool = True
     attention_type: str = "divided_space_time"
@@ -369,6 +374,9 @@ class FALConfig(LabelFields):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        std = self.time_embedding_init_std
+        if isinstance(std, bool) or not isinstance(std, (int, float)) or not 0 <= std < math.inf:
+            raise ConfigError(f"time_embedding_init_std must be a number >= 0, got {std!r}")
         if isinstance(self.patch_frames, int) and self.patch_frames > self.num_frames:
             raise ConfigError(f"patch_frames ({self.patch_frames}) must not exceed num_frames ({self.num_frames})")
         if self.hidden_size % self.num_attention_heads:

@@ -19,8 +19,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # each token also sees its patch in the previous frame (patch_frames=2), and weights start
     # at std 1/sqrt(width) instead of ViT-B's 0.02 (which left the narrow model's attention
     # uniform, hence time-symmetric, for hundreds of steps).
+    # The time embedding starts random (std 1) rather than zero: from zeros the model starts blind to
+    # frame order and never learnt order over several frames (docs/results.md, Experiment 1b).
     "tiny": dict(image_size=64, patch_size=16, num_frames=8, patch_frames=2, hidden_size=128, num_hidden_layers=4,
-                 num_attention_heads=4, intermediate_size=512, initializer_range=0.088),
+                 num_attention_heads=4, intermediate_size=512, initializer_range=0.088, time_embedding_init_std=1.0),
     # ViT-S width at 8x224.
     "small": dict(image_size=224, patch_size=16, num_frames=8, hidden_size=384, num_hidden_layers=12,
                   num_attention_heads=6, intermediate_size=1536),

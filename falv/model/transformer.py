@@ -228,7 +228,8 @@ class FALForVideoClassification(ModelProperties, nn.Module):
     def init_weights(self) -> None:
         """TimeSformer/ViT init: truncated normal (std=initializer_range) for linears and
         embeddings, zero biases, unit LayerNorms, and zero ``temporal_fc`` in every
-        divided-attention block but the first (so those blocks start as image blocks)."""
+        divided-attention block but the first (so those blocks start as image blocks); the
+        time embedding normal with std ``time_embedding_init_std`` (TimeSformer's 0: zeros)."""
         self._init_modules(self.modules())
         std = self.config.initializer_range
         emb = self.fal.embeddings
@@ -236,7 +237,7 @@ class FALForVideoClassification(ModelProperties, nn.Module):
             if p is not None:
                 nn.init.trunc_normal_(p, std=std)
         if emb.time_embed is not None:
-            nn.init.zeros_(emb.time_embed)
+            nn.init.normal_(emb.time_embed, std=self.config.time_embedding_init_std)  # std 0: zeros
         for i, block in enumerate(self.fal.blocks):
             for step in block.steps.values():
                 if step.fc is not None and i > 0:

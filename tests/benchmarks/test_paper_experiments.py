@@ -275,6 +275,22 @@ def test_the_fraction_enters_the_fingerprint_only_below_one(pe):
     assert q_basis["resolved"]["epochs"] == 100 and pe.run_key(settings, dataset, half)[1]["resolved"]["epochs"] == 60
 
 
+def test_time_init_changes_only_the_fal_arms_time_embedding_and_their_cache_key(pe):
+    """The tables were run with EXPERIMENT_MODEL's zero time init; --time-init reruns them with the
+    tiny preset's random one, in runs of their own (the fingerprint holds the model config)."""
+    assert pe.EXPERIMENT_MODEL["overrides"]["time_embedding_init_std"] == 0.0
+    dataset = pe.DatasetInfo("longrange", Path("l"), {"mode": "longrange"}, ["a", "b"],
+                             {"train": 400, "val": 88, "test": 84}, {"a": 200, "b": 200})
+    plain = pe.Settings(out=Path("unused"), seeds=[0])
+    random_time = pe.Settings(out=Path("unused"), seeds=[0], time_init=1.0)
+    assert pe.parse_args(["table1", "--time-init", "1"]).time_init == 1.0
+    assert pe.fal_config(random_time, pe.DEFAULT_ARM, ["a", "b"]).time_embedding_init_std == 1.0
+    assert pe.fal_config(plain, pe.DEFAULT_ARM, ["a", "b"]).time_embedding_init_std == 0.0
+    changed = {k for k, v in random_time.model["overrides"].items() if plain.model["overrides"].get(k) != v}
+    assert changed == {"time_embedding_init_std"}
+    assert pe.run_key(plain, dataset, pe.DEFAULT_ARM)[0] != pe.run_key(random_time, dataset, pe.DEFAULT_ARM)[0]
+
+
 def test_subsets_are_stratified_nested_and_deterministic(pe):
     rows = [(f"v/{c}_{i}.mp4", c) for c in ("a", "b", "c") for i in range({"a": 100, "b": 34, "c": 7}[c])]
     quarter, half, whole = (pe.select_subset(rows, f) for f in (0.25, 0.5, 1.0))
@@ -307,7 +323,8 @@ def test_summarize_uses_the_sample_std_and_skips_missing_values(pe):
 
 
 @pytest.mark.parametrize("argv", [["table1", "--datasets", "kinetics"], ["table1", "--arms", "nope"],
-                                  ["table1", "--seeds", "0"], ["nope"], ["data", "--datasets", ""]])
+                                  ["table1", "--seeds", "0"], ["nope"], ["data", "--datasets", ""],
+                                  ["table1", "--time-init", "-1"]])
 def test_usage_errors(pe, argv):
     with pytest.raises(SystemExit) as info:
         pe.parse_args(argv)

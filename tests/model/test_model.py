@@ -36,6 +36,8 @@ def test_config_json_round_trip(tmp_path):
     (dict(id2label={}), "at least one label"),
     (dict(thresholds=[0.5]), "thresholds"),
     (dict(head_type="conv"), "head_type"),
+    (dict(time_embedding_init_std=-1.0), "time_embedding_init_std"),
+    (dict(time_embedding_init_std=float("nan")), "time_embedding_init_std"),
 ])
 def test_invalid_configs_raise_clear_errors(bad, message):
     with pytest.raises(ConfigError, match=message):
@@ -61,6 +63,34 @@ def test_time_embedding_changes_output_only_with_space_time():
             forward = model(x).logits
         # without a time embedding, divided attention is equivariant to frame order
         assert (not torch.allclose(forward, reversed_in_time, atol=1e-5)) == should_differ
+
+
+@pytest.mark.parametrize("std", [0.0, 0.1, 1.0])
+def test_time_embedding_starts_at_the_configured_scale(std):
+    """0 (TimeSformer's zeros, every preset but tiny) starts a model blind to frame order when its
+    tokens see one frame each; the tiny preset's 1.0 starts it order-aware (docs/model.md)."""
+    torch.manual_seed(0)
+    model = FALForVideoClassification(tiny_config(time_embedding_init_std=std, num_frames=8, hidden_size=64))
+    time = model.fal.embeddings.time_embed
+    if std == 0:
+        assert not time.any()
+    else:
+        assert time.std().item() == pytest.approx(std, rel=0.15)
+    x = torch.randn(1, 8, 3, 32, 32)
+    with torch.no_grad():
+        differ = not torch.allclose(model.eval()(x).logits, model(x.flip(1)).logits, atol=1e-6)
+    assert differ == (std > 0)
+
+
+def test_the_tiny_preset_starts_its_time_embedding_random_and_base_at_zero():
+    assert preset("tiny").time_embedding_init_std == 1.0
+    assert preset("base").time_embedding_init_std == preset("fal").time_embedding_init_std == 0.0
+    cfg = preset("tiny")
+    assert FALConfig.from_dict(cfg.to_dict()) == cfg
+    # a config.json written before the field existed reads as TimeSformer's zeros
+    data = cfg.to_dict()
+    del data["time_embedding_init_std"]
+    assert FALConfig.from_dict(data).time_embedding_init_std == 0.0
 
 
 @pytest.mark.parametrize("scheme", ["divided_space_time", "joint_space_time", "space_only",
