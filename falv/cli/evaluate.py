@@ -57,7 +57,8 @@ from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options, model_time_
               help="Label every video again even if OUT/records holds this model's records of it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_subset, window, stride, smoothing,
-             min_duration, segment_threshold, refine_edges, clip_seconds, temperature, perturb, perturb_seed,
+             min_duration, segment_threshold, refine_edges, clip_seconds, frame_selection, temperature, perturb,
+             perturb_seed,
              batch_size, workers, timeout, precision, runtime, device, no_resume, quiet) -> int:
     """Evaluate a model on labeled videos (--data) and/or untrimmed videos (--untrimmed).
 
@@ -97,7 +98,7 @@ def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_sub
             workers=workers, batch_size=batch_size,
             timeout=timeout, precision=precision, runtime=runtime, device=device, progress=bar,
             clip_seconds=clip_seconds, temperature=temperature, perturb=perturb,
-            resume=not no_resume,
+            resume=not no_resume, frame_selection=frame_selection,
         )
     finally:
         bar.close()

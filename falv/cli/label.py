@@ -89,7 +89,7 @@ def _formats(value: tuple[str, ...]) -> list[str]:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, background_threshold, smoothing,
           min_duration, refine_edges, url_mode, document_root, url_prefix, embeddings, class_thresholds, clip_seconds,
-          temperature, batch_size, workers, timeout, precision, runtime, device, engine_name, address, actors,
+          frame_selection, temperature, batch_size, workers, timeout, precision, runtime, device, engine_name, address, actors,
           actor_cpus, task_cpus, no_resume, retry_failed, quiet) -> int:
     """Label INPUTS (video files, folders, glob patterns, or .txt/.csv lists of paths).
 
@@ -111,7 +111,8 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
                                batch_size=batch_size, workers=workers, timeout=timeout, smoothing=smoothing,
                                min_duration=min_duration, background_threshold=background_threshold,
                                refine_edges=refine_edges, embeddings=embeddings, precision=precision, device=device,
-                               runtime=runtime, clip_seconds=clip_seconds, temperature=temperature)
+                               runtime=runtime, clip_seconds=clip_seconds, temperature=temperature,
+                               frame_selection=frame_selection)
         ray_options = None
         if engine_name == "ray":
             from falv.labeling.ray_engine import RayOptions

@@ -80,11 +80,17 @@ def engine_options(fn: Any) -> Any:
 
 def model_time_options(fn: Any) -> Any:
     """Overrides of what the model's config says about time and scores (label, evaluate):
-    --clip-seconds (window duration) and --temperature (score calibration)."""
+    --clip-seconds (window duration), --frame-selection (where a window's frames go) and
+    --temperature (score calibration)."""
     for option in reversed([
         click.option("--clip-seconds", default=None, type=click.FloatRange(min=0, min_open=True),
                      help="Seconds one clip of the model spans, instead of its config's sampling "
                           "(e.g. 8.53 for 8 frames 32 apart at 30 fps). Windows have this duration."),
+        click.option("--frame-selection", default="uniform", show_default=True,
+                     type=click.Choice(["uniform", "key-moments"]),
+                     help="Where a window's frames go: one per equal part of it (as models are trained), or "
+                          "key-moments: more where the picture changes (cuts, motion), in order, spacing "
+                          "bounded; decodes 5 candidates per frame (docs/labeling.md)."),
         click.option("--temperature", default=None, type=click.FloatRange(min=0, min_open=True),
                      help="Scores are softmax/sigmoid(logits / T); default: the config's fitted "
                           "temperature; 1 gives the raw scores."),

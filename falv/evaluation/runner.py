@@ -639,6 +639,7 @@ def evaluate(
     resume: bool = True,
     perturb: str | Iterable[str] | Iterable[Any] | None = None,
     perturb_seed: int = 0,
+    frame_selection: str = "uniform",
 ) -> dict[str, Any]:
     """Evaluate ``model`` on the labeled videos of ``data`` and/or untrimmed videos; returns the metrics dict.
 
@@ -679,6 +680,7 @@ def evaluate(
     perturbed, once per perturbation, with the headline view, and ``robustness`` reports
     the metric per perturbation, its drop from the clean value and the share of it kept
     (:func:`robustness_summary`; ``robustness.png`` beside the metrics).
+    ``frame_selection``: ``"uniform"`` or ``"key-moments"`` (:class:`falv.labeling.stages.LabelOptions`).
     """
     from falv import __version__
     from falv.labeling.stages import LabelOptions
@@ -695,7 +697,7 @@ def evaluate(
     k = len(info.labels)
     engine = dict(top_k=k, apply_thresholds=False, workers=workers, batch_size=batch_size, timeout=timeout,
                   precision=precision, device=device, runtime=runtime, clip_seconds=clip_seconds,
-                  temperature=temperature)
+                  temperature=temperature, frame_selection=frame_selection)
     loc_options = None
     if untrimmed is not None:
         win = float(window) if window is not None else default_window(
@@ -715,6 +717,7 @@ def evaluate(
         "runtime": runtime,
         "data": None if data is None else _describe_data(data),
         "clip_seconds": clip_seconds if clip_seconds is not None else info.clip_seconds,
+        "frame_selection": frame_selection,
         "source": None, "split": split, "multilabel": None, "clips": views[-1][0], "crops": views[-1][1],
         "views_per_video": views[-1][0] * views[-1][1],
         **dict.fromkeys(_METRIC_KEYS), "num_videos": 0, "num_failed": 0, "failed": [],

@@ -25,6 +25,10 @@ class SegmentOutsideVideoError(VideoError):
     default_detail = "the segment lies outside the video"
 
 
+#: ``LabelOptions.frame_selection`` values (``--frame-selection``).
+FRAME_SELECTIONS = ("uniform", "key-moments")
+
+
 @dataclass(frozen=True)
 class LabelOptions:
     """How to label. Preprocessing (frames, size, mean/std) comes from the model."""
@@ -61,6 +65,10 @@ class LabelOptions:
     runtime: str = "torch"         # torch, onnxruntime or openvino (falv.export.runtime.prepare_runtime)
     # Label perturbed clips instead (falv.video.perturb; falv evaluate --perturb): robustness measurements.
     perturb: Perturbation | None = None
+    # Where a window's frames go: "uniform" (one per equal segment, as the model was trained) or
+    # "key-moments" (more where the picture changes: falv.video.keymoments; opt-in, measured in
+    # docs/results.md).
+    frame_selection: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.crops not in (1, 3):
@@ -90,6 +98,9 @@ class LabelOptions:
             raise ConfigError(f"perturb must be a falv.video.perturb.Perturbation, got {self.perturb!r}")
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"unknown runtime {self.runtime!r}; valid values: {', '.join(RUNTIMES)}")
+        if self.frame_selection not in FRAME_SELECTIONS:
+            raise ConfigError(f"unknown frame selection {self.frame_selection!r}; valid values: "
+                              f"{', '.join(FRAME_SELECTIONS)}")
 
 
 @dataclass(frozen=True)
@@ -158,9 +169,16 @@ def plan_video(path: str, spec: ModelSpec, options: LabelOptions,
         duration = 1.0 / info.fps if math.isfinite(info.fps) and info.fps > 0 else DEFAULT_FRAME_S
         info = dataclasses.replace(info, duration=duration)
     offset, span = segment_span(path, duration, segment) if segment is not None else (0.0, duration)
-    windows = plan_windows(span, info.fps if math.isfinite(info.fps) else 0.0, spec.num_frames,
-                           **window_plan(spec, options))
-    planned = [(w.start + offset, w.end + offset, [t + offset for t in w.timestamps]) for w in windows]
+    fps = info.fps if math.isfinite(info.fps) else 0.0
+    windows = plan_windows(span, fps, spec.num_frames, **window_plan(spec, options))
+    if options.frame_selection == "key-moments":  # candidates; decode_chunk keeps num_frames of them
+        from falv.video.keymoments import candidate_timestamps
+
+        planned = [(w.start + offset, w.end + offset,
+                    [t + offset for t in candidate_timestamps(w.start, w.end, spec.num_frames, fps or None)])
+                   for w in windows]
+    else:
+        planned = [(w.start + offset, w.end + offset, [t + offset for t in w.timestamps]) for w in windows]
     return {
         "path": path,
         "info": info.to_dict(),
@@ -183,14 +201,21 @@ def segment_span(path: str, duration: float, segment: tuple[float, float]) -> tu
 
 def decode_chunk(path: str, timestamps: list[list[float]], short_side: int, timeout: float,
                  origin: float | None = None, perturb: Perturbation | None = None,
-                 first: int = 0) -> dict[str, Any]:
+                 first: int = 0, select: int | None = None) -> dict[str, Any]:
     """Frames of some windows of one video, scaled by the decoder to the model's short side;
-    with ``perturb``, perturbed (the windows being ``first``, ``first + 1``, ... of the video)."""
+    with ``perturb``, perturbed (the windows being ``first``, ``first + 1``, ... of the video);
+    with ``select=T``, each window's timestamps are key-moment candidates of which the ``T``
+    where the picture changes most are kept (:func:`falv.video.keymoments.key_frames`)."""
     from falv.video import read_clips
 
     # One decoder thread per worker: the model in the main process needs the cores.
     result = read_clips(path, timestamps, size=short_side, timeout=timeout, threads=1, origin=origin)
-    frames = np.stack(result.clips)  # (W, T, H, W', 3) uint8
+    clips = result.clips
+    if select is not None:
+        from falv.video.keymoments import key_frames
+
+        clips = [clip[key_frames(clip, select)] for clip in clips]
+    frames = np.stack(clips)  # (W, T, H, W', 3) uint8
     if perturb is not None:
         frames = perturb.apply(frames, path, first)
     return {
@@ -208,15 +233,16 @@ def decode_tasks(path: str, plan: dict[str, Any], spec: ModelSpec, options: Labe
     windows = plan["windows"]
     step = options.chunk_windows
     perturb = options.perturb
+    select = (spec.num_frames,) if options.frame_selection == "key-moments" else ()
     if perturb is None:
         return [{"kind": "decode", "path": path, "first": i,
                  "args": (path, [list(ts) for *_, ts in windows[i:i + step]], spec.short_side, options.timeout,
-                          origin)}
+                          origin, *((None, i, *select) if select else ()))}
                 for i in range(0, len(windows), step)]
     fps = (plan.get("info") or {}).get("fps")
     return [{"kind": "decode", "path": path, "first": i,
              "args": (path, perturb.retime([ts for *_, ts in windows[i:i + step]], fps), spec.short_side,
-                      options.timeout, origin, perturb, i)}
+                      options.timeout, origin, perturb, i, *select)}
             for i in range(0, len(windows), step)]
 
 

@@ -1,0 +1,72 @@
+"""--frame-selection key-moments through the labeling stages: candidates planned, key frames kept."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from falv.cli.main import cli
+from falv.errors import ConfigError
+from falv.labeling.engine import label
+from falv.labeling.stages import LabelOptions, ModelSpec, decode_chunk, decode_tasks, plan_video
+from falv.video.testing import frame_index, write_test_video
+
+SPEC = ModelSpec(num_frames=8, short_side=48, crop=(48, 48), mean=(0.5,) * 3, std=(0.5,) * 3, rescale=1 / 255,
+                 clip_seconds=None)
+
+
+@pytest.fixture(scope="module")
+def counter_video(tmp_path_factory):
+    """40 frames at 10 fps whose frame i shows the number i in three bands (falv.video.testing):
+    the last band steps by 16 grey levels a frame and falls from 248 to 8 after frames 15 and
+    31, the only large changes of the picture."""
+    return str(write_test_video(tmp_path_factory.mktemp("fs") / "counter.mp4", frames=40, fps=10, size=(48, 48)))
+
+
+def test_key_moments_plan_candidates_and_keep_frames_around_the_changes(counter_video):
+    options = LabelOptions(frame_selection="key-moments", clips=1)
+    plan = plan_video(counter_video, SPEC, options)
+    [(start, end, candidates)] = plan["windows"]
+    assert (start, end) == pytest.approx((0.0, 4.0)) and len(candidates) == 40  # one per source frame
+    [task] = decode_tasks(counter_video, plan, SPEC, options)
+    out = decode_chunk(*task["args"])
+    assert out["frames"].shape[:2] == (1, 8)
+    shown = [frame_index(f) for f in out["frames"][0]]
+    assert shown == sorted(set(shown))
+    assert shown == [3, 9, 15, 16, 23, 29, 32, 36]  # both sides of the first change, one at the second
+    # (each change holds about a frame's worth of the density: half of it follows the change)
+    # uniform: the centres of eight equal parts
+    uniform = plan_video(counter_video, SPEC, LabelOptions(clips=1))
+    [task] = decode_tasks(counter_video, uniform, SPEC, LabelOptions(clips=1))
+    assert [frame_index(f) for f in decode_chunk(*task["args"])["frames"][0]] == [2, 7, 12, 17, 22, 27, 32, 37]
+
+
+def test_key_moments_label_end_to_end_like_uniform(model_dir, counter_video, tmp_path):
+    runs = {s: list(label([counter_video], str(model_dir), clips=2, frame_selection=s, workers=1)) for s in
+            ("uniform", "key-moments")}
+    for records in runs.values():
+        [record] = records
+        assert record.error is None and len(record.windows) == 2
+    assert [w.start for w in runs["key-moments"][0].windows] == [w.start for w in runs["uniform"][0].windows]
+
+
+def test_the_option_is_checked_and_on_the_commands(model_dir, counter_video, tmp_path):
+    with pytest.raises(ConfigError, match="frame selection"):
+        LabelOptions(frame_selection="smart")
+    result = CliRunner().invoke(cli, ["label", counter_video, "-m", str(model_dir), "-o", str(tmp_path / "l"),
+                                      "--frame-selection", "key-moments", "-q"])
+    assert result.exit_code == 0, result.output
+    bad = CliRunner().invoke(cli, ["label", counter_video, "-m", str(model_dir), "-o", str(tmp_path / "b"),
+                                   "--frame-selection", "smart"])
+    assert bad.exit_code == 2 and "uniform" in bad.output
+    assert "--frame-selection" in CliRunner().invoke(cli, ["evaluate", "--help"]).output
+
+
+def test_key_frames_survive_a_perturbation(counter_video):
+    from falv.video.perturb import parse_perturbations
+
+    [perturb] = parse_perturbations("blur", 0)
+    options = LabelOptions(frame_selection="key-moments", clips=1, perturb=perturb)
+    plan = plan_video(counter_video, SPEC, options)
+    [task] = decode_tasks(counter_video, plan, SPEC, options)
+    frames = decode_chunk(*task["args"])["frames"]
+    assert frames.shape[:2] == (1, 8) and frames.dtype == np.uint8
