@@ -44,6 +44,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: How a model's clips were spaced in time (:class:`ClipSampling`).
 SAMPLING_MODES = ("dense", "uniform")
+#: Where a clip's frames went inside its span (:class:`ClipSampling` ``frame_selection``;
+#: falv.video.keymoments); the labeling option ``--frame-selection`` takes the same values.
+FRAME_SELECTIONS = ("uniform", "key-moments")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,10 @@ class ClipSampling:
       videos of any length (Something-Something v2); the model has no window of its own and
       a video is cut into ``--clips`` equal parts, as falv did before sampling was recorded.
 
+    ``frame_selection``: ``"key-moments"`` when the frames were placed where the picture changes
+    (uniform mode only; :mod:`falv.video.keymoments`), else None (uniform); labeling then
+    selects frames the same way by default.
+
     ``source`` says where the numbers come from (free text, e.g. ``"falv train"``).
     """
 
@@ -69,9 +76,17 @@ class ClipSampling:
     frame_stride: int | None = None
     fps: float | None = None
     source: str | None = None
+    frame_selection: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("sampling mode", self.mode, SAMPLING_MODES)
+        if self.frame_selection is not None:
+            check_choice("frame_selection", self.frame_selection, FRAME_SELECTIONS)
+            if self.frame_selection == "uniform":
+                object.__setattr__(self, "frame_selection", None)
+            elif self.mode != "uniform":
+                raise ConfigError("key-moments frame selection is a uniform-mode sampling (frames placed within "
+                                  "a clip's span), not dense")
         if self.mode == "dense":
             if isinstance(self.frame_stride, bool) or not isinstance(self.frame_stride, int) or self.frame_stride < 1:
                 raise ConfigError(f"dense sampling needs frame_stride >= 1 (frames), got {self.frame_stride!r}")

@@ -86,11 +86,10 @@ def model_time_options(fn: Any) -> Any:
         click.option("--clip-seconds", default=None, type=click.FloatRange(min=0, min_open=True),
                      help="Seconds one clip of the model spans, instead of its config's sampling "
                           "(e.g. 8.53 for 8 frames 32 apart at 30 fps). Windows have this duration."),
-        click.option("--frame-selection", default="uniform", show_default=True,
-                     type=click.Choice(["uniform", "key-moments"]),
-                     help="Where a window's frames go: one per equal part of it (as models are trained), or "
-                          "key-moments: more where the picture changes (cuts, motion), in order, spacing "
-                          "bounded; decodes 5 candidates per frame (docs/labeling.md)."),
+        click.option("--frame-selection", default=None, type=click.Choice(["uniform", "key-moments"]),
+                     help="Where a window's frames go: one per equal part of it, or key-moments: more where "
+                          "the picture changes (cuts, motion), in order, spacing bounded; decodes 5 "
+                          "candidates per frame. Default: as the model was trained (its config's sampling)."),
         click.option("--temperature", default=None, type=click.FloatRange(min=0, min_open=True),
                      help="Scores are softmax/sigmoid(logits / T); default: the config's fitted "
                           "temperature; 1 gives the raw scores."),

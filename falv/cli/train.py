@@ -45,6 +45,9 @@ def _floats(value: str, name: str) -> tuple[float, float]:
 @click.option("--freeze-backbone", is_flag=True, help="Train only the classification head.")
 @click.option("--frames", "num_frames", type=click.IntRange(1), help="Frames per clip (default: the model's).")
 @click.option("--image-size", type=click.IntRange(8), help="Frame size (default: the model's).")
+@click.option("--frame-selection", default="uniform", show_default=True, type=click.Choice(["uniform", "key-moments"]),
+              help="Where a clip's frames go: one per equal part of it, or key-moments: more where the picture "
+                   "changes (recorded in the model's sampling, so labeling selects frames the same way).")
 @click.option("--epochs", type=click.IntRange(1), help="Default: scaled to the dataset size.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Global batch size.")
 @click.option("--accumulate", default=1, show_default=True, type=click.IntRange(1),

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from falv.data.sources import DatasetError, DatasetSource, VideoEntry, load_source
-from falv.config import ClipSampling
+from falv.config import FRAME_SELECTIONS, ClipSampling
 from falv.errors import ConfigError, FalvError
 
 logger = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ class VideoClipDataset(Dataset):
         size_hint: int | tuple[int, int] | None = None,
         clip_sampling: str = "uniform",
         frame_stride: int = 4,
+        frame_selection: str = "uniform",
         on_error: str = "substitute",
         check: str | None = None,
         cache_bytes: int = 0,
@@ -129,6 +130,11 @@ class VideoClipDataset(Dataset):
             raise ConfigError(f"num_frames must be positive, got {num_frames}")
         if clip_sampling not in CLIP_SAMPLINGS:
             raise ConfigError(f"clip_sampling must be one of {CLIP_SAMPLINGS}, got {clip_sampling!r}")
+        if frame_selection not in FRAME_SELECTIONS:
+            raise ConfigError(f"frame_selection must be one of {FRAME_SELECTIONS}, got {frame_selection!r}")
+        if frame_selection != "uniform" and clip_sampling != "uniform":
+            raise ConfigError("key-moments frame selection places frames within a clip's span: use clip_sampling "
+                              "'uniform', not 'dense'")
         if on_error not in ON_ERROR:
             raise ConfigError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         if frame_stride <= 0:
@@ -148,6 +154,7 @@ class VideoClipDataset(Dataset):
         self.size_hint = size_hint if size_hint is not None else getattr(transform, "size_hint", None)
         self.clip_sampling = clip_sampling
         self.frame_stride = int(frame_stride)
+        self.frame_selection = frame_selection
         self.on_error = on_error
         self._class_index = source.class_to_index
         self._takes_generator = _accepts_generator(transform)
@@ -207,7 +214,11 @@ class VideoClipDataset(Dataset):
         seed = item_seed(self.seed, self.epoch, index)
         rng = np.random.default_rng(seed) if self.train else None
         timestamps = self.timestamps(entry, rng)
-        frames = self._read(entry.path, timestamps)  # (T, H, W, 3) uint8
+        frames = self._read(entry.path, timestamps)  # (T, H, W, 3) uint8 (key-moments: (M, ...) candidates)
+        if self.frame_selection == "key-moments":
+            from falv.video.keymoments import key_frames
+
+            frames = frames[key_frames(frames, self.num_frames)]
         return {"pixel_values": self._apply_transform(frames, seed), "labels": self.target(entry), "index": index}
 
     def clip_span(self, entry: VideoEntry) -> tuple[float, float, float]:
@@ -243,10 +254,12 @@ class VideoClipDataset(Dataset):
             return ClipSampling(mode="dense", frame_stride=self.frame_stride,
                                 fps=float(np.median(rates)) if rates else 30.0, source="falv train")
         lengths = [end - start for start, end, _ in spans if end > start]
+        selection = None if self.frame_selection == "uniform" else self.frame_selection
         if not lengths:
-            return ClipSampling(mode="uniform", clip_seconds=None, source="falv train")
+            return ClipSampling(mode="uniform", clip_seconds=None, source="falv train", frame_selection=selection)
         seconds = float(np.quantile(np.asarray(lengths), quantile))
-        return ClipSampling(mode="uniform", clip_seconds=round(seconds, 3), source="falv train")
+        return ClipSampling(mode="uniform", clip_seconds=round(seconds, 3), source="falv train",
+                            frame_selection=selection)
 
     def timestamps(self, entry: VideoEntry, rng: np.random.Generator | None = None) -> list[float]:
         """Frame times (seconds from the first frame) for one clip of ``entry``."""
@@ -254,6 +267,14 @@ class VideoClipDataset(Dataset):
         if self.clip_sampling == "dense":
             stride = self.frame_stride / (fps if fps > 0 else 30.0)
             return dense_timestamps(start, end, self.num_frames, stride, rng)
+        if self.frame_selection == "key-moments":  # the candidates key_frames chooses from, as labeling plans them
+            from falv.video.keymoments import candidate_timestamps
+
+            times = candidate_timestamps(start, end, self.num_frames, fps or None)
+            if rng is not None and len(times) > 1:  # training jitter: every candidate moved by one offset
+                shift = (float(rng.random()) - 0.5) * (times[1] - times[0])
+                times = [min(max(t + shift, start), math.nextafter(end, -math.inf)) for t in times]
+            return times
         return segment_timestamps(start, end, self.num_frames, rng)
 
     def target(self, entry: VideoEntry) -> int | torch.Tensor:

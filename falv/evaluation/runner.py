@@ -223,6 +223,7 @@ class _Model:
     num_frames: int
     temperature: float | None = None
     clip_seconds: float | None = None
+    frame_selection: str = "uniform"  # how its training frames were placed (config sampling)
     fingerprint: str = ""  # what the model is (config + weights), for resuming only its own records
 
 
@@ -269,7 +270,8 @@ def _describe_model(model: Any) -> _Model:
                   labels=labels, multilabel=bool(config.is_multilabel),
                   thresholds=None if config.thresholds is None else list(config.thresholds),
                   num_frames=int(config.num_frames), temperature=getattr(config, "temperature", None),
-                  clip_seconds=getattr(config, "clip_seconds", None), fingerprint=model_fingerprint(model))
+                  clip_seconds=getattr(config, "clip_seconds", None), fingerprint=model_fingerprint(model),
+                  frame_selection=getattr(getattr(config, "sampling", None), "frame_selection", None) or "uniform")
 
 
 def _key(path: str, segment: tuple[float, float] | None = None) -> str:
@@ -639,7 +641,7 @@ def evaluate(
     resume: bool = True,
     perturb: str | Iterable[str] | Iterable[Any] | None = None,
     perturb_seed: int = 0,
-    frame_selection: str = "uniform",
+    frame_selection: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on the labeled videos of ``data`` and/or untrimmed videos; returns the metrics dict.
 
@@ -680,7 +682,8 @@ def evaluate(
     perturbed, once per perturbation, with the headline view, and ``robustness`` reports
     the metric per perturbation, its drop from the clean value and the share of it kept
     (:func:`robustness_summary`; ``robustness.png`` beside the metrics).
-    ``frame_selection``: ``"uniform"`` or ``"key-moments"`` (:class:`falv.labeling.stages.LabelOptions`).
+    ``frame_selection``: ``"uniform"`` or ``"key-moments"`` (:class:`falv.labeling.stages.LabelOptions`;
+    None: as the model was trained).
     """
     from falv import __version__
     from falv.labeling.stages import LabelOptions
@@ -717,7 +720,7 @@ def evaluate(
         "runtime": runtime,
         "data": None if data is None else _describe_data(data),
         "clip_seconds": clip_seconds if clip_seconds is not None else info.clip_seconds,
-        "frame_selection": frame_selection,
+        "frame_selection": frame_selection or info.frame_selection,
         "source": None, "split": split, "multilabel": None, "clips": views[-1][0], "crops": views[-1][1],
         "views_per_video": views[-1][0] * views[-1][1],
         **dict.fromkeys(_METRIC_KEYS), "num_videos": 0, "num_failed": 0, "failed": [],

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from falv.config import FRAME_SELECTIONS
 from falv.errors import ConfigError, error_fields
 from falv.video.errors import VideoError
 from falv.video.perturb import Perturbation
@@ -23,10 +24,6 @@ class SegmentOutsideVideoError(VideoError):
 
     code = "segment_outside_video"
     default_detail = "the segment lies outside the video"
-
-
-#: ``LabelOptions.frame_selection`` values (``--frame-selection``).
-FRAME_SELECTIONS = ("uniform", "key-moments")
 
 
 @dataclass(frozen=True)
@@ -65,10 +62,10 @@ class LabelOptions:
     runtime: str = "torch"         # torch, onnxruntime or openvino (falv.export.runtime.prepare_runtime)
     # Label perturbed clips instead (falv.video.perturb; falv evaluate --perturb): robustness measurements.
     perturb: Perturbation | None = None
-    # Where a window's frames go: "uniform" (one per equal segment, as the model was trained) or
-    # "key-moments" (more where the picture changes: falv.video.keymoments; opt-in, measured in
-    # docs/results.md).
-    frame_selection: str = "uniform"
+    # Where a window's frames go: "uniform" (one per equal segment) or "key-moments" (more where the
+    # picture changes: falv.video.keymoments; measured in docs/results.md). None: as the model was
+    # trained (its config's sampling; uniform when it says nothing).
+    frame_selection: str | None = None
 
     def __post_init__(self) -> None:
         if self.crops not in (1, 3):
@@ -98,7 +95,7 @@ class LabelOptions:
             raise ConfigError(f"perturb must be a falv.video.perturb.Perturbation, got {self.perturb!r}")
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"unknown runtime {self.runtime!r}; valid values: {', '.join(RUNTIMES)}")
-        if self.frame_selection not in FRAME_SELECTIONS:
+        if self.frame_selection is not None and self.frame_selection not in FRAME_SELECTIONS:
             raise ConfigError(f"unknown frame selection {self.frame_selection!r}; valid values: "
                               f"{', '.join(FRAME_SELECTIONS)}")
 
@@ -115,6 +112,13 @@ class ModelSpec:
     rescale: float
     # seconds one clip of the model spans (FALConfig.clip_seconds); None: unknown / a whole video
     clip_seconds: float | None = None
+    # how the model's training frames were placed (its sampling's frame_selection): "uniform" or "key-moments"
+    frame_selection: str = "uniform"
+
+
+def frame_selection(spec: ModelSpec, options: LabelOptions) -> str:
+    """Where a window's frames go: the options' choice, else the model's."""
+    return options.frame_selection or spec.frame_selection
 
 
 def default_window(num_frames: int, clip_seconds: float | None = None) -> float:
@@ -171,7 +175,7 @@ def plan_video(path: str, spec: ModelSpec, options: LabelOptions,
     offset, span = segment_span(path, duration, segment) if segment is not None else (0.0, duration)
     fps = info.fps if math.isfinite(info.fps) else 0.0
     windows = plan_windows(span, fps, spec.num_frames, **window_plan(spec, options))
-    if options.frame_selection == "key-moments":  # candidates; decode_chunk keeps num_frames of them
+    if frame_selection(spec, options) == "key-moments":  # candidates; decode_chunk keeps num_frames of them
         from falv.video.keymoments import candidate_timestamps
 
         planned = [(w.start + offset, w.end + offset,
@@ -233,7 +237,7 @@ def decode_tasks(path: str, plan: dict[str, Any], spec: ModelSpec, options: Labe
     windows = plan["windows"]
     step = options.chunk_windows
     perturb = options.perturb
-    select = (spec.num_frames,) if options.frame_selection == "key-moments" else ()
+    select = (spec.num_frames,) if frame_selection(spec, options) == "key-moments" else ()
     if perturb is None:
         return [{"kind": "decode", "path": path, "first": i,
                  "args": (path, [list(ts) for *_, ts in windows[i:i + step]], spec.short_side, options.timeout,

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from falv.config import FRAME_SELECTIONS
 from falv.errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -42,6 +43,7 @@ class TrainConfig:
     freeze_backbone: bool = False     # train only the head (linear probing)
     num_frames: int | None = None
     image_size: int | None = None
+    frame_selection: str = "uniform"  # or "key-moments": frames where the picture changes (falv.video.keymoments)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # any FALConfig field
     # optimisation
     epochs: int | None = None         # None: scaled to the dataset size
@@ -118,6 +120,9 @@ class TrainConfig:
             raise ConfigError(f"untrimmed_window must be > 0 seconds, got {self.untrimmed_window}")
         if self.untrimmed_stride is not None and not self.untrimmed_stride > 0:
             raise ConfigError(f"untrimmed_stride must be > 0 seconds, got {self.untrimmed_stride}")
+        if self.frame_selection not in FRAME_SELECTIONS:
+            raise ConfigError(f"unknown frame_selection {self.frame_selection!r}; valid values: "
+                              f"{', '.join(FRAME_SELECTIONS)}")
         if not 0 < self.scale[0] <= self.scale[1] <= 1:
             raise ConfigError(f"scale {self.scale} must satisfy 0 < min <= max <= 1")
 

@@ -482,9 +482,9 @@ class Trainer:
         self.cache = _cache_budget(cfg, self.train_src, ttf.shortest_edge or size)
         val_cache = self.cache and int(self.cache * len(self.val_src) / max(1, len(self.train_src))) + 2**20
         self.train_ds = VideoClipDataset(self.train_src, mcfg.num_frames, ttf, train=True, seed=cfg.seed,
-                                         cache_bytes=self.cache)
+                                         cache_bytes=self.cache, frame_selection=cfg.frame_selection)
         self.val_ds = VideoClipDataset(self.val_src, mcfg.num_frames, etf, train=False, seed=cfg.seed,
-                                       cache_bytes=val_cache)
+                                       cache_bytes=val_cache, frame_selection=cfg.frame_selection)
         if hasattr(mcfg, "sampling"):  # how the model saw time: what labeling plans its windows from
             mcfg.sampling = self.train_ds.sampling()
         self.workers = cfg.workers if cfg.workers is not None else (0 if self.cache else 2)

@@ -70,3 +70,46 @@ def test_key_frames_survive_a_perturbation(counter_video):
     [task] = decode_tasks(counter_video, plan, SPEC, options)
     frames = decode_chunk(*task["args"])["frames"]
     assert frames.shape[:2] == (1, 8) and frames.dtype == np.uint8
+
+
+def test_the_model_s_recorded_selection_is_the_default_and_options_override_it(counter_video):
+    import dataclasses
+
+    trained = dataclasses.replace(SPEC, frame_selection="key-moments")
+    for spec, options, candidates in [(trained, LabelOptions(clips=1), 40),
+                                      (trained, LabelOptions(clips=1, frame_selection="uniform"), 8),
+                                      (SPEC, LabelOptions(clips=1), 8)]:
+        [(_, _, times)] = plan_video(counter_video, spec, options)["windows"]
+        assert len(times) == candidates
+
+
+def test_sampling_records_key_moments_and_reads_back():
+    from falv.config import ClipSampling
+
+    s = ClipSampling(mode="uniform", clip_seconds=2.0, frame_selection="key-moments")
+    assert ClipSampling.from_any(s.to_dict()) == s and s.to_dict()["frame_selection"] == "key-moments"
+    assert ClipSampling(mode="uniform", frame_selection="uniform").frame_selection is None  # the default, unwritten
+    assert "frame_selection" not in ClipSampling(mode="uniform", clip_seconds=2.0).to_dict()
+    for bad, message in [(dict(frame_selection="smart"), "frame_selection"),
+                         (dict(mode="dense", frame_stride=4, fps=30.0, frame_selection="key-moments"), "dense")]:
+        with pytest.raises(ConfigError, match=message):
+            ClipSampling(**{"mode": "uniform", **bad})
+
+
+def test_training_clips_select_key_frames_and_the_model_records_it(counter_video, tmp_path):
+    from falv.data.dataset import VideoClipDataset
+    from falv.training import TrainConfig
+
+    (tmp_path / "list.csv").write_text(f"{counter_video},a\n")
+    ds = VideoClipDataset(str(tmp_path / "list.csv"), 8, train=False, frame_selection="key-moments")
+    frames = ds.load(0)["pixel_values"].permute(0, 2, 3, 1).numpy()
+    assert [frame_index(f) for f in frames] == [3, 9, 15, 16, 23, 29, 32, 36]  # as labeling picks them
+    jittered = VideoClipDataset(str(tmp_path / "list.csv"), 8, train=True, frame_selection="key-moments")
+    shown = [frame_index(f) for f in jittered.load(0)["pixel_values"].permute(0, 2, 3, 1).numpy()]
+    assert shown == sorted(set(shown)) and len(shown) == 8
+    assert ds.sampling().frame_selection == "key-moments"
+    assert VideoClipDataset(str(tmp_path / "list.csv"), 8).sampling().frame_selection is None
+    with pytest.raises(ConfigError, match="dense"):
+        VideoClipDataset(str(tmp_path / "list.csv"), 8, clip_sampling="dense", frame_selection="key-moments")
+    with pytest.raises(ConfigError, match="frame_selection"):
+        TrainConfig(data="x", out="y", frame_selection="smart")

@@ -258,3 +258,19 @@ def test_untrimmed_videos_train_a_background_class_that_labeling_never_emits(tmp
                        window=1.0, workers=1)
     assert metrics["num_model_classes"] == 2 and metrics["top1"] is not None
     assert metrics["localization"]["num_videos"] == 2 and metrics["localization"]["stride"] == 0.125
+
+
+def test_a_model_trained_on_key_moments_is_labelled_the_same_way(synth_set, tmp_path):
+    """--frame-selection key-moments: training clips keep the frames where the picture changes,
+    the model's sampling says so, and labeling then plans key-moment candidates by default."""
+    from falv.labeling.engine import Engine
+    from falv.labeling.stages import LabelOptions, plan_video
+
+    result = train(_config(synth_set, tmp_path / "run", epochs=1, frame_selection="key-moments"), echo=None)
+    model = FALForVideoClassification.from_pretrained(result.best_dir)
+    assert model.config.sampling.frame_selection == "key-moments"
+    engine = Engine(model, LabelOptions(), None, "m")
+    assert engine.spec.frame_selection == "key-moments"
+    video = str(next((synth_set / "videos").rglob("*.mp4")))
+    [(_, _, times), *_] = plan_video(video, engine.spec, LabelOptions(clips=1))["windows"]
+    assert len(times) > model.config.num_frames  # candidates, of which the decode stage keeps num_frames
