@@ -102,7 +102,8 @@ def make_data(root: Path, quick: bool, heldout: tuple[int, ...], untrimmed_train
     return out
 
 
-def train_arm(run: Path, data: dict[str, Path], untrimmed: bool, epochs: int, fresh: bool) -> Path:
+def train_arm(run: Path, data: dict[str, Path], untrimmed: bool, epochs: int, fresh: bool,
+              options: dict[str, Any] | None = None) -> Path:
     from falv.training import TrainConfig, train
 
     from falv.training.checkpoint import latest_checkpoint
@@ -118,7 +119,8 @@ def train_arm(run: Path, data: dict[str, Path], untrimmed: bool, epochs: int, fr
 
         shutil.rmtree(run, ignore_errors=True)
         config = TrainConfig(data=str(data["trimmed"]), out=str(run), epochs=epochs,
-                             untrimmed=str(data["train-untrimmed"] / "untrimmed") if untrimmed else None)
+                             untrimmed=str(data["train-untrimmed"] / "untrimmed") if untrimmed else None,
+                             **(options or {}))
         result = train(config, echo=None)
     # training time (across resumes: the trainer's own clock) and this call's wall time
     (run / "done").write_text(json.dumps({"seconds": round(result.seconds, 1),
@@ -137,6 +139,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--arms", default="trimmed,untrimmed", help="models to train: trimmed, untrimmed")
     parser.add_argument("--segmenting", default="new,new-t0.6,old",
                         help="segmenting arms to evaluate: new, new-t0.6, old")
+    parser.add_argument("--train-option", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a TrainConfig field for both arms (e.g. seed=1, color_jitter=0.3); repeatable")
     parser.add_argument("--quick", action="store_true", help="tiny data, one epoch (checks the script runs)")
     parser.add_argument("--fresh", action="store_true", help="train again even when a finished run exists")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
@@ -150,16 +154,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from falv.evaluation import evaluate
 
     heldout = tuple(int(s) for s in args.heldout.split(",") if s.strip())
+    options = {}
+    for item in args.train_option:
+        field, _, value = item.partition("=")
+        if not field or not value:
+            parser.error(f"--train-option {item!r}: give FIELD=VALUE")
+        options[field] = json.loads(value) if value[:1] in "-0123456789[{tfn" else value
     epochs = 1 if args.quick else args.epochs
     n_train, n_eval = (2, 2) if args.quick else (args.untrimmed_train, args.untrimmed_eval)
     started = time.monotonic()
     data = make_data(args.out / "data", args.quick, heldout, n_train, n_eval)
     eval_sets = ["tuning"] + [f"heldout-{s}" for s in heldout]
-    results: dict[str, Any] = {"machine": machine(), "epochs": epochs, "untrimmed_train": n_train,
+    results: dict[str, Any] = {"machine": machine(), "epochs": epochs, "train_options": options,
+                               "untrimmed_train": n_train,
                                "untrimmed_eval": n_eval, "heldout_seeds": list(heldout), "arms": {}}
     for arm in [a.strip() for a in args.arms.split(",") if a.strip()]:
         t0 = time.monotonic()
-        best = train_arm(args.out / "runs" / arm, data, arm == "untrimmed", epochs, args.fresh)
+        best = train_arm(args.out / "runs" / arm, data, arm == "untrimmed", epochs, args.fresh, options)
         train_s = json.loads((best.parent / "done").read_text())["seconds"]
         arm_result: dict[str, Any] = {"train_seconds": train_s, "evaluations": {}}
         for seg_name in [x.strip() for x in args.segmenting.split(",") if x.strip()]:

@@ -35,6 +35,9 @@ POSITION_EMBEDDINGS = ("none", "space", "space_time")
 #: default, what public checkpoints hold) or space-then-time (the paper's order ablation).
 DIVIDED_ORDERS = ("time_space", "space_time")
 HEAD_TYPES = ("linear", "mlp")
+#: Motion input (``FALConfig.motion_input``): none, or each frame's difference from the previous
+#: frame as extra input channels (computed inside the model from pixel_values).
+MOTION_INPUTS = ("none", "frame_diff")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification")
 
 # ImageNet statistics, the default of TimeSformer's processor in transformers.
@@ -325,6 +328,10 @@ class FALConfig(LabelFields):
     # same patch of the previous frame (the first frame repeats itself), a motion cue that
     # lets small models trained from scratch learn direction (docs/model.md).
     patch_frames: int = 1
+    # "frame_diff": each patch token also embeds its patch's change from the previous frame (three
+    # more channels, the first frame's change zero), computed inside the model, so labeling,
+    # export and the processor see the same pixel_values; measured in docs/results.md.
+    motion_input: str = "none"
     hidden_size: int = 768
     num_hidden_layers: int = 12
     num_attention_heads: int = 12
@@ -383,6 +390,7 @@ class FALConfig(LabelFields):
             )
         check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
         check_choice("head_type", self.head_type, HEAD_TYPES)
+        check_choice("motion_input", self.motion_input, MOTION_INPUTS)
         positive = ("image_size", "patch_size", "num_channels", "num_frames", "patch_frames", "hidden_size",
                     "num_hidden_layers", "num_attention_heads", "intermediate_size")
         for name in positive:
@@ -416,14 +424,14 @@ class FALConfig(LabelFields):
 
     # -- JSON -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict. ``divided_order`` and ``patch_frames`` are written only when they
-        are not the default, so configs of default models stay exactly as they were before
-        the options existed."""
+        """A JSON-ready dict. ``divided_order``, ``patch_frames``, ``motion_input`` and
+        ``time_embedding_init_std`` are written only when they are not the default, so configs of
+        default models stay exactly as they were before the options existed."""
         out = dataclasses.asdict(self)
-        if out["divided_order"] == DIVIDED_ORDERS[0]:
-            del out["divided_order"]
-        if out["patch_frames"] == 1:
-            del out["patch_frames"]
+        for name, default in (("divided_order", DIVIDED_ORDERS[0]), ("patch_frames", 1), ("motion_input", "none"),
+                              ("time_embedding_init_std", 0.0)):
+            if out[name] == default:
+                del out[name]
         out["architectures"] = ["FALForVideoClassification"]
         return self._labels_to_dict(out)
 

@@ -45,6 +45,9 @@ def _floats(value: str, name: str) -> tuple[float, float]:
 @click.option("--freeze-backbone", is_flag=True, help="Train only the classification head.")
 @click.option("--frames", "num_frames", type=click.IntRange(1), help="Frames per clip (default: the model's).")
 @click.option("--image-size", type=click.IntRange(8), help="Frame size (default: the model's).")
+@click.option("--motion-input", type=click.Choice(["none", "frame_diff"]), default=None,
+              help="frame_diff: each frame's difference from the previous one as three more input channels "
+                   "(default: the preset's or --init model's, none).")
 @click.option("--frame-selection", default="uniform", show_default=True, type=click.Choice(["uniform", "key-moments"]),
               help="Where a clip's frames go: one per equal part of it, or key-moments: more where the picture "
                    "changes (recorded in the model's sampling, so labeling selects frames the same way).")

@@ -85,6 +85,10 @@ def timesformer_key_map(config: FALConfig, source: str) -> dict[str, tuple[str, 
         raise CheckpointError(
             f"TimeSformer checkpoints embed one frame per patch token; this model has patch_frames={config.patch_frames}"
         )
+    if config.motion_input != "none":
+        raise CheckpointError(
+            f"TimeSformer checkpoints embed pixels only; this model has motion_input={config.motion_input!r}"
+        )
     col = {"transformers": 0, "original": 1}[source]
     layer_prefix = "timesformer.encoder.layer." if source == "transformers" else "model.blocks."
     main = "joint" if config.attention_type == "joint_space_time" else "space"

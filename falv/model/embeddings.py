@@ -53,6 +53,11 @@ def stack_previous_frames(pixel_values: torch.Tensor, frames: int) -> torch.Tens
     return x.reshape(pixel_values.shape[0], t, frames * pixel_values.shape[2], *pixel_values.shape[3:])
 
 
+def frame_differences(pixel_values: torch.Tensor) -> torch.Tensor:
+    """(B, T, C, H, W) -> each frame minus the previous one, the first frame's difference zero."""
+    return torch.cat([torch.zeros_like(pixel_values[:, :1]), pixel_values[:, 1:] - pixel_values[:, :-1]], dim=1)
+
+
 class PatchEmbedding(nn.Module):
     """Cut frames into PxP patches and embed each linearly: E in R^{D x 3P^2} (Eq. 1-3).
 
@@ -60,17 +65,22 @@ class PatchEmbedding(nn.Module):
     ``(D, C*P*P)`` with the (channel, row, column) order of a patch, so a
     TimeSformer ``Conv2d`` kernel converts by a reshape.
 
+    With ``motion=True`` (``FALConfig.motion_input="frame_diff"``) each frame carries its
+    difference from the previous frame as C more channels (:func:`frame_differences`).
+
     With ``frames = k > 1`` (``FALConfig.patch_frames``) the token of frame t embeds
     the same patch in frames t, t-1, ..., t-k+1 (weight ``(D, k*C*P*P)``, frame-major):
     still one linear map per token and one token per frame and patch, so the
     sequence, the attention schemes and the attention maps are unchanged.
     """
 
-    def __init__(self, patch_size: int, num_channels: int, dim: int, frames: int = 1) -> None:
+    def __init__(self, patch_size: int, num_channels: int, dim: int, frames: int = 1, motion: bool = False) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.frames = frames
-        self.proj = nn.Linear(frames * num_channels * patch_size * patch_size, dim)
+        self.motion = motion
+        channels = num_channels * (2 if motion else 1)
+        self.proj = nn.Linear(frames * channels * patch_size * patch_size, dim)
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """(B, T, C, H, W) -> patch embeddings (B, T*N, D) frame-major, and the grid (T, Hp, Wp)."""
@@ -79,7 +89,10 @@ class PatchEmbedding(nn.Module):
         hp, wp = h // p, w // p
         if hp == 0 or wp == 0:
             raise ValueError(f"frames of {h}x{w} are smaller than one {p}x{p} patch")
-        x = stack_previous_frames(pixel_values[..., : hp * p, : wp * p], self.frames)  # drop the remainder
+        x = pixel_values[..., : hp * p, : wp * p]  # drop the remainder
+        if self.motion:
+            x = torch.cat([x, frame_differences(x)], dim=2)  # (B, T, 2C, H, W)
+        x = stack_previous_frames(x, self.frames)
         c = x.shape[2]
         x = x.reshape(b, t, c, hp, p, wp, p).permute(0, 1, 3, 5, 2, 4, 6)  # (B, T, Hp, Wp, k*C, P, P)
         x = x.reshape(b, t * hp * wp, c * p * p)
@@ -93,7 +106,8 @@ class Embeddings(nn.Module):
         super().__init__()
         d = config.hidden_size
         self.attention_type = config.attention_type
-        self.patch_embed = PatchEmbedding(config.patch_size, config.num_channels, d, config.patch_frames)
+        self.patch_embed = PatchEmbedding(config.patch_size, config.num_channels, d, config.patch_frames,
+                                          motion=config.motion_input == "frame_diff")
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         use_space = config.position_embedding in ("space", "space_time")
         # TimeSformer's space-only model has no time embedding; falv keeps that.

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from falv.config import FRAME_SELECTIONS
+from falv.config import FRAME_SELECTIONS, MOTION_INPUTS
 from falv.errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -44,6 +44,7 @@ class TrainConfig:
     num_frames: int | None = None
     image_size: int | None = None
     frame_selection: str = "uniform"  # or "key-moments": frames where the picture changes (falv.video.keymoments)
+    motion_input: str | None = None   # "frame_diff": frame differences as extra input channels (None: the model's)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # any FALConfig field
     # optimisation
     epochs: int | None = None         # None: scaled to the dataset size
@@ -120,6 +121,8 @@ class TrainConfig:
             raise ConfigError(f"untrimmed_window must be > 0 seconds, got {self.untrimmed_window}")
         if self.untrimmed_stride is not None and not self.untrimmed_stride > 0:
             raise ConfigError(f"untrimmed_stride must be > 0 seconds, got {self.untrimmed_stride}")
+        if self.motion_input is not None and self.motion_input not in MOTION_INPUTS:
+            raise ConfigError(f"unknown motion_input {self.motion_input!r}; valid values: {', '.join(MOTION_INPUTS)}")
         if self.frame_selection not in FRAME_SELECTIONS:
             raise ConfigError(f"unknown frame_selection {self.frame_selection!r}; valid values: "
                               f"{', '.join(FRAME_SELECTIONS)}")

@@ -180,6 +180,8 @@ def build_model(config: TrainConfig, classes: list[str], multilabel: bool, backg
         overrides["attention_type"] = config.attention
     if config.drop_path is not None:
         overrides["drop_path_rate"] = config.drop_path
+    if config.motion_input is not None:
+        overrides["motion_input"] = config.motion_input
     if background is not None:
         overrides["background_label"] = background
     if config.init is None:
@@ -199,6 +201,14 @@ def build_model(config: TrainConfig, classes: list[str], multilabel: bool, backg
         own = model.state_dict()
         kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape
                 and (same_head or not k.startswith("head."))}
+        key = "fal.embeddings.patch_embed.proj.weight"
+        if key in state and key in own and key not in kept and own[key].shape[1] == 2 * state[key].shape[1]:
+            # motion input added to a checkpoint without it: its pixel weights, and zero weights for the
+            # frame differences, so training starts from the checkpoint's own function
+            d, frames = own[key].shape[0], cfg.patch_frames
+            weight = torch.zeros(d, frames, 2, own[key].shape[1] // (2 * frames))
+            weight[:, :, 0] = state[key].view(d, frames, -1)
+            kept[key] = weight.view(d, -1)
         model.load_state_dict(kept, strict=False)
     return model
 

@@ -20,7 +20,9 @@ from falv.export.onnx import (
     read_export_metadata,
 )
 from falv.export.runtime import OnnxRuntimeModel, OpenVINOModel, check_runtime, prepare_runtime
+from falv import FALForVideoClassification
 from falv.inference import prepare_for_inference
+from tests.model.conftest import randomize_
 
 KINDS = [*ATTENTION_TYPES, "cnn"]
 
@@ -48,6 +50,19 @@ def test_every_scheme_and_the_cnn_match_falv_fp32_in_both_runtimes(kind, tmp_pat
         assert (embeddings - ref_embeddings).abs().max() < 1e-4, runtime
         one, _ = runner.predict(x[:1])  # batch 1 too
         assert (one - ref_logits[:1]).abs().max() < 1e-4
+
+
+def test_motion_input_and_two_frame_tokens_export_and_match(tmp_path):
+    """The frame differences are computed inside the model, so the exported graph has them too."""
+    from tests.export.conftest import tiny_config
+
+    torch.manual_seed(0)
+    model = randomize_(FALForVideoClassification(tiny_config(motion_input="frame_diff", patch_frames=2))).eval()
+    export_model(model, tmp_path / "out", formats=("onnx",))
+    x = clips(model, 2)
+    ref_logits, _ = prepare_for_inference(copy.deepcopy(model), "cpu", "fp32").predict(x)
+    logits, _ = prepare_runtime(tmp_path / "out", "onnxruntime", "fp32").predict(x)
+    assert (logits - ref_logits).abs().max() < 1e-4
 
 
 def test_metadata_round_trip_and_the_folder_is_a_model(tmp_path, make_model):

@@ -82,6 +82,47 @@ def test_time_embedding_starts_at_the_configured_scale(std):
     assert differ == (std > 0)
 
 
+def test_frame_differences_table():
+    from falv.model.embeddings import frame_differences
+
+    x = torch.tensor([1.0, 4.0, 4.0, 2.0]).reshape(1, 4, 1, 1, 1).expand(1, 4, 3, 2, 2)
+    assert frame_differences(x)[0, :, 0, 0, 0].tolist() == [0.0, 3.0, 0.0, -2.0]
+
+
+@pytest.mark.parametrize("patch_frames", [1, 2])
+def test_motion_input_embeds_each_patch_s_change_from_the_previous_frame(patch_frames):
+    """frame_diff adds C channels per frame: a still clip gives the diff weights nothing to see,
+    and the rest of the model is unchanged (same tokens, same layout)."""
+    torch.manual_seed(0)
+    cfg = tiny_config(motion_input="frame_diff", patch_frames=patch_frames)
+    model = randomize_(FALForVideoClassification(cfg)).eval()
+    c, p = cfg.num_channels, cfg.patch_size
+    assert model.fal.embeddings.patch_embed.proj.weight.shape[1] == patch_frames * 2 * c * p * p
+    still = torch.randn(1, 1, 3, 32, 32).expand(1, 4, 3, 32, 32)
+    moving = torch.randn(1, 4, 3, 32, 32)
+    with torch.no_grad():
+        before = model(still).logits, model(moving).logits
+        weight = model.fal.embeddings.patch_embed.proj.weight.view(cfg.hidden_size, patch_frames, 2, c * p * p)
+        weight[:, :, 1] = 0  # the weights that read the differences
+        after = model(still).logits, model(moving).logits
+    torch.testing.assert_close(after[0], before[0])  # a still clip has no change to embed
+    assert not torch.allclose(after[1], before[1])  # a moving one does
+
+
+def test_motion_input_is_saved_checked_and_not_converted_to_timesformer(tmp_path):
+    from falv.hub.convert import timesformer_key_map
+
+    cfg = tiny_config(motion_input="frame_diff")
+    assert cfg.to_dict()["motion_input"] == "frame_diff" and "motion_input" not in tiny_config().to_dict()
+    FALForVideoClassification(cfg).save_pretrained(tmp_path)
+    loaded = FALForVideoClassification.from_pretrained(tmp_path)
+    assert loaded.config.motion_input == "frame_diff"
+    with pytest.raises(ConfigError, match="motion_input"):
+        tiny_config(motion_input="flow")
+    with pytest.raises(CheckpointError, match="motion_input"):
+        timesformer_key_map(cfg, "transformers")
+
+
 def test_the_tiny_preset_starts_its_time_embedding_random_and_base_at_zero():
     assert preset("tiny").time_embedding_init_std == 1.0
     assert preset("base").time_embedding_init_std == preset("fal").time_embedding_init_std == 0.0

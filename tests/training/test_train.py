@@ -274,3 +274,19 @@ def test_a_model_trained_on_key_moments_is_labelled_the_same_way(synth_set, tmp_
     video = str(next((synth_set / "videos").rglob("*.mp4")))
     [(_, _, times), *_] = plan_video(video, engine.spec, LabelOptions(clips=1))["windows"]
     assert len(times) > model.config.num_frames  # candidates, of which the decode stage keeps num_frames
+
+
+def test_motion_input_from_scratch_and_added_to_a_checkpoint(synth_set, tmp_path):
+    """--motion-input frame_diff: a model from scratch has it; added to a checkpoint without it, the
+    checkpoint's pixel weights are kept and the difference weights start at zero (same function)."""
+    first = train(_config(synth_set, tmp_path / "plain", epochs=1), echo=None)
+    plain = FALForVideoClassification.from_pretrained(first.best_dir).eval()
+    tuned = train(_config(synth_set, tmp_path / "motion", epochs=1, init=str(first.best_dir), lr=1e-9,
+                          motion_input="frame_diff"), echo=None)
+    moving = FALForVideoClassification.from_pretrained(tuned.best_dir).eval()
+    assert moving.config.motion_input == "frame_diff" and plain.config.motion_input == "none"
+    x = torch.randn(2, plain.config.num_frames, 3, plain.config.image_size, plain.config.image_size)
+    with torch.no_grad():
+        torch.testing.assert_close(moving(x).logits, plain(x).logits, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ConfigError, match="motion_input"):
+        _config(synth_set, tmp_path / "bad", motion_input="flow")
