@@ -120,7 +120,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-EXPERIMENTS = ("table1", "table4", "cnn", "order", "views", "data", "resolution", "frames", "depth", "features")
+EXPERIMENTS = ("table1", "table4", "cnn", "order", "views", "data", "resolution", "frames", "depth", "features",
+               "motion")
 DATASETS = ("temporal", "appearance")
 #: Every dataset ``--datasets`` accepts: the two above (the default) and ``longrange``, whose classes
 #: differ only in the order of events several sampled frames apart (``falv synth --config longrange``).
@@ -310,6 +311,18 @@ EXPERIMENT_SPECS: dict[str, Experiment] = {
         datasets=("appearance",),
         quick_arms=[Arm("divided_space_time", "1 layer"),
                     Arm("layers_2", "2 layers", overrides=dict(num_hidden_layers=2))]),
+    "motion": Experiment(
+        "motion", "Motion input: each frame's difference from the previous one as extra channels (issue 18)",
+        "The FAL web page promises 'advanced optical flow computation that tracks movement patterns'. falv's "
+        "motion input (FALConfig.motion_input='frame_diff') adds frame differences to the patch embedding; "
+        "with two-frame tokens (the tiny preset's) a difference is already a linear feature of a token, with "
+        "one-frame tokens it is new to the token.",
+        [DEFAULT_ARM, Arm("motion_frame_diff", "two-frame tokens + frame differences",
+                          overrides=dict(motion_input="frame_diff")),
+         Arm("one_frame_tokens", "one-frame tokens", overrides=dict(patch_frames=1)),
+         Arm("one_frame_tokens_motion", "one-frame tokens + frame differences",
+             overrides=dict(patch_frames=1, motion_input="frame_diff"))],
+        datasets=("temporal",)),
     "features": Experiment(
         "features", "Appendix Figure 2: clip embeddings of divided vs space-only attention",
         "t-SNE of the clip features on SSv2: divided space-time attention separates the classes better than "

@@ -46,8 +46,8 @@ from falv.labeling.records import (LabelRecord, record_error, record_ok, record_
                                    video_id_for)
 from falv.inference import scores_from_logits
 from falv.labeling.segments import windows_to_segments
-from falv.labeling.stages import (TASK_STAGES, LabelOptions, ModelSpec, check_frames, decode_chunk, decode_tasks,
-                                  failure as _failure, plan_video, run_task)
+from falv.labeling.stages import (TASK_STAGES, LabelOptions, ModelSpec, check_frames, chunk_size, decode_chunk,
+                                  decode_tasks, failure as _failure, plan_video, run_task)
 from falv.labeling.store import LABELS_NAME, RecordStore, segment_key
 
 log = logging.getLogger(__name__)
@@ -357,7 +357,7 @@ class Engine:
         if not windows:
             raise ValueError("the plan has no window")
         video = _Video(job.path, plan["info"], [(float(a), float(b)) for a, b, _ in windows],
-                       -(-len(windows) // opts.chunk_windows),
+                       -(-len(windows) // chunk_size(self.spec, opts)),
                        len(windows), [None] * len(windows), [None] * len(windows),
                        warnings=list(plan.get("warnings") or ()), origin=plan.get("origin"), job=job,
                        options=job.options or opts)

@@ -121,6 +121,16 @@ def frame_selection(spec: ModelSpec, options: LabelOptions) -> str:
     return options.frame_selection or spec.frame_selection
 
 
+def chunk_size(spec: ModelSpec, options: LabelOptions) -> int:
+    """Windows per decode task: ``options.chunk_windows``, divided by the candidates decoded per
+    frame with key-moment selection, so that a task holds about as many frames either way."""
+    if frame_selection(spec, options) == "key-moments":
+        from falv.video.keymoments import DEFAULT_CANDIDATES_PER_FRAME
+
+        return max(1, options.chunk_windows // DEFAULT_CANDIDATES_PER_FRAME)
+    return options.chunk_windows
+
+
 def default_window(num_frames: int, clip_seconds: float | None = None) -> float:
     """Sliding-window seconds where a window length is needed and none was given (live streams,
     untrimmed evaluation): the model's clip duration ``clip_seconds`` (FALConfig.clip_seconds)
@@ -232,10 +242,10 @@ def decode_chunk(path: str, timestamps: list[list[float]], short_side: int, time
 
 def decode_tasks(path: str, plan: dict[str, Any], spec: ModelSpec, options: LabelOptions,
                  origin: float | None = None) -> list[dict[str, Any]]:
-    """The decode tasks of a planned video: ``options.chunk_windows`` windows each, in order;
+    """The decode tasks of a planned video: :func:`chunk_size` windows each, in order;
     ``task["first"]`` is the index of its first window, ``task["args"]`` :func:`decode_chunk`'s."""
     windows = plan["windows"]
-    step = options.chunk_windows
+    step = chunk_size(spec, options)
     perturb = options.perturb
     select = (spec.num_frames,) if frame_selection(spec, options) == "key-moments" else ()
     if perturb is None:

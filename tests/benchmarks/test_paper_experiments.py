@@ -247,11 +247,13 @@ def test_plan_of_issue_21_adds_only_its_new_settings_on_their_default_datasets(p
     new = sorted({(d.name, arm.key) for d, arm, _, _ in tasks} - {
         (d.name, arm.key) for d, arm, _, _ in pe.plan_tasks(settings, pe.EXPERIMENTS[:5], _fake_datasets(pe))})
     # data: 3 models x the 1/4 and 1/2 fractions on temporal; 2 new settings each of resolution,
-    # frames and depth on appearance; features only reads Table 1's runs
+    # frames and depth on appearance; features only reads Table 1's runs; motion (issue 18): 3 arms on temporal
     assert new == sorted([("temporal", f"{m}_frac{p}") for m in ("divided_space_time", "space_only", "r2plus1d")
                           for p in (25, 50)] + [("appearance", k) for k in (
-                              "image_size_32", "image_size_48", "frames_4", "frames_16", "layers_2", "layers_8")])
-    assert len(tasks) == 2 * (2 * 9 + 6 + 6)
+                              "image_size_32", "image_size_48", "frames_4", "frames_16", "layers_2", "layers_8")]
+                         + [("temporal", k) for k in ("motion_frame_diff", "one_frame_tokens",
+                                                      "one_frame_tokens_motion")])
+    assert len(tasks) == 2 * (2 * 9 + 6 + 6 + 3)
     features = sorted((d.name, arm.key) for d, arm, seed, extras in tasks if "features" in extras and seed == 0)
     assert features == sorted((d, k) for d in pe.DATASETS for k in ("space_only", "divided_space_time"))
     both = [extras for d, arm, *_, extras in tasks if arm.key == "divided_space_time"]

@@ -113,3 +113,18 @@ def test_training_clips_select_key_frames_and_the_model_records_it(counter_video
         VideoClipDataset(str(tmp_path / "list.csv"), 8, clip_sampling="dense", frame_selection="key-moments")
     with pytest.raises(ConfigError, match="frame_selection"):
         TrainConfig(data="x", out="y", frame_selection="smart")
+
+
+@pytest.mark.parametrize("chunk_windows, selection, expected", [
+    (64, "uniform", 64), (64, "key-moments", 12), (4, "key-moments", 1), (1, "key-moments", 1)])
+def test_key_moment_tasks_hold_about_as_many_frames_as_uniform_ones(chunk_windows, selection, expected):
+    from falv.labeling.stages import chunk_size
+
+    assert chunk_size(SPEC, LabelOptions(chunk_windows=chunk_windows, frame_selection=selection)) == expected
+
+
+def test_key_moments_over_many_small_decode_tasks(model_dir, counter_video):
+    # 8 windows of 0.5 s, one per decode task: every window comes back, in order
+    [record] = list(label([counter_video], str(model_dir), window=0.5, chunk_windows=4,
+                          frame_selection="key-moments", workers=1))
+    assert record.error is None and [w.start for w in record.windows] == pytest.approx([0.5 * k for k in range(8)])
