@@ -1098,7 +1098,7 @@ def markdown_table(data: dict[str, Any]) -> str:
     caption = (f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}); mean ± sample std over seeds, % of {where}; "
                f"`{data['command']}`" + (" (--quick: smoke-test sizes, not results)" if data["quick"] else "") + ".")
     lines = [f"### {data['title']}", "", caption, ""]
-    if data["experiment"] in ("table1", "table4", "order", "resolution", "frames", "depth"):
+    if data["experiment"] in ("table1", "table4", "order", "resolution", "frames", "depth", "motion"):
         head = ["model", "params (M)", "GFLOP / clip"] + [f"top-1 {DATASET_LABELS.get(d, d)}" for d in dsets]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for arm in data["arms"]:
