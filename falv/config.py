@@ -262,6 +262,11 @@ class LabelFields:
         return None if self.sampling is None else self.sampling.seconds(self.num_frames)
 
     @property
+    def frame_selection(self) -> str:
+        """Where this model's training frames went inside a clip: ``"uniform"`` or ``"key-moments"``."""
+        return (self.sampling.frame_selection if self.sampling is not None else None) or "uniform"
+
+    @property
     def labels(self) -> list[str]:
         """Class names in index order."""
         return [self.id2label[i] for i in range(self.num_labels)]

@@ -271,7 +271,7 @@ def _describe_model(model: Any) -> _Model:
                   thresholds=None if config.thresholds is None else list(config.thresholds),
                   num_frames=int(config.num_frames), temperature=getattr(config, "temperature", None),
                   clip_seconds=getattr(config, "clip_seconds", None), fingerprint=model_fingerprint(model),
-                  frame_selection=getattr(getattr(config, "sampling", None), "frame_selection", None) or "uniform")
+                  frame_selection=getattr(config, "frame_selection", "uniform"))
 
 
 def _key(path: str, segment: tuple[float, float] | None = None) -> str:

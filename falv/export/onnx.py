@@ -325,8 +325,7 @@ def calibration_clips(source: str | os.PathLike, model: Any, processor: Any, *, 
                      mean=tuple(processor.image_mean), std=tuple(processor.image_std),
                      rescale=processor.rescale_factor,
                      clip_seconds=getattr(model.config, "clip_seconds", None),  # the windows falv label plans
-                     frame_selection=getattr(getattr(model.config, "sampling", None), "frame_selection", None)
-                     or "uniform")
+                     frame_selection=getattr(model.config, "frame_selection", "uniform"))
     options = LabelOptions(clips=clips_per_video)
     clips: list[Any] = []
     for path in found.paths:

@@ -242,7 +242,7 @@ class Engine:
             crop=(int(proc.crop_size["height"]), int(proc.crop_size["width"])),
             mean=tuple(proc.image_mean), std=tuple(proc.image_std), rescale=proc.rescale_factor,
             clip_seconds=getattr(config, "clip_seconds", None),
-            frame_selection=getattr(getattr(config, "sampling", None), "frame_selection", None) or "uniform",
+            frame_selection=getattr(config, "frame_selection", "uniform"),
         )
         # Options are checked now (a bad precision or device stops the run before any work);
         # the model itself is converted on the model thread when a run starts, while the
