@@ -192,7 +192,7 @@ class LabelFields:
     the labeler read either. Subclasses provide ``to_dict``.
     The dataclass using it declares ``id2label``, ``label2id``, ``problem_type``,
     ``image_mean``, ``image_std``, ``num_channels``, ``num_frames``, ``thresholds``, ``temperature``,
-    ``sampling`` and ``background_label``."""
+    ``sampling``, ``background_label`` and ``hierarchical``."""
 
     id2label: dict[int, str]
     label2id: dict[str, int]
@@ -205,6 +205,7 @@ class LabelFields:
     sampling: ClipSampling | None
     num_frames: int
     background_label: str | None
+    hierarchical: bool
 
     def _normalise_labels(self) -> None:
         """JSON gives string keys and lists: back to ``{int: str}``, ``{str: int}`` and tuples."""
@@ -243,6 +244,10 @@ class LabelFields:
                                   "'no action' by keeping every class under its threshold")
             if self.num_labels < 2:
                 raise ConfigError("a model with a background label needs at least one other label")
+        if self.hierarchical:
+            if self.problem_type != "single_label_classification":
+                raise ConfigError("a hierarchical model is single-label (its scores sum over the taxonomy's leaves)")
+            self.taxonomy  # noqa: B018 - the labels must be the leaves' paths of a tree
 
     @property
     def num_labels(self) -> int:
@@ -267,6 +272,15 @@ class LabelFields:
         return (self.sampling.frame_selection if self.sampling is not None else None) or "uniform"
 
     @property
+    def taxonomy(self):  # -> falv.taxonomy.Taxonomy | None
+        """The label tree of a hierarchical model (its labels are the leaves' paths), else None."""
+        if not self.hierarchical:
+            return None
+        from falv.taxonomy import Taxonomy
+
+        return Taxonomy.from_labels(self.labels)
+
+    @property
     def labels(self) -> list[str]:
         """Class names in index order."""
         return [self.id2label[i] for i in range(self.num_labels)]
@@ -285,11 +299,13 @@ class LabelFields:
         """A copy with a new label set (e.g. fine-tuning on your own classes)."""
         background = self.background_label if self.background_label in labels else None
         return dataclasses.replace(self, id2label=dict(enumerate(labels)), label2id={}, thresholds=None,
-                                   temperature=None, background_label=background)
+                                   temperature=None, background_label=background, hierarchical=False)
 
     def _labels_to_dict(self, out: dict[str, Any]) -> dict[str, Any]:
         if out.get("background_label") is None:  # configs of models without one stay as they were
             out.pop("background_label", None)
+        if not out.get("hierarchical"):
+            out.pop("hierarchical", None)
         out["id2label"] = {str(k): v for k, v in self.id2label.items()}
         out["image_mean"] = list(self.image_mean)
         out["image_std"] = list(self.image_std)
@@ -378,6 +394,9 @@ class FALConfig(LabelFields):
     # The label of the "no action" class learnt from the gaps of untrimmed videos (falv train
     # --untrimmed); labeling never emits it as a label or segment (docs/evaluation.md).
     background_label: str | None = None
+    # The labels are the leaves of a taxonomy, named by their paths (``sports/ball/soccer``);
+    # inner nodes score the sum of their leaves (falv.taxonomy, docs/hierarchy.md).
+    hierarchical: bool = False
     model_type: str = MODEL_TYPE
 
     def __post_init__(self) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from falv.cli.configfile import config_option, write_resolved_config
-from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options, model_time_options
+from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options, hierarchy_options, model_time_options
 
 
 @click.command()
@@ -43,6 +43,7 @@ from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options, model_time_
 @click.option("--threshold", "segment_threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="Untrimmed videos: window scores below this are background.")
 @model_time_options
+@hierarchy_options
 @click.option("--refine-edges/--no-refine-edges", default=True, show_default=True,
               help="Untrimmed videos: put segment edges where the scores of the windows around them cross, "
                    "not half-way between the windows.")
@@ -57,7 +58,7 @@ from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options, model_time_
               help="Label every video again even if OUT/records holds this model's records of it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_subset, window, stride, smoothing,
-             min_duration, segment_threshold, refine_edges, clip_seconds, frame_selection, temperature, perturb,
+             min_duration, segment_threshold, refine_edges, clip_seconds, frame_selection, temperature, level, max_depth, perturb,
              perturb_seed,
              batch_size, workers, timeout, precision, runtime, device, no_resume, quiet) -> int:
     """Evaluate a model on labeled videos (--data) and/or untrimmed videos (--untrimmed).
@@ -98,7 +99,7 @@ def evaluate(model, data, out_dir, split, clips, crops, untrimmed, untrimmed_sub
             workers=workers, batch_size=batch_size,
             timeout=timeout, precision=precision, runtime=runtime, device=device, progress=bar,
             clip_seconds=clip_seconds, temperature=temperature, perturb=perturb,
-            resume=not no_resume, frame_selection=frame_selection,
+            resume=not no_resume, frame_selection=frame_selection, level=level, max_depth=max_depth,
         )
     finally:
         bar.close()
@@ -129,6 +130,11 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"top-1 {_number(result['top1'])}  top-5 {_number(result['top5'])}  F1 macro {_number(result['f1_macro'])}"
             f"{extra}  ({result['num_videos']} videos, {result['clips']} clip(s) x {result['crops']} crop(s))"
         )
+        hierarchy = result.get("hierarchy")
+        if hierarchy:
+            levels = "  ".join(f"level {x['level']} top-1 {_number(x['top1'])}" for x in hierarchy["levels"])
+            lines.append(f"{levels}  hierarchical P/R/F1 {_number(hierarchy['hierarchical_precision'])}/"
+                         f"{_number(hierarchy['hierarchical_recall'])}/{_number(hierarchy['hierarchical_f1'])}")
         cal = result.get("calibration")
         if cal and cal.get("ece") is not None:
             t = cal.get("temperature")

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from falv.cli.configfile import config_option, write_resolved_config
-from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options, model_time_options
+from falv.cli.main import EXIT_OK, EXIT_SOME_FAILED, engine_options, hierarchy_options, model_time_options
 
 FORMAT_CHOICES = ("jsonl", "csv", "label-studio", "fiftyone", "activitynet", "webvtt")
 
@@ -70,6 +70,7 @@ def _formats(value: tuple[str, ...]) -> list[str]:
               help="Multi-label models: decision thresholds instead of the config's tuned ones: one number for "
                    "every class, or CLASS=T pairs, comma-separated (the other classes keep theirs).")
 @model_time_options
+@hierarchy_options
 @engine_options
 @click.option("--engine", "engine_name", default="local", show_default=True, type=click.Choice(["local", "ray"]),
               help="local: worker processes and a model thread here; ray: the same stages on a Ray cluster "
@@ -89,7 +90,7 @@ def _formats(value: tuple[str, ...]) -> list[str]:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, background_threshold, smoothing,
           min_duration, refine_edges, url_mode, document_root, url_prefix, embeddings, class_thresholds, clip_seconds,
-          frame_selection, temperature, batch_size, workers, timeout, precision, runtime, device, engine_name, address, actors,
+          frame_selection, temperature, level, max_depth, batch_size, workers, timeout, precision, runtime, device, engine_name, address, actors,
           actor_cpus, task_cpus, no_resume, retry_failed, quiet) -> int:
     """Label INPUTS (video files, folders, glob patterns, or .txt/.csv lists of paths).
 
@@ -112,7 +113,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
                                min_duration=min_duration, background_threshold=background_threshold,
                                refine_edges=refine_edges, embeddings=embeddings, precision=precision, device=device,
                                runtime=runtime, clip_seconds=clip_seconds, temperature=temperature,
-                               frame_selection=frame_selection)
+                               frame_selection=frame_selection, level=level, max_depth=max_depth)
         ray_options = None
         if engine_name == "ray":
             from falv.labeling.ray_engine import RayOptions

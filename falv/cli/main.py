@@ -98,6 +98,21 @@ def model_time_options(fn: Any) -> Any:
     return fn
 
 
+def hierarchy_options(fn: Any) -> Any:
+    """--level and --max-depth: which level of a hierarchical model's taxonomy to report
+    (label, evaluate, serve's defaults are the leaves)."""
+    for option in reversed([
+        click.option("--level", default=None, type=click.IntRange(1),
+                     help="Hierarchical models: report the taxonomy's nodes this deep (1: the top), their "
+                          "scores the sums of their leaves'. Default: the leaves."),
+        click.option("--max-depth", default=None, type=click.IntRange(1),
+                     help="Hierarchical models: cut every leaf's path to this many names (the whole tree, no "
+                          "deeper than this). Default: the leaves."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 # command name -> "module:function"; each module holds one click command.
 COMMANDS = {
     "convert": "falv.cli.convert:convert",

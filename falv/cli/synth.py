@@ -104,7 +104,7 @@ def synth(
 ) -> None:
     """Write a synthetic benchmark of real H.264 videos to OUT (falv's public stand-in for FAL-500).
 
-    OUT gets videos/<class>/<id>.mp4, labels.txt, train/val/test.csv ("path,label[,label...]"),
+    OUT gets videos/<class>/<id>.mp4, labels.txt, taxonomy.txt, train/val/test.csv ("path,label[,label...]"),
     manifest.json and, with --untrimmed, untrimmed/ground_truth.json (ActivityNet format).
     The same options and seed give the same files, byte for byte.
     """

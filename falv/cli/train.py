@@ -37,6 +37,10 @@ def _floats(value: str, name: str) -> tuple[float, float]:
               help="Training window seconds (default: the window labeling uses for the model).")
 @click.option("--untrimmed-stride", type=click.FloatRange(0, min_open=True),
               help="Seconds between training windows (default: half the window).")
+@click.option("--taxonomy", type=click.Path(exists=True, dir_okay=False),
+              help="A label taxonomy (paths such as sports/ball/soccer one per line, or parent,child pairs): "
+                   "the classes are its leaves, the data may label any node, and the loss counts every level "
+                   "(docs/hierarchy.md).")
 @preset_option("tiny", "Model preset when training from scratch.")
 @click.option("--attention", help="Attention scheme (divided_space_time, joint_space_time, space_only, "
               "sparse_local_global, axial).")

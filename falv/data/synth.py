@@ -5,6 +5,7 @@
     OUT/videos/<class>/<id>.mp4      trimmed single-label clips (a folder-per-class source)
     OUT/multilabel/<id>.mp4          clips with several simultaneous actions (--multilabel)
     OUT/labels.txt                   class names, one per line, in index order
+    OUT/taxonomy.txt                 the classes' paths in a three-level tree (falv train --taxonomy)
     OUT/{train,val,test}.csv         "path,label[,label...]" rows, no header, paths relative to OUT
     OUT/untrimmed/<id>.mp4           long videos with several actions (--untrimmed)
     OUT/untrimmed/ground_truth.json  ActivityNet-style segments
@@ -79,6 +80,7 @@ __all__ = [
     "SynthManifest",
     "VideoSpec",
     "partner",
+    "taxonomy_path",
     "catalogue",
     "resolve_classes",
     "split_counts",
@@ -141,6 +143,23 @@ APPEARANCE_CLASSES: tuple[str, ...] = (
 
 # keys separating the random streams of the plan (with the seed and a class hash)
 _KEY_TRIMMED, _KEY_SPLIT, _KEY_MULTI, _KEY_UNTRIMMED = 1, 2, 3, 4
+
+
+#: The parent of each temporal and long-range pair in the synth taxonomy (``taxonomy_path``).
+_PAIR_GROUPS = {"move_right": "translation", "rotate_clockwise": "rotation", "approach": "depth",
+                "appear": "visibility", "speed_up": "speed", "a_then_b": "events", "grow_then_shrink": "size"}
+
+
+def taxonomy_path(name: str) -> str:
+    """A class's place in the synth taxonomy (three levels, ``falv.taxonomy``): temporal classes
+    under ``motion/<pair>`` (``motion/translation/move_right``: the pair is what moves, the leaf the
+    direction), long-range classes under ``order/<pair>``, appearance classes under
+    ``appearance/<shape>`` (``appearance/circle/red-solid-circle``)."""
+    if name in TEMPORAL_CLASSES:
+        return f"motion/{_PAIR_GROUPS[_CANONICAL[name]]}/{name}"
+    if name in LONG_RANGE_CLASSES:
+        return f"order/{_PAIR_GROUPS[_CANONICAL[name]]}/{name}"
+    return f"appearance/{AppearanceClass.parse(name).shape}/{name}"
 
 
 def partner(name: str) -> str | None:
@@ -881,6 +900,7 @@ def _write_text(path: Path, text: str) -> None:
 def _write_index_files(manifest: SynthManifest) -> None:
     root = manifest.root
     _write_text(root / "labels.txt", "".join(f"{c}\n" for c in manifest.classes))
+    _write_text(root / "taxonomy.txt", "".join(f"{taxonomy_path(c)}\n" for c in manifest.classes))
     for split in SPLITS:
         with open(root / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f, lineterminator="\n")

@@ -315,3 +315,46 @@ def classification_metrics(
         out["map"] = mean_average_precision(scores, targets)
         out["per_class_ap"] = [None if np.isnan(x) else float(x) for x in ap]
     return out
+
+
+# -- hierarchical labels ---------------------------------------------------------------------------
+
+
+def hierarchical_metrics(leaf_scores: Any, nodes: Sequence[str], taxonomy: Any) -> dict[str, Any]:
+    """Metrics of a hierarchical model (:class:`falv.taxonomy.Taxonomy`) from its videos' leaf
+    scores ``(N, leaves)`` and each video's labelled node (a leaf's or an inner node's path):
+
+    - ``levels``: per depth ``d`` (1 = the top), ``top1`` and ``f1_macro`` of the best node ``d``
+      deep (scores summed over its leaves) against the labelled node's ancestor ``d`` deep, over the
+      ``num_videos`` labelled at least that deep;
+    - ``hierarchical_precision`` / ``_recall`` / ``_f1`` (Kiritchenko et al., 2005): with ``P`` the
+      nodes on the predicted path (the best child at every level, down to a leaf) and ``T`` the
+      labelled node and its ancestors, ``sum |P & T| / sum |P|``, ``sum |P & T| / sum |T|`` and
+      their harmonic mean. A wrong leaf under the right parent still earns the parent's share.
+    """
+    scores = np.asarray(leaf_scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[0] != len(nodes):
+        raise ValueError(f"leaf_scores {scores.shape} do not match {len(nodes)} labelled nodes")
+    levels = []
+    for depth in range(1, taxonomy.max_depth + 1):
+        rows = [i for i, node in enumerate(nodes) if taxonomy.depth(node) >= depth]
+        if not rows:
+            continue
+        names, matrix = taxonomy.view(level=depth)
+        column = {name: i for i, name in enumerate(names)}
+        truth = np.array([column[taxonomy.ancestors(nodes[i])[depth - 1]] for i in rows], dtype=np.int64)
+        predicted = predict_single(scores[rows] @ matrix)
+        levels.append({"level": depth, "num_classes": len(names), "num_videos": len(rows),
+                       "top1": float((predicted == truth).mean()),
+                       "f1_macro": averaged_scores(truth, predicted)["f1_macro"]})
+    overlap = predicted_size = true_size = 0
+    for row, node in zip(scores, nodes):
+        guess = {n for n, _ in taxonomy.best_path(row)}
+        truth_set = set(taxonomy.ancestors(node))
+        overlap += len(guess & truth_set)
+        predicted_size += len(guess)
+        true_size += len(truth_set)
+    hp = overlap / predicted_size if predicted_size else 0.0
+    hr = overlap / true_size if true_size else 0.0
+    return {"levels": levels, "hierarchical_precision": hp, "hierarchical_recall": hr,
+            "hierarchical_f1": 2 * hp * hr / (hp + hr) if hp + hr > 0 else 0.0}

@@ -173,6 +173,8 @@ def map_classes(names: Iterable[str], model_labels: Sequence[str], *, what: str 
     loose: dict[str, list[int]] = {}
     for i, label in enumerate(model_labels):
         loose.setdefault(_normal(label), []).append(i)
+        if "/" in label:  # a hierarchical model's leaf path also answers to its last name
+            loose.setdefault(_normal(label.rsplit("/", 1)[1]), []).append(i)
     out: dict[str, int] = {}
     unknown: list[str] = []
     for name in dict.fromkeys(names):
@@ -225,6 +227,11 @@ class _Model:
     clip_seconds: float | None = None
     frame_selection: str = "uniform"  # how its training frames were placed (config sampling)
     fingerprint: str = ""  # what the model is (config + weights), for resuming only its own records
+    # a hierarchical model: its taxonomy, the classes its records hold (the leaves; ``labels`` are
+    # those of the level evaluated) and the (leaves, labels) matrix summing the one into the other
+    taxonomy: Any = None
+    record_labels: list[str] | None = None
+    view: np.ndarray | None = None
 
 
 def model_fingerprint(model: Any) -> str:
@@ -253,7 +260,7 @@ def model_fingerprint(model: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-def _describe_model(model: Any) -> _Model:
+def _describe_model(model: Any, level: int | None = None, max_depth: int | None = None) -> _Model:
     import torch
 
     if isinstance(model, torch.nn.Module):
@@ -266,7 +273,15 @@ def _describe_model(model: Any) -> _Model:
         name = str(model)
     # a learnt background class is no class of the evaluation: labeling never emits it
     labels = list(getattr(config, "action_labels", config.labels))
-    return _Model(arg=model if isinstance(model, torch.nn.Module) else str(model), name=name,
+    taxonomy = getattr(config, "taxonomy", None)
+    hierarchy: dict[str, Any] = {}
+    if taxonomy is not None:
+        names, view = taxonomy.view(level, max_depth)
+        hierarchy = {"taxonomy": taxonomy, "record_labels": labels, "view": None if names == labels else view}
+        labels = names
+    elif level is not None or max_depth is not None:
+        raise ConfigError("--level and --max-depth need a hierarchical model (trained with --taxonomy)")
+    return _Model(**hierarchy, arg=model if isinstance(model, torch.nn.Module) else str(model), name=name,
                   labels=labels, multilabel=bool(config.is_multilabel),
                   thresholds=None if config.thresholds is None else list(config.thresholds),
                   num_frames=int(config.num_frames), temperature=getattr(config, "temperature", None),
@@ -375,6 +390,7 @@ class _Dataset:
     class_indices: list[int]       # the source classes, as model indices
     name: str
     split: str | None
+    nodes: list[str] | None = None  # a hierarchical model's: each entry's labelled node (a path)
 
 
 def _default_split(data: Any) -> str | None:
@@ -406,6 +422,9 @@ def _load_dataset(data: Any, split: str | None, model: _Model) -> _Dataset:
     if not labelled:
         raise EvaluationError(f"{source.name or data}: no labeled video to evaluate"
                               + (f" in split {split!r}" if split else ""))
+    nodes = None
+    if model.taxonomy is not None:
+        labelled, nodes, source = _at_level(labelled, source, model)
     used = list(dict.fromkeys(lab for e in labelled for lab in e.labels))
     mapping = map_classes(used, model.labels)
     unused = [c for c in source.classes if c not in mapping]
@@ -426,7 +445,37 @@ def _load_dataset(data: Any, split: str | None, model: _Model) -> _Dataset:
         targets = np.array([mapping[e.labels[0]] for e in labelled], dtype=np.int64)
     class_indices = sorted({mapping[c] for c in source.classes if c in mapping})
     return _Dataset(labelled, targets, bool(source.multilabel), class_indices,
-                    str(source.name or data), split)
+                    str(source.name or data), split, nodes)
+
+
+def _at_level(entries: list[Any], source: Any, model: _Model) -> tuple[list[Any], list[str], Any]:
+    """A hierarchical model's evaluation data: each entry's label resolved to its node in the
+    taxonomy and relabelled with its class at the evaluated level (``model.labels``: the leaves, a
+    level or a depth cut); entries labelled above that level cannot be judged there and are left out."""
+    import dataclasses
+
+    taxonomy, classes = model.taxonomy, set(model.labels)
+    if source.multilabel:
+        raise EvaluationError("a hierarchical model is single-label: evaluate it on single-label data")
+    kept, nodes = [], []
+    for entry in entries:
+        try:
+            node = taxonomy.resolve(entry.labels[0])
+        except ConfigError as exc:
+            raise ClassMismatchError(f"{source.name}: {exc}") from None
+        # its class at the level: its deepest ancestor (or itself) among them; none when labelled above it
+        target = next((a for a in reversed(taxonomy.ancestors(node)) if a in classes), None)
+        if target is None:
+            continue
+        kept.append(dataclasses.replace(entry, labels=(target,)))
+        nodes.append(node)
+    if len(kept) < len(entries):
+        log.warning("%d of %d videos are labelled above the level evaluated and are left out of its metrics",
+                    len(entries) - len(kept), len(entries))
+    if not kept:
+        raise EvaluationError("no video is labelled as deep as the level evaluated")
+    return kept, nodes, dataclasses.replace(source, entries=kept, classes=list(model.labels),
+                                            problems=list(source.problems))
 
 
 def _try_map(name: str, labels: Sequence[str]) -> int | None:
@@ -443,8 +492,9 @@ def _evaluate_view(dataset: _Dataset, model: _Model, options: Any, progress: Pro
     what = f"{clips} clip(s) x {crops} crop(s)" + (f", {options.perturb.spec}" if options.perturb else "")
     records = _run_engine([(e.path, _segment(e)) for e in dataset.entries], model, options, progress, what,
                           records_dir)
-    index = {label: i for i, label in enumerate(model.labels)}
-    k = len(model.labels)
+    names = model.record_labels or model.labels  # the classes the records hold
+    index = {label: i for i, label in enumerate(names)}
+    k = len(names)
     rows, failed, ok_records = [], [], []
     for row, entry in enumerate(dataset.entries):
         record = records[_key(entry.path, _segment(entry))]
@@ -457,6 +507,9 @@ def _evaluate_view(dataset: _Dataset, model: _Model, options: Any, progress: Pro
     temperature = options.temperature if options.temperature is not None else model.temperature
     raw = (np.stack([raw_scores_from_record(r, index, k, temperature, model.multilabel) for r in ok_records])
            if rows and temperature not in (None, 1.0) else scores)
+    leaf_scores = scores
+    if model.view is not None:  # a hierarchical model's level: the leaves' scores summed into its nodes
+        scores, raw, k = scores @ model.view, raw @ model.view, len(model.labels)
     targets = dataset.targets[rows]
     if dataset.multilabel:
         predictions = (M.predict_multi(scores, model.thresholds) if model.multilabel
@@ -464,7 +517,7 @@ def _evaluate_view(dataset: _Dataset, model: _Model, options: Any, progress: Pro
     else:
         predictions = M.predict_single(scores)
     return {"clips": clips, "crops": crops, "scores": scores, "targets": targets, "predictions": predictions,
-            "rows": rows, "records": ok_records, "failed": failed, "raw_scores": raw, "temperature": temperature}
+            "leaf_scores": leaf_scores, "rows": rows, "records": ok_records, "failed": failed, "raw_scores": raw, "temperature": temperature}
 
 
 _METRIC_KEYS = ("top1", "top5", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
@@ -642,6 +695,8 @@ def evaluate(
     perturb: str | Iterable[str] | Iterable[Any] | None = None,
     perturb_seed: int = 0,
     frame_selection: str | None = None,
+    level: int | None = None,
+    max_depth: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on the labeled videos of ``data`` and/or untrimmed videos; returns the metrics dict.
 
@@ -684,6 +739,10 @@ def evaluate(
     (:func:`robustness_summary`; ``robustness.png`` beside the metrics).
     ``frame_selection``: ``"uniform"`` or ``"key-moments"`` (:class:`falv.labeling.stages.LabelOptions`;
     None: as the model was trained).
+    A hierarchical model (trained with a taxonomy) is judged at its leaves, or at ``level`` (the
+    nodes that deep) or ``max_depth`` (every leaf's path cut to that depth); videos labelled above
+    that level are left out of the headline metrics. ``hierarchy`` adds top-1 and macro F1 per
+    level and the hierarchical precision, recall and F1 (:func:`falv.evaluation.metrics.hierarchical_metrics`).
     """
     from falv import __version__
     from falv.labeling.stages import LabelOptions
@@ -696,9 +755,9 @@ def evaluate(
     if perturbations and data is None:
         raise ConfigError("perturbations apply to labeled videos: give a dataset (data) with perturb")
     started = time.monotonic()
-    info = _describe_model(model)
+    info = _describe_model(model, level, max_depth)
     k = len(info.labels)
-    engine = dict(top_k=k, apply_thresholds=False, workers=workers, batch_size=batch_size, timeout=timeout,
+    engine = dict(top_k=len(info.record_labels or info.labels), apply_thresholds=False, workers=workers, batch_size=batch_size, timeout=timeout,
                   precision=precision, device=device, runtime=runtime, clip_seconds=clip_seconds,
                   temperature=temperature, frame_selection=frame_selection)
     loc_options = None
@@ -743,6 +802,9 @@ def evaluate(
                                  if key in numbers},
                               "num_videos": numbers["num_videos"], "num_failed": len(last["failed"])})
         result.update(numbers)
+        if info.taxonomy is not None and dataset.nodes is not None:
+            result["hierarchy"] = M.hierarchical_metrics(
+                last["leaf_scores"], [dataset.nodes[r] for r in last["rows"]], info.taxonomy)
         report_labels = sorted(set(dataset.class_indices) | _predicted(last["predictions"], dataset.multilabel))
         result["classes"] = [info.labels[i] for i in report_labels]
         result["failed"] = list(last["failed"])

@@ -233,6 +233,9 @@ class Engine:
         self.temperature = float(options.temperature if options.temperature is not None
                                  else getattr(config, "temperature", None) or 1.0)
         self.background = getattr(config, "background_label", None)
+        self.taxonomy = getattr(config, "taxonomy", None)  # a hierarchical model's label tree
+        self._views: dict[tuple[int | None, int | None], tuple[list[str], np.ndarray | None]] = {}
+        self.label_view(options)  # --level / --max-depth: checked before any work
         proc = processor or FALImageProcessor.from_config(config)
         if "shortest_edge" not in proc.size:
             raise ConfigError("falv label needs a processor that resizes the shortest edge (size.shortest_edge)")
@@ -294,6 +297,29 @@ class Engine:
                 video.scores[w], video.embeds[w] = result["scores"], result["embeds"]
         return failed
 
+    def label_view(self, options: LabelOptions) -> tuple[list[str], np.ndarray | None]:
+        """The classes a run reports and the (model classes, classes) matrix that sums the model's
+        scores into them: a hierarchical model's ``options.level`` / ``options.max_depth``
+        (:meth:`falv.taxonomy.Taxonomy.view`), else the model's own classes (``None``: as they are)."""
+        key = (options.level, options.max_depth)
+        if key not in self._views:
+            if key == (None, None):
+                self._views[key] = (self.labels, None)
+            elif self.taxonomy is None:
+                raise ConfigError("--level and --max-depth need a hierarchical model (trained with --taxonomy)")
+            else:
+                names, matrix = self.taxonomy.view(options.level, options.max_depth)
+                self._views[key] = (names, matrix)
+        return self._views[key]
+
+    def label_path(self, leaf_scores: np.ndarray, options: LabelOptions) -> list[dict[str, Any]] | None:
+        """A hierarchical model's most likely path from the top (``label_path`` in the record),
+        down to ``options.level`` or ``options.max_depth`` when given; None for a flat model."""
+        if self.taxonomy is None:
+            return None
+        depth = options.level or options.max_depth
+        return [{"label": node, "score": score} for node, score in self.taxonomy.best_path(leaf_scores, depth)]
+
     @property
     def provenance(self) -> dict[str, str]:
         """What every record says produced it: ``precision``, ``device`` and ``runtime``
@@ -333,12 +359,19 @@ class Engine:
                 except OSError as exc:  # the output folder or the disk, not this video
                     raise RunError(f"cannot write embeddings into {self.out_dir}: {exc}") from exc
             stage = "aggregating and segmenting"
-            record = aggregate(video.path, video.info, video.windows, scores, self.labels, video.options,
+            labels, view = self.label_view(video.options)
+            path = self.label_path(scores.mean(axis=0), video.options)
+            if view is not None:  # a hierarchical model's level: the leaves' scores summed into their nodes
+                scores = scores @ view
+            record = aggregate(video.path, video.info, video.windows, scores, labels, video.options,
                                multilabel=self.multilabel, model_id=self.model_id,
                                thresholds=(list(video.options.thresholds) if video.options.thresholds is not None
                                            else self.thresholds),
-                               warnings=video.warnings, embeddings=embeddings, background=self.background)
+                               warnings=video.warnings, embeddings=embeddings,
+                               background=self.background if self.background in labels else None)
             record = dataclasses.replace(record, **self.provenance)
+            if path is not None:
+                record = dataclasses.replace(record, extra={**record.extra, "label_path": path})
             if video.job.segment is not None:
                 record = dataclasses.replace(record, extra={**record.extra,
                                                             "segment": _segment_json(video.job.segment)})

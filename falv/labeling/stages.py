@@ -66,6 +66,10 @@ class LabelOptions:
     # picture changes: falv.video.keymoments; measured in docs/results.md). None: as the model was
     # trained (its config's sampling; uniform when it says nothing).
     frame_selection: str | None = None
+    # A hierarchical model's labels (falv.taxonomy.Taxonomy.view): level=L reports the nodes L deep,
+    # max_depth=D every leaf cut to D names; None: the leaves. Records carry the best path (label_path).
+    level: int | None = None
+    max_depth: int | None = None
 
     def __post_init__(self) -> None:
         if self.crops not in (1, 3):
@@ -95,6 +99,12 @@ class LabelOptions:
             raise ConfigError(f"perturb must be a falv.video.perturb.Perturbation, got {self.perturb!r}")
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"unknown runtime {self.runtime!r}; valid values: {', '.join(RUNTIMES)}")
+        for name in ("level", "max_depth"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        if self.level is not None and self.max_depth is not None and self.max_depth < self.level:
+            raise ConfigError(f"max_depth ({self.max_depth}) is above level ({self.level}): give one of them")
         if self.frame_selection is not None and self.frame_selection not in FRAME_SELECTIONS:
             raise ConfigError(f"unknown frame selection {self.frame_selection!r}; valid values: "
                               f"{', '.join(FRAME_SELECTIONS)}")

@@ -84,6 +84,7 @@ class R2Plus1DConfig(LabelFields):
     temperature: float | None = None      # as in FALConfig
     sampling: ClipSampling | None = None  # as in FALConfig
     background_label: str | None = None
+    hierarchical: bool = False            # as in FALConfig
     model_type: str = BASELINE_MODEL_TYPE
 
     def __post_init__(self) -> None:

@@ -24,8 +24,9 @@ from falv.serve.jobs import FINAL, Job, JobStore, now_iso
 log = logging.getLogger(__name__)
 
 #: The label options a job may set (the rest are the server's: batch, workers, precision...).
-JOB_OPTIONS = ("clips", "crops", "window", "stride", "top_k", "threshold", "smoothing", "min_duration")
-_INT_OPTIONS = ("clips", "crops", "top_k", "smoothing")
+JOB_OPTIONS = ("clips", "crops", "window", "stride", "top_k", "threshold", "smoothing", "min_duration", "level",
+               "max_depth")
+_INT_OPTIONS = ("clips", "crops", "top_k", "smoothing", "level", "max_depth")
 
 
 class QueueFull(FalvError):
@@ -303,6 +304,10 @@ class LabelService:
 
     def submit(self, path: Path, name: str, options: dict[str, Any], *, upload: bool = False,
                job_id: str | None = None) -> Job:
+        if "level" in options or "max_depth" in options:  # a level this model has (ConfigError: HTTP 422)
+            from falv.labeling.stages import LabelOptions
+
+            self.engine.label_view(LabelOptions(**_label_fields(options)))
         if self.store.count("queued", "running") >= self.settings.max_queue:
             raise QueueFull(f"the queue is full ({self.settings.max_queue} unfinished jobs); try again later")
         job = self.store.add(name, str(path), options, upload=upload, job_id=job_id)

@@ -46,6 +46,9 @@ class TrainConfig:
     frame_selection: str = "uniform"  # or "key-moments": frames where the picture changes (falv.video.keymoments)
     motion_input: str | None = None   # "frame_diff": frame differences as extra input channels (None: the model's)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # any FALConfig field
+    # a label taxonomy file (falv.taxonomy): the classes are its leaves, labels may name any node,
+    # and the loss counts every level from the top down to the labelled node
+    taxonomy: str | None = None
     # optimisation
     epochs: int | None = None         # None: scaled to the dataset size
     batch_size: int = 16              # global batch (split across processes)
@@ -130,7 +133,12 @@ class TrainConfig:
             raise ConfigError(f"scale {self.scale} must satisfy 0 < min <= max <= 1")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """A JSON-ready dict; ``taxonomy`` only when set, so flat runs' configs (and the experiments'
+        cache keys made from them) stay as they were before the option existed."""
+        out = dataclasses.asdict(self)
+        if out["taxonomy"] is None:
+            del out["taxonomy"]
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

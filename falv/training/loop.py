@@ -38,7 +38,8 @@ from falv.training import distributed
 from falv.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from falv.training.config import TrainConfig, default_epochs, default_lr
 from falv.training.ema import ModelEMA
-from falv.training.mixing import mix_batch, soft_loss, soft_targets
+from falv.taxonomy import Taxonomy, read_taxonomy
+from falv.training.mixing import Objective, mix_batch
 from falv.training.schedule import PlateauTracker, param_groups, scheduled_lr
 from falv.training.split import stratified_split
 
@@ -89,7 +90,14 @@ def open_sources(config: TrainConfig) -> tuple[DatasetSource, DatasetSource, dic
                "val": [train.entries[i].path for i in val_idx]}
         train, val = train.subset(train_idx), train.subset(val_idx)
     if config.untrimmed:
+        if config.taxonomy:
+            raise ConfigError("--untrimmed and --taxonomy together are not supported yet: the background class "
+                              "would need a place in the taxonomy")
         train, how["untrimmed"] = _add_untrimmed(train, config)
+    if config.taxonomy:
+        taxonomy = read_taxonomy(config.taxonomy)
+        train, val = with_taxonomy(train, taxonomy), with_taxonomy(val, taxonomy)
+        how["taxonomy"] = {"file": config.taxonomy, "leaves": list(taxonomy.leaves)}
     missing = sorted({lab for e in val.entries for lab in e.labels} - set(train.classes))
     if missing:
         raise DatasetError(f"validation labels not in the training classes: {missing[:10]}", code="unknown_label")
@@ -97,6 +105,21 @@ def open_sources(config: TrainConfig) -> tuple[DatasetSource, DatasetSource, dic
     if len(train) == 0 or len(val) == 0:
         raise DatasetError("the training and the validation set each need at least one video", code="empty")
     return train, val, how
+
+
+def with_taxonomy(source: DatasetSource, taxonomy: Taxonomy) -> DatasetSource:
+    """``source`` with its labels resolved to the taxonomy's nodes (a leaf's or an inner node's
+    path; :meth:`Taxonomy.resolve`) and the nodes as its classes (the leaves first)."""
+    if source.multilabel:
+        raise ConfigError("--taxonomy needs single-label data (a hierarchical model picks one path)")
+    resolved: dict[str, str] = {}
+    for label in {lab for e in source.entries for lab in e.labels}:
+        try:
+            resolved[label] = taxonomy.resolve(label)
+        except ConfigError as exc:
+            raise DatasetError(f"{source.name}: {exc}", code="unknown_label") from None
+    entries = [replace(e, labels=tuple(resolved[lab] for lab in e.labels)) for e in source.entries]
+    return replace(source, entries=entries, classes=list(taxonomy.nodes), problems=list(source.problems))
 
 
 def untrimmed_window(config: TrainConfig) -> float:
@@ -167,9 +190,11 @@ def _cache_budget(config: TrainConfig, source: DatasetSource, size: int) -> int:
 
 
 # -- model ---------------------------------------------------------------------------
-def build_model(config: TrainConfig, classes: list[str], multilabel: bool, background: str | None = None) -> nn.Module:
+def build_model(config: TrainConfig, classes: list[str], multilabel: bool, background: str | None = None,
+                hierarchical: bool = False) -> nn.Module:
     """A FAL model for ``classes``: a preset from scratch, or ``config.init`` with a new head.
-    ``background``: the label of the learnt background class (``--untrimmed``)."""
+    ``background``: the label of the learnt background class (``--untrimmed``); ``hierarchical``:
+    ``classes`` are a taxonomy's leaf paths (``--taxonomy``)."""
     from falv.hub.load import load_model
     from falv.model.presets import preset
     from falv.model.transformer import FALForVideoClassification
@@ -184,6 +209,8 @@ def build_model(config: TrainConfig, classes: list[str], multilabel: bool, backg
         overrides["motion_input"] = config.motion_input
     if background is not None:
         overrides["background_label"] = background
+    if hierarchical:
+        overrides["hierarchical"] = True
     if config.init is None:
         if config.num_frames:
             overrides["num_frames"] = config.num_frames
@@ -338,7 +365,7 @@ def validate(
     ctx: distributed.DistContext,
     amp: torch.dtype | None,
     batch_size: int,
-    multilabel: bool,
+    objective: Objective,
     return_logits: bool = False,
 ) -> dict[str, Any]:
     """Single-view validation (centre clip, centre crop): loss, top-1 or mAP, sharded over processes.
@@ -347,7 +374,7 @@ def validate(
 
     model.eval()
     indices = list(range(ctx.rank, len(dataset), ctx.world_size))
-    scores, targets, loss_sum = [], [], 0.0
+    scores, targets, loss_sum, correct = [], [], 0.0, 0
     for start in range(0, len(indices), batch_size):
         batch = collate([dataset[i] for i in indices[start:start + batch_size]])
         if batch is None:
@@ -355,21 +382,24 @@ def validate(
         with _autocast(ctx.device, amp):
             logits = model(batch["pixel_values"].to(ctx.device)).logits.float().cpu()
         y = batch["labels"]
-        loss_sum += float(soft_loss(logits, soft_targets(y, logits.shape[-1]), multilabel)) * len(y)
+        loss_sum += float(objective.loss(logits, objective.targets(y))) * len(y)
+        correct += objective.correct(logits, y)
         scores.append(logits)
         targets.append(y)
-    local = (torch.cat(scores).numpy() if scores else None, torch.cat(targets).numpy() if targets else None, loss_sum)
+    local = (torch.cat(scores).numpy() if scores else None, torch.cat(targets).numpy() if targets else None, loss_sum,
+             correct)
     parts = [p for p in ctx.gather(local) if p[0] is not None]
     all_scores = np.concatenate([p[0] for p in parts])
     all_targets = np.concatenate([p[1] for p in parts])
     out: dict[str, Any] = {"val_loss": sum(p[2] for p in parts) / len(all_scores)}
+    multilabel = objective.multilabel
     if return_logits:
         out["logits"], out["targets"] = all_scores, all_targets
     if multilabel:
         out["val_map"] = float(mean_average_precision(all_scores, all_targets))
         out["val_top1"] = None
     else:
-        out["val_top1"] = float((all_scores.argmax(-1) == all_targets).mean())
+        out["val_top1"] = sum(p[3] for p in parts) / len(all_scores)
         out["val_map"] = None
     return out
 
@@ -382,6 +412,9 @@ def calibrate(config: Any, logits: np.ndarray, targets: np.ndarray, multilabel: 
     from falv.evaluation.calibration import (expected_calibration_error, fit_temperature, sigmoid_np, softmax_np,
                                              tune_thresholds)
 
+    if getattr(config, "hierarchical", False) and not multilabel:  # fitted on the videos labelled at a leaf
+        leaf = np.asarray(targets) < config.num_labels
+        logits, targets = np.asarray(logits)[leaf], np.asarray(targets)[leaf]
     if not hasattr(config, "temperature") or len(logits) == 0:
         return {}
     z = np.asarray(logits, dtype=np.float64)
@@ -448,9 +481,13 @@ class Trainer:
         started = time.monotonic()
         self.train_src, self.val_src, how = open_sources(config)
         self.multilabel = self.train_src.multilabel
+        self.taxonomy = read_taxonomy(config.taxonomy) if config.taxonomy else None
+        classes = list(self.taxonomy.leaves) if self.taxonomy is not None else self.train_src.classes
+        self.objective = Objective(len(classes), self.multilabel, self.taxonomy)
         if model is None:
             torch.manual_seed(config.seed)  # the initial weights depend on the seed only
-            model = build_model(config, self.train_src.classes, self.multilabel, background_of(how))
+            model = build_model(config, classes, self.multilabel, background_of(how),
+                                hierarchical=self.taxonomy is not None)
         if config.freeze_backbone:
             _freeze_backbone(model)
         self.model = model
@@ -633,26 +670,25 @@ class Trainer:
 
     def _accumulate(self, micro_batches: list[Any], rng: np.random.Generator, sums: list[float]) -> float:
         """Forward and backward over the micro-batches of one step; returns the step's mean loss."""
-        cfg, num_classes = self.config, len(self.train_src.classes)
+        cfg, objective = self.config, self.objective
         step_loss = 0.0
         for k, batch in enumerate(micro_batches):
             if batch is None:
                 continue
             x = batch["pixel_values"].to(self.device, non_blocking=True)
             y = batch["labels"].to(self.device)
-            target = soft_targets(y, num_classes, 0.0 if self.multilabel else cfg.label_smoothing)
+            target = objective.targets(y, cfg.label_smoothing)
             x, target = mix_batch(x, target, rng, mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mix_prob)
             sync = k == len(micro_batches) - 1 or not self.ctx.enabled  # DDP: all-reduce on the last only
             with (nullcontext() if sync else self.net.no_sync()), _autocast(self.device, self.amp):
                 logits = self.net(x).logits
-                loss = soft_loss(logits, target, self.multilabel) / len(micro_batches)
+                loss = objective.loss(logits, target) / len(micro_batches)
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             value = float(loss.detach()) * len(micro_batches)
             step_loss += value / len(micro_batches)
             sums[0] += value * len(y)
             sums[2] += len(y)
-            if not self.multilabel:
-                sums[1] += int((logits.detach().argmax(-1) == y).sum())
+            sums[1] += objective.correct(logits.detach(), y)
         return step_loss
 
     def _optimizer_step(self) -> None:
@@ -675,7 +711,7 @@ class Trainer:
         if epoch % cfg.validate_every and epoch != cfg.epochs:
             return {}
         judged = self.ema.module if self.ema is not None else self.model
-        figures = validate(judged, self.val_ds, self.ctx, self.amp, self.micro, self.multilabel, return_logits=True)
+        figures = validate(judged, self.val_ds, self.ctx, self.amp, self.micro, self.objective, return_logits=True)
         logits, targets = figures.pop("logits"), figures.pop("targets")
         value = figures[self.metric]
         improved = _better(self.metric, value, state["best"], cfg.min_delta)

@@ -8,6 +8,8 @@ as timm does. All randomness comes from the ``numpy`` generator passed in.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -71,3 +73,37 @@ def soft_loss(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) -> 
     if multilabel:
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
     return torch.sum(-targets * torch.log_softmax(logits, dim=-1), dim=-1).mean()
+
+
+class Objective:
+    """What training minimises and counts as right: cross-entropy (single-label), binary
+    cross-entropy (multi-label), or with a ``taxonomy`` the loss over its levels
+    (:func:`falv.taxonomy.hierarchical_loss`), whose targets index the taxonomy's nodes."""
+
+    def __init__(self, num_classes: int, multilabel: bool, taxonomy: Any = None) -> None:
+        self.multilabel, self.taxonomy = multilabel, taxonomy
+        self.num_targets = taxonomy.num_nodes if taxonomy is not None else num_classes
+        if taxonomy is not None:
+            self._membership = torch.from_numpy(taxonomy.membership())
+            self._levels = torch.from_numpy(taxonomy.level_weights())
+
+    def targets(self, labels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+        return soft_targets(labels, self.num_targets, 0.0 if self.multilabel else smoothing)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.taxonomy is not None:
+            from falv.taxonomy import hierarchical_loss
+
+            return hierarchical_loss(logits, targets, self._membership, self._levels)
+        return soft_loss(logits, targets, self.multilabel)
+
+    def correct(self, logits: torch.Tensor, labels: torch.Tensor) -> int:
+        """Single-label: how many top-1 predictions are right; with a taxonomy a prediction is right
+        when the best leaf lies under the labelled node (a video labelled ``sports/ball`` is right as
+        ``sports/ball/soccer``). Multi-label: 0 (judged by mAP)."""
+        if self.multilabel:
+            return 0
+        best = logits.argmax(-1).cpu()
+        if self.taxonomy is None:
+            return int((best == labels.cpu()).sum())
+        return int(self._membership[labels.cpu().long(), best].sum())
