@@ -215,9 +215,8 @@ class Taxonomy:
         if level is not None:
             if level > self.max_depth:
                 raise ConfigError(f"--level {level} is below the taxonomy's leaves (it is {self.max_depth} deep)")
-            names = [n for n in self.nodes if _depth(n) == level]
-            names.sort(key=lambda n: min(k for k, leaf in enumerate(self.leaves) if _prefixes(leaf)[level - 1] == n))
             cut = {leaf: (_prefixes(leaf)[level - 1] if _depth(leaf) >= level else None) for leaf in self.leaves}
+            names = [n for n in dict.fromkeys(cut.values()) if n is not None]  # in the order of their leaves
         elif max_depth is not None:
             cut = {leaf: _prefixes(leaf)[min(max_depth, _depth(leaf)) - 1] for leaf in self.leaves}
             names = list(dict.fromkeys(cut.values()))

@@ -9,7 +9,7 @@ import threading
 
 import click
 
-from falv.cli.main import EXIT_ERROR, EXIT_OK, precision_option
+from falv.cli.main import EXIT_ERROR, EXIT_OK, hierarchy_options, precision_option
 
 
 @click.command()
@@ -33,6 +33,7 @@ from falv.cli.main import EXIT_ERROR, EXIT_OK, precision_option
                    "the window makes them sharper), not half-way between the windows.")
 @click.option("--crops", default=1, show_default=True, type=click.Choice(["1", "3"]),
               help="Spatial crops per window (3: along the long side).")
+@hierarchy_options
 @precision_option()
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--reconnect/--no-reconnect", default=True, show_default=True,
@@ -47,7 +48,7 @@ from falv.cli.main import EXIT_ERROR, EXIT_OK, precision_option
                    "(the model cannot keep up); 0 never skips.")
 @click.option("--timing", is_flag=True, help="Add model_s (seconds the model took) to each window line.")
 def stream(source, model, window, stride, top_k, background_threshold, smoothing, min_duration, refine_edges,
-           crops, precision,
+           crops, level, max_depth, precision,
            device, reconnect, retries, timeout, max_lag, timing) -> int:
     """Label SOURCE live: a named pipe or growing file (MPEG-TS...), udp://, rtsp://,
     http(s):// URL or /dev/video* camera.
@@ -66,7 +67,8 @@ def stream(source, model, window, stride, top_k, background_threshold, smoothing
     try:
         options = LabelOptions(window=window, stride=stride if window is not None else None, top_k=top_k, crops=int(crops), smoothing=smoothing,
                                min_duration=min_duration, background_threshold=background_threshold,
-                               refine_edges=refine_edges, precision=precision, device=device)
+                               refine_edges=refine_edges, precision=precision, device=device, level=level,
+                               max_depth=max_depth)
         source_kind(source)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

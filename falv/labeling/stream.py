@@ -217,9 +217,12 @@ class _StreamLabeler:
         self.on_window = on_window
         self.window = Fraction(options.window)
         self.stride = Fraction(options.stride if options.stride is not None else options.window)
-        self.closer = SegmentCloser(engine.labels, smoothing=options.smoothing, min_duration=options.min_duration,
+        # a hierarchical model's --level / --max-depth: its leaves' scores summed into those classes
+        self.labels, self.view = engine.label_view(options)
+        self.background = engine.background if engine.background in self.labels else None
+        self.closer = SegmentCloser(self.labels, smoothing=options.smoothing, min_duration=options.min_duration,
                                     background_threshold=options.background_threshold,
-                                    multilabel=engine.multilabel, background=engine.background,
+                                    multilabel=engine.multilabel, background=self.background,
                                     refine_edges=options.refine_edges)
         self.frames: deque[LiveFrame] = deque()  # the ring buffer: only frames a window may still need
         self.times: deque[float] = deque()
@@ -307,9 +310,11 @@ class _StreamLabeler:
             self.skipped += 1
             return [_warning("window_skipped", f"window {index} ({start:.3f}-{end:.3f} s) skipped: the model "
                                                "gave NaN or infinite scores")]
-        labels = self.engine.labels
+        if self.view is not None:
+            scores = scores @ self.view
+        labels = self.labels
         best = [i for i in np.argsort(-scores, kind="stable")
-                if labels[i] != self.engine.background][: self.options.top_k]
+                if labels[i] != self.background][: self.options.top_k]
         event["labels"] = [{"label": labels[i], "score": float(scores[i])} for i in best]
         if self.timing:
             event["model_s"] = round(time.perf_counter() - began, 6)
