@@ -73,8 +73,9 @@ def machine() -> dict[str, Any]:
 
 
 def make_data(root: Path, quick: bool, heldout: tuple[int, ...], untrimmed_train: int,
-              untrimmed_eval: int) -> dict[str, Path]:
-    """Generate (or reuse) the synth sets; returns name -> folder."""
+              untrimmed_eval: int, train_duration: tuple[float, float] = UNTRIMMED_DURATION) -> dict[str, Path]:
+    """Generate (or reuse) the synth sets; returns name -> folder. ``train_duration``: seconds of the
+    untrimmed training videos (the evaluation sets keep :data:`UNTRIMMED_DURATION`)."""
     from falv.data.synth import SynthConfig, generate, load_manifest
     from falv.demo import CLASSES
 
@@ -82,7 +83,7 @@ def make_data(root: Path, quick: bool, heldout: tuple[int, ...], untrimmed_train
     sets = {
         "trimmed": SynthConfig(mode="appearance", classes=CLASSES, videos_per_class=per_class, seed=0),
         "train-untrimmed": SynthConfig(mode="appearance", classes=CLASSES, videos_per_class=0, seed=TRAIN_SEED,
-                                       untrimmed=untrimmed_train, untrimmed_duration=UNTRIMMED_DURATION),
+                                       untrimmed=untrimmed_train, untrimmed_duration=train_duration),
         "tuning": SynthConfig(mode="appearance", classes=CLASSES, videos_per_class=0, seed=0,
                               untrimmed=untrimmed_eval, untrimmed_duration=UNTRIMMED_DURATION),
     }
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--heldout", default=",".join(str(s) for s in HELDOUT_SEEDS),
                         help="seeds of the held-out untrimmed sets")
     parser.add_argument("--untrimmed-train", type=int, default=16, help="untrimmed training videos")
+    parser.add_argument("--train-duration", default=",".join(f"{x:g}" for x in UNTRIMMED_DURATION),
+                        help="MIN,MAX seconds of the untrimmed training videos (more, shorter videos: more "
+                             "backgrounds for the same number of windows)")
     parser.add_argument("--untrimmed-eval", type=int, default=8, help="untrimmed videos per evaluation set")
     parser.add_argument("--arms", default="trimmed,untrimmed", help="models to train: trimmed, untrimmed")
     parser.add_argument("--segmenting", default="new,new-t0.6,old",
@@ -163,10 +167,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     epochs = 1 if args.quick else args.epochs
     n_train, n_eval = (2, 2) if args.quick else (args.untrimmed_train, args.untrimmed_eval)
     started = time.monotonic()
-    data = make_data(args.out / "data", args.quick, heldout, n_train, n_eval)
+    low, high = (float(x) for x in args.train_duration.split(","))
+    data = make_data(args.out / "data", args.quick, heldout, n_train, n_eval, (low, high))
     eval_sets = ["tuning"] + [f"heldout-{s}" for s in heldout]
     results: dict[str, Any] = {"machine": machine(), "epochs": epochs, "train_options": options,
-                               "untrimmed_train": n_train,
+                               "untrimmed_train": n_train, "train_duration": [low, high],
                                "untrimmed_eval": n_eval, "heldout_seeds": list(heldout), "arms": {}}
     for arm in [a.strip() for a in args.arms.split(",") if a.strip()]:
         t0 = time.monotonic()
