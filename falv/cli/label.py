@@ -83,6 +83,9 @@ def _formats(value: tuple[str, ...]) -> list[str]:
               help="--engine ray: cores per model actor on CPU clusters.")
 @click.option("--task-cpus", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="--engine ray: cores per planning/decoding task.")
+@click.option("--stall-timeout", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="--engine ray: seconds without progress after which the videos the cluster has not finished "
+                   "are labelled on this machine (default: max(180, 2 x --timeout)).")
 @click.option("--no-resume", is_flag=True, help="Label every input again even if labels.jsonl has it.")
 @click.option("--retry-failed", is_flag=True,
               help="Try every input that failed before again; by default a resumed run skips inputs that can "
@@ -91,7 +94,7 @@ def _formats(value: tuple[str, ...]) -> list[str]:
 def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, background_threshold, smoothing,
           min_duration, refine_edges, url_mode, document_root, url_prefix, embeddings, class_thresholds, clip_seconds,
           frame_selection, temperature, level, max_depth, batch_size, workers, timeout, precision, runtime, device, engine_name, address, actors,
-          actor_cpus, task_cpus, no_resume, retry_failed, quiet) -> int:
+          actor_cpus, task_cpus, stall_timeout, no_resume, retry_failed, quiet) -> int:
     """Label INPUTS (video files, folders, glob patterns, or .txt/.csv lists of paths).
 
     Writes DIR/labels.jsonl (one record per input, errors included: the newest when a run
@@ -118,9 +121,10 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
         if engine_name == "ray":
             from falv.labeling.ray_engine import RayOptions
 
-            ray_options = RayOptions(address=address, actors=actors, actor_cpus=actor_cpus, task_cpus=task_cpus)
-        elif address is not None or actors is not None:
-            raise ConfigError("--address and --actors need --engine ray")
+            ray_options = RayOptions(address=address, actors=actors, actor_cpus=actor_cpus, task_cpus=task_cpus,
+                                     stall_s=stall_timeout)
+        elif address is not None or actors is not None or stall_timeout is not None:
+            raise ConfigError("--address, --actors and --stall-timeout need --engine ray")
         if runtime != "torch":  # a precision or device the runtime lacks: a usage error (torch: checked by the run)
             check_runtime(runtime, precision, device)
     except ConfigError as exc:  # contradictory options: a usage error

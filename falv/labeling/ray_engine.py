@@ -23,6 +23,11 @@ so output repeated by a retry is counted once. The actor pool must start within
 ``wait_for_actors_s`` (``DataContext.wait_for_min_actors_s``), and a cluster without the CPUs or
 GPUs asked for is refused before anything runs (:class:`falv.errors.RunError`).
 
+A pass that stops moving (no row for ``stall_s`` seconds, or for ``wait_for_actors_s + stall_s``
+before the first; seen once in a few runs after a node was removed, Ray Data's iterator waiting
+for work that never came) is abandoned by a watchdog: its unfinished videos go to the driver's
+local engine like those of a dropped block, so the run ends with one record per input.
+
 Nothing reaches the network: no ``runtime_env`` (falv and its dependencies must be installed on
 every node), usage statistics off (``RAY_USAGE_STATS_ENABLED=0``), no dashboard for a local Ray.
 """
@@ -60,6 +65,9 @@ class RayOptions:
     task_cpus: float = 1.0          # cores per plan/decode task
     task_retries: int = TASK_RETRIES
     wait_for_actors_s: float = 120.0
+    # seconds without a row after which the pass is abandoned and its unfinished videos are labelled
+    # on the driver (None: max(180, 2 x the decode timeout))
+    stall_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.actors is not None and self.actors < 1:
@@ -68,6 +76,11 @@ class RayOptions:
             raise ConfigError("actor_cpus and task_cpus must be > 0")
         if self.task_retries < 0 or not self.wait_for_actors_s > 0:
             raise ConfigError("task_retries must be >= 0 and wait_for_actors_s > 0")
+        if self.stall_s is not None and not self.stall_s > 0:
+            raise ConfigError(f"stall_s must be > 0 seconds, got {self.stall_s}")
+
+    def stall_seconds(self, decode_timeout: float) -> float:
+        return float(self.stall_s) if self.stall_s is not None else max(180.0, 2 * float(decode_timeout))
 
 
 def _import_ray() -> Any:
@@ -388,8 +401,10 @@ def _one_pass(ray: Any, engine: Any, jobs: list[Any], ropts: RayOptions, pool: d
             return finish(key, video)
         return None
 
+    stall = ropts.stall_seconds(opts.timeout)
     try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+        for batch in _watched(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1),
+                              first=ropts.wait_for_actors_s + stall, then=stall):
             for key, kind, blob in zip(batch["key"], batch["kind"], batch["item"]):
                 key = str(key)
                 item = pickle.loads(blob)
@@ -403,11 +418,67 @@ def _one_pass(ray: Any, engine: Any, jobs: list[Any], ropts: RayOptions, pool: d
                 out = take(key, kind, item)
                 if out is not None:
                     yield out
+    except _Stalled as stalled:
+        log.warning("the Ray pipeline made no progress for %.0f s; the %d video(s) it had not finished are "
+                    "labelled on this machine", stalled.seconds, sum(1 for j in jobs if j.key not in done))
     except RunError:
         raise
     except Exception as exc:
         raise RunError(f"the Ray pipeline failed ({type(exc).__name__}: {_first_line(exc)})") from exc
     left.extend(j for j in jobs if j.key not in done)
+
+
+class _Stalled(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no progress for {seconds:.0f} s")
+        self.seconds = seconds
+
+
+def _watched(batches: Iterator[Any], first: float, then: float) -> Iterator[Any]:
+    """``batches`` read on a thread and yielded here; :class:`_Stalled` when none arrives for
+    ``first`` seconds (the first one: the model actors start meanwhile), then ``then`` seconds.
+    The reader thread is a daemon: a stalled Ray iterator cannot be interrupted, and it ends with
+    the Ray session (``ray.shutdown`` or the driver's exit)."""
+    import queue
+    import threading
+
+    box: queue.Queue = queue.Queue(maxsize=4)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                if not put(("batch", batch)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put(("error", exc))
+
+    threading.Thread(target=read, name="falv-ray-reader", daemon=True).start()
+    limit = first
+    try:
+        while True:
+            try:
+                kind, value = box.get(timeout=limit)
+            except queue.Empty:
+                raise _Stalled(limit) from None
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            limit = then
+            yield value
+    finally:
+        stop.set()
 
 
 def _pipeline(ray: Any, ds: Any, engine: Any, opts: Any, ropts: RayOptions, pool: dict[str, Any],
