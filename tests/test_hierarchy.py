@@ -301,8 +301,12 @@ def test_label_reports_a_level_and_the_path(trained, tmp_path):
     data, best = trained
     videos = data / "videos" / "red-solid-circle"
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["label", str(videos), "-m", str(best), "-o", str(out), "-q", "--level", "2"])
+    result = CliRunner().invoke(cli, ["label", str(videos), "-m", str(best), "-o", str(out), "-q", "--level", "2",
+                                      "--format", "jsonl,labelstudio,csv,activitynet,webvtt"])
     assert result.exit_code == 0, result.output
+    # every export lists the level's classes (Label Studio's config names each one)
+    config = (out / "label_studio_config.xml").read_text()
+    assert all(f'value="{shape}"' in config for shape in ("appearance/circle", "appearance/square"))
     for line in (out / "labels.jsonl").read_text().splitlines():
         record = json.loads(line)
         names = [x["label"] for x in record["labels"]]

@@ -169,7 +169,10 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
             rate = (ok + failed) / max(time.monotonic() - started, 1e-9)
             bar.update(1, f"{rate:.2f} videos/s")
     unwritable: list[tuple[str, str, str]] = []
-    written = export_formats(out_dir, names, classes=net.config.action_labels, failures=unwritable, **url_options)
+    classes = net.config.action_labels
+    if level is not None or max_depth is not None:  # a hierarchical model's level: the classes of the records
+        classes = net.config.taxonomy.view(level, max_depth)[0]
+    written = export_formats(out_dir, names, classes=classes, failures=unwritable, **url_options)
     for path, name, message in unwritable if not quiet else ():
         click.echo(f"failed: {path}: could not be written as {name} ({message})", err=True)
     elapsed = time.monotonic() - started
