@@ -25,6 +25,7 @@ _EXPORTS = {
     "preset": "falv.model.presets",
     "PRESETS": "falv.model.presets",
     "convert": "falv.hub.convert",
+    "load_model": "falv.hub.families",
     "label": "falv.labeling.engine",
     "LabelOptions": "falv.labeling.engine",
 }
@@ -34,6 +35,7 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:  # pragma: no cover
     from falv.config import ATTENTION_TYPES, ClipSampling, FALConfig
     from falv.hub.convert import convert
+    from falv.hub.families import load_model
     from falv.labeling.engine import LabelOptions, label
     from falv.model.presets import PRESETS, preset
     from falv.model.transformer import (

@@ -50,7 +50,7 @@ def explain(video: Path, model: str, out_dir: Path, clip_start: float | None, cl
     from falv.explain.render import parse_formats, save_explanation
     from falv.explain.rollout import explain as run_explain
     from falv.inference import choose_device
-    from falv.model.transformer import FALForVideoClassification
+    from falv.hub.families import family_of, load_model
     from falv.video import plan_windows, probe, read_frames, uniform_timestamps
 
     try:
@@ -60,7 +60,10 @@ def explain(video: Path, model: str, out_dir: Path, clip_start: float | None, cl
     if clip_length is not None and clip_start is None:
         clip_start = 0.0
     info = probe(video)  # a missing or broken file raises VideoError: one line, exit code 3
-    net = FALForVideoClassification.from_pretrained(model)
+    net = load_model(model)
+    if family_of(net) != "fal":  # attention rollout needs FAL's attention maps
+        raise click.UsageError(f"falv explain shows where FAL/TimeSformer models attend; {model} is a "
+                               f"{family_of(net)} model, which has no attention maps to show")
     net.to(choose_device(device))
     processor = _load_processor(model, net)
     frames_wanted = net.config.num_frames

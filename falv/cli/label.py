@@ -107,7 +107,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
     from falv.labeling.export import export_formats, latest_records
     from falv.labeling.store import record_key
     from falv.labeling.inputs import collect_inputs
-    from falv.model.transformer import FALForVideoClassification
+    from falv.hub.families import load_model
 
     names = _formats(formats)
     try:
@@ -137,7 +137,7 @@ def label(inputs, model, out_dir, formats, clips, crops, window, stride, top_k, 
     url_options = _url_options(names, url_mode, document_root, url_prefix, found.paths)
     from falv.processing import FALImageProcessor
 
-    net = FALForVideoClassification.from_pretrained(model)
+    net = load_model(model)
     net.name_or_path = model
     processor = FALImageProcessor.from_model_dir(model)  # preprocessor_config.json where there is one
     if class_thresholds is not None:

@@ -75,11 +75,11 @@ def stream(source, model, window, stride, top_k, background_threshold, smoothing
     except StreamSourceError as exc:  # no such file, a folder, an unknown URL scheme: a usage error
         raise click.BadParameter(str(exc), param_hint="SOURCE") from None
     from falv.labeling.stream import label_stream  # torch: imported once the arguments are known good
-    from falv.model.transformer import FALForVideoClassification
+    from falv.hub.families import load_model
 
     from falv.processing import FALImageProcessor
 
-    net = FALForVideoClassification.from_pretrained(model)
+    net = load_model(model)
     net.name_or_path = model
     processor = FALImageProcessor.from_model_dir(model)  # preprocessor_config.json where there is one
 

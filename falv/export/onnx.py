@@ -72,22 +72,10 @@ def require(module: str, what: str) -> Any:
 
 
 def load_model(path: str | os.PathLike) -> Any:
-    """A FAL model (falv folder, TimeSformer folder/hub id/.pyth) or the CNN baseline, in eval mode."""
-    config_path = Path(path) / "config.json"
-    if config_path.is_file():
-        try:
-            model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
-        except (OSError, json.JSONDecodeError):
-            model_type = None
-        from falv.model.baseline import BASELINE_MODEL_TYPE, R2Plus1DForVideoClassification
+    """Any model :func:`falv.hub.families.load_model` reads, in eval mode."""
+    from falv.hub.families import load_model as load_any
 
-        if model_type == BASELINE_MODEL_TYPE:
-            return R2Plus1DForVideoClassification.from_pretrained(path)
-    from falv.model.transformer import FALForVideoClassification
-
-    model = FALForVideoClassification.from_pretrained(path)
-    model.name_or_path = str(path)
-    return model.eval()
+    return load_any(path)
 
 
 def load_processor(model: Any, source: str | os.PathLike | None = None) -> Any:

@@ -314,15 +314,17 @@ def convert(
     labels: list[str] | None = None,
     **overrides: Any,
 ) -> Path:
-    """Write a falv directory converted from a TimeSformer directory, hub id or ``.pyth`` file.
+    """Write a falv directory converted from any checkpoint :func:`falv.hub.families.load_model`
+    reads (a TimeSformer or VideoMAE directory or hub id, a TimeSformer ``.pyth``, a PySlowFast
+    ``.pyth`` / ``.pkl``, a pytorchvideo or TSM file).
 
-    ``labels`` names the classes of a ``.pyth`` checkpoint (which carries none).
+    ``labels`` names the classes of a checkpoint file (which carries none).
     ``sampling`` (a :class:`falv.config.ClipSampling`, its dict or its command-line text such
     as ``"8x32@30"``) replaces the documented sampling of the checkpoint
     (:func:`timesformer_sampling`). The converted model is checked by running it once before
     it is saved.
     """
-    from falv.hub.load import load_model
+    from falv.hub.families import load_model
 
     sampling = overrides.pop("sampling", None)
     model = load_model(source, **overrides)

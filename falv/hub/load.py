@@ -12,6 +12,7 @@ import torch
 
 from falv.config import CONFIG_NAME, MODEL_TYPE, FALConfig
 from falv.errors import CheckpointError
+from falv.hub.families import Family
 
 WEIGHTS_NAME = "model.safetensors"
 PREPROCESSOR_NAMES = ("preprocessor_config.json", "video_preprocessor_config.json")
@@ -221,3 +222,34 @@ def check_state_keys(state: dict[str, torch.Tensor], expected: dict[str, torch.T
             f"{path / WEIGHTS_NAME} does not match its config.json: "
             f"missing {missing[:8]}, unexpected {unexpected[:8]}, shape mismatch {wrong[:8]}"
         )
+
+
+# -- the FAL / TimeSformer family (falv.hub.families) ----------------------------------------------
+
+def _sniff_timesformer(checkpoint: Any) -> bool:
+    """An original TimeSformer ``.pyth``: a ViT ``patch_embed`` and ``blocks`` with ``cls_token``."""
+    state = checkpoint.state()
+    keys = {k[len("model."):] if k.startswith("model.") else k for k in state}
+    return checkpoint.format == "torch" and "cls_token" in keys and "patch_embed.proj.weight" in keys \
+        and any(k.startswith("blocks.0.attn.") for k in keys)
+
+
+def _load_fal_dir(path: Path, config: dict[str, Any], **options: Any) -> Any:
+    return load_model(path, **options)
+
+
+def _load_fal_checkpoint(checkpoint: Any, path: Path, **options: Any) -> Any:
+    return load_model(path, **options)
+
+
+FAMILIES = [Family(
+    name="fal",
+    description="FAL / TimeSformer (falv directories, transformers TimeSformer directories and hub ids, "
+                "original TimeSformer .pyth files)",
+    model_types=(MODEL_TYPE, "timesformer"),
+    load_dir=_load_fal_dir,
+    sniff=_sniff_timesformer,
+    load_checkpoint=_load_fal_checkpoint,
+    options=("labels", "num_frames", "image_size", "num_attention_heads"),
+    architectures=("FALForVideoClassification", "TimesformerForVideoClassification"),
+)]

@@ -630,14 +630,13 @@ def resolve_model(model: Any, *, copy_model: bool = True, processor: Any = None)
     model (copied first unless ``copy_model=False``: inference casts and repacks it in place;
     its config's preprocessing applies) or anything ``from_pretrained`` accepts (then the
     checkpoint's own preprocessing)."""
-    from falv.model.transformer import FALForVideoClassification
+    from falv.hub.families import load_model
     from falv.processing import FALImageProcessor
 
     if isinstance(model, torch.nn.Module):
         model_id = str(getattr(model, "name_or_path", None) or type(model).__name__)
         return (copy.deepcopy(model) if copy_model else model), model_id, processor
-    return (FALForVideoClassification.from_pretrained(model), str(model),
-            processor or FALImageProcessor.from_pretrained(model))
+    return load_model(model), str(model), processor or FALImageProcessor.from_model_dir(model)
 
 
 #: The executors of :func:`label`: ``local`` (worker processes + a model thread) or ``ray``.

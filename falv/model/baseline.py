@@ -38,6 +38,7 @@ from torch import nn
 
 from falv.config import IMAGENET_MEAN, IMAGENET_STD, ClipSampling, LabelFields, accepts_num_labels
 from falv.errors import CheckpointError, ConfigError
+from falv.hub.families import Family
 from falv.hub.load import check_state_keys
 from falv.model import flops
 from falv.model.transformer import ModelProperties, VideoClassifierOutput, classification_loss
@@ -363,3 +364,13 @@ def count_flops(config: R2Plus1DConfig, num_frames: int | None = None, image_siz
 
 def count_parameters(config: R2Plus1DConfig) -> int:
     return flops.count_parameters(config, model_class=R2Plus1DForVideoClassification)
+
+
+def _load_dir(path: Path, config: dict[str, Any], labels: list[str] | None = None) -> R2Plus1DForVideoClassification:
+    return R2Plus1DForVideoClassification.from_pretrained(path, labels=labels)
+
+
+FAMILIES = [Family(name="r2plus1d", description="falv's R(2+1)D CNN baseline (falv directories)",
+                   model_types=(BASELINE_MODEL_TYPE,), load_dir=_load_dir,
+                   architectures=("R2Plus1DForVideoClassification",), model_class=R2Plus1DForVideoClassification,
+                   config_class=R2Plus1DConfig, presets=BASELINE_PRESETS)]

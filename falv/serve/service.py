@@ -161,14 +161,14 @@ class LabelService:
 
     def __init__(self, settings: ServeSettings) -> None:
         from falv.labeling.stages import LabelOptions
-        from falv.model.transformer import FALForVideoClassification
+        from falv.hub.families import load_model
 
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.uploads = settings.data_dir / "uploads"
         self.uploads.mkdir(exist_ok=True)
         self.store = JobStore(settings.data_dir / "jobs.sqlite3")
-        model = FALForVideoClassification.from_pretrained(settings.model)
+        model = load_model(settings.model)
         model.name_or_path = settings.model  # records name the model as `falv label --model` does
         self.labels: list[str] = list(model.config.action_labels)  # what labeling emits (no background)
         self.multilabel = bool(model.config.is_multilabel)
@@ -245,9 +245,9 @@ class LabelService:
         ones run on the new one, which becomes ``model_version`` (thread-safe). Returns once the
         engine thread has switched."""
         from falv.labeling.engine import Engine
-        from falv.model.transformer import FALForVideoClassification
+        from falv.hub.families import load_model
 
-        model = FALForVideoClassification.from_pretrained(model_dir)
+        model = load_model(model_dir)
         model.name_or_path = str(model_dir)
         if list(model.config.action_labels) != self.labels:
             raise ConfigError(f"the new model's labels {model.config.action_labels} differ from the served ones "

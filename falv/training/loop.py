@@ -219,6 +219,11 @@ def build_model(config: TrainConfig, classes: list[str], multilabel: bool, backg
         cfg = preset(config.preset, id2label=dict(enumerate(classes)), problem_type=problem,
                      image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5), **overrides)
         return FALForVideoClassification(cfg)
+    from falv.hub.families import detect
+
+    family = detect(config.init)[0]
+    if family.name != "fal":
+        return _other_family(config, family.name, classes, problem, background, hierarchical)
     model = load_model(config.init, num_frames=config.num_frames, image_size=config.image_size)
     same_head = model.config.labels == list(classes) if hasattr(model.config, "labels") else False
     if not same_head or overrides or model.config.problem_type != problem:
@@ -237,6 +242,30 @@ def build_model(config: TrainConfig, classes: list[str], multilabel: bool, backg
             weight[:, :, 0] = state[key].view(d, frames, -1)
             kept[key] = weight.view(d, -1)
         model.load_state_dict(kept, strict=False)
+    return model
+
+
+def _other_family(config: TrainConfig, family: str, classes: list[str], problem: str, background: str | None,
+                  hierarchical: bool) -> nn.Module:
+    """``config.init`` of a family other than FAL (VideoMAE, PySlowFast, X3D, TSM, the CNN baseline),
+    with a fresh head unless its classes and problem type are already ``classes`` / ``problem``."""
+    from falv.hub.families import load_model
+
+    fal_only = [flag for flag, value in (("--attention", config.attention), ("--drop-path", config.drop_path),
+                                         ("--motion-input", config.motion_input), ("--num-frames", config.num_frames),
+                                         ("--image-size", config.image_size),
+                                         ("model overrides", config.model_overrides)) if value]
+    if fal_only:
+        raise ConfigError(f"{', '.join(fal_only)} apply to FAL models; {config.init} is a {family} model, "
+                          "which trains with its own architecture and clip shape")
+    model = load_model(config.init)
+    if model.config.labels != list(classes) or model.config.problem_type != problem:
+        model = load_model(config.init, labels=list(classes))
+    model.config.problem_type = problem
+    model.config.background_label = background
+    model.config.hierarchical = hierarchical
+    if hasattr(model.config, "validate"):
+        model.config.validate()
     return model
 
 
