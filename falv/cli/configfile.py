@@ -44,6 +44,11 @@ SECTIONS: dict[str, tuple[dict[str, tuple[str, ...]], str]] = {
         "data": ("inputs",),
         "output": ("out", "format", "embeddings", "url_mode", "document_root", "url_prefix"),
     }, "labeling"),
+    "features": ({
+        "model": ("model", "precision", "runtime", "device", "batch_size", "workers", "timeout"),
+        "data": ("inputs",),
+        "output": ("out",),
+    }, "features"),
     "evaluate": ({
         "model": ("model", "precision", "runtime", "device", "batch_size", "workers", "timeout"),
         "data": ("data", "split", "untrimmed", "untrimmed_subset"),

@@ -125,6 +125,7 @@ COMMANDS = {
     "synth": "falv.cli.synth:synth",
     "train": "falv.cli.train:train",
     "evaluate": "falv.cli.evaluate:evaluate",
+    "features": "falv.cli.features:features",
     "explain": "falv.cli.explain:explain",
     "report": "falv.cli.report:report",
     "serve": "falv.cli.serve:serve",
