@@ -400,6 +400,56 @@ def int8_slower_message(speed: dict[str, Any]) -> str:
             f"(int8 pays on wide models, docs/performance.md).")
 
 
+def fold_batch_norms(model: nn.Module) -> int:
+    """Fold every eval-mode BatchNorm that directly follows a convolution into that convolution
+    (``W' = W * g / sqrt(v + eps)``, ``b' = (b - m) * g / sqrt(v + eps) + beta``) and replace it by
+    ``nn.Identity``; returns how many were folded. The pairs come from the model's own
+    ``conv_bn_pairs()`` (``(parent module, conv attribute, BatchNorm attribute)``, or ``(conv's
+    parent, conv attribute, BatchNorm's parent, BatchNorm attribute)``: the families with BatchNorm
+    say where a BatchNorm reads a convolution's output and nothing else), so a model without that
+    method is left alone. Inference only: the BatchNorms leave the state dict."""
+    pairs = getattr(model, "conv_bn_pairs", None)
+    if pairs is None:
+        return 0
+    count = 0
+    with torch.no_grad():
+        for pair in list(pairs()):
+            parent, conv_name, bn_parent, bn_name = pair if len(pair) == 4 else (pair[0], pair[1], pair[0], pair[2])
+            conv, bn = getattr(parent, conv_name), getattr(bn_parent, bn_name)
+            if not isinstance(conv, nn.modules.conv._ConvNd) or not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                continue
+            if bn.running_var is None or bn.num_features != conv.out_channels:
+                continue
+            scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+            shift = (bn.bias if bn.affine else torch.zeros_like(bn.running_mean)) - bn.running_mean * scale
+            weight = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+            bias = shift if conv.bias is None else conv.bias * scale + shift
+            conv.weight = nn.Parameter(weight.to(conv.weight.dtype))
+            conv.bias = nn.Parameter(bias.to(conv.weight.dtype))
+            setattr(bn_parent, bn_name, nn.Identity())
+            count += 1
+    return count
+
+
+def to_channels_last(model: nn.Module) -> str | None:
+    """Put the weights of a convolutional model in channels-last order (oneDNN's fast layout on
+    CPU; activations follow the weights): ``channels_last_3d`` when it has 3D convolutions,
+    ``channels_last`` for 2D ones; returns which, or None for a model without convolutions."""
+    kinds = {m.weight.dim() for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)}
+    if 5 in kinds:
+        fmt, name = torch.channels_last_3d, "channels_last_3d"
+    elif 4 in kinds:
+        fmt, name = torch.channels_last, "channels_last"
+    else:
+        return None
+    dims = 5 if fmt is torch.channels_last_3d else 4
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.conv._ConvNd) and m.weight.dim() == dims:
+                m.weight.data = m.weight.data.contiguous(memory_format=fmt)
+    return name
+
+
 def fold_attention_scales(model: nn.Module) -> int:
     """Multiply every attention's query projection by its 1/sqrt(head_dim) scale, once, so
     that attention skips that multiplication; returns how many were folded. Only for
@@ -505,6 +555,7 @@ def prepare_for_inference(
     num_threads: int | None = None,
     compile: bool = False,
     check_int8_speed: bool = True,
+    channels_last: bool = True,
 ) -> InferenceModel:
     """Move ``model`` to ``device``, cast it for ``precision`` and return an :class:`InferenceModel`.
 
@@ -525,6 +576,9 @@ def prepare_for_inference(
     default precision (:func:`int8_speed`: 0.1 s for the tiny preset, 1.5 s for ViT-B on a 2-core
     Zen 4, paid once when the model is prepared) and log a warning
     that says so when int8 is the slower one here; the figures go to ``runner.options``.
+    Convolutional models (the PySlowFast zoo, X3D, TSM, the CNN baseline) also get their
+    BatchNorms folded into the convolutions before them (:func:`fold_batch_norms`) and, on CPU
+    with ``channels_last``, channels-last weights (:func:`to_channels_last`).
     """
     device = choose_device(device)
     dtype = check_precision(precision, device)
@@ -560,9 +614,14 @@ def prepare_for_inference(
                 raise ConfigError(f"int8 quantizes the linears of transformer blocks; {type(model).__name__} has none")
         if packing:
             packed = pack_linears(model)
+        # convolutional families: BatchNorms folded into their convolutions; channels-last weights
+        # on CPU (measured in docs/models.md)
+        folded = fold_batch_norms(model)
+        layout = to_channels_last(model) if device.type == "cpu" and channels_last else None
     runner = InferenceModel(model, device, dtype, mode, packed, int8_linears=quantized,
                             options=dict(bf16_mode=bf16_mode, pack=pack, attention_backend=attention_backend,
-                                         num_threads=torch.get_num_threads(), compile=compile))
+                                         num_threads=torch.get_num_threads(), compile=compile,
+                                         folded_batch_norms=folded, memory_format=layout))
     if mode == "int8" and check_int8_speed and getattr(model, "config", None) is not None:
         speed = int8_speed(model.config, type(model))
         if speed is not None:

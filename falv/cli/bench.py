@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from falv.cli.main import precision_option, preset_option, runtime_option
+from falv.cli.main import precision_option, runtime_option
 from falv.config import ATTENTION_TYPES
 
 # Schemes that transformers' TimeSformer implements (the others have no public counterpart).
@@ -347,8 +347,73 @@ def format_bench(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_family_bench(family_name: str, preset: str, batch_size: int = 1, precision: str = "auto",
+                     repeats: int = 3, warmup: int = 1, num_labels: int = 400, seed: int = 0,
+                     log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Time a preset of any model family (random weights) through falv's inference path: fp32 and
+    ``precision`` (its default: bf16 where the CPU has it natively), ms per clip, GFLOP per clip and
+    parameters. The reference implementations (transformers, pytorchvideo, TSM's code) are timed
+    beside falv in ``benchmarks/families.py``, which needs the test oracles."""
+    import torch
+
+    from falv.hub.families import family
+    from falv.inference import choose_device, precision_name, prepare_for_inference, resolve_precision
+    from falv.model.flops import count_flops
+
+    say = log or (lambda _msg: None)
+    fam = family(family_name)
+    if not fam.presets or preset not in fam.presets:
+        from falv.errors import ConfigError
+
+        raise ConfigError(f"{family_name} has no preset {preset!r}; presets: {', '.join(fam.presets or {})}")
+    torch.manual_seed(seed)
+    config = fam.preset(preset, id2label={i: f"LABEL_{i}" for i in range(num_labels)})
+    model = fam.model_class(config).eval()
+    flops = count_flops(config, batch_size=batch_size, model_class=fam.model_class)
+    dev = choose_device("auto")
+    dtype = resolve_precision(precision, dev)
+    shape = (batch_size, config.num_frames, config.num_channels, config.image_size, config.image_size)
+    gen = torch.Generator().manual_seed(seed + 1)
+    clips = [torch.randn(shape, generator=gen) for _ in range(max(1, warmup + repeats))]
+    runners = [("falv fp32", prepare_for_inference(copy.deepcopy(model), dev, "fp32"))]
+    if dtype != torch.float32:
+        runners.insert(0, (f"falv {precision_name(dtype)}", prepare_for_inference(copy.deepcopy(model), dev,
+                                                                                  precision_name(dtype))))
+    rows = []
+    for name, runner in runners:
+        say(f"timing {name}")
+        res = _time_path(lambda x, r=runner: r.predict(x)[0], clips, warmup, repeats, dev)
+        best = min(res["times"])
+        rows.append({"name": name, "ms_per_clip": 1000 * best / batch_size,
+                     "ms_per_clip_median": 1000 * statistics.median(res["times"]) / batch_size,
+                     "gflops": flops / best / 1e9, "other_cpu_load": res["other_cpu_load"],
+                     "folded_batch_norms": runner.options.get("folded_batch_norms"),
+                     "memory_format": runner.options.get("memory_format")})
+    return {"family": family_name, "preset": preset, "clip": f"{config.num_frames}x{config.image_size}",
+            "batch_size": batch_size, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+            "gflop_per_clip": flops / batch_size / 1e9, "device": str(dev), "rows": rows,
+            "machine": {"cpu": _cpu_model_name(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}}
+
+
+def format_family_bench(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [f"falv bench: {result['family']} {result['preset']} ({result['clip']}, batch {result['batch_size']}, "
+             f"{result['params_m']:.1f} M parameters, {result['gflop_per_clip']:.1f} GFLOP per clip) on "
+             f"{result['device']}: {m['cpu']}, torch {m['torch']} ({m['torch_threads']} threads)", "",
+             f"{'path':16} {'ms/clip':>9} {'median':>9} {'GFLOP/s':>8}"]
+    for row in result["rows"]:
+        lines.append(f"{row['name']:16} {row['ms_per_clip']:>9.1f} {row['ms_per_clip_median']:>9.1f} {row['gflops']:>8.1f}")
+    lines.append("")
+    lines.append("Against the reference implementation (same weights, same clips): python benchmarks/families.py")
+    return "\n".join(lines)
+
+
 @click.command()
-@preset_option("base", "Model preset (falv presets lists them).")
+@click.option("--preset", default=None, help="Model preset (falv presets lists them); default: base, or the "
+                                             "family's first preset with --family.")
+@click.option("--family", "family_name", default="fal", show_default=True,
+              help="Model family: fal (against transformers' TimeSformer), or another family's preset through "
+                   "falv's inference path (falv presets --family all lists them).")
 @click.option("--attention", "attention_type", type=click.Choice(ATTENTION_TYPES), default="divided_space_time",
               show_default=True, help="Attention scheme.")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=1, show_default=True, help="Clips per forward pass.")
@@ -364,12 +429,34 @@ def format_bench(result: dict[str, Any]) -> str:
               help="torch CPU threads (default: one per core).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also write the results to this JSON file.")
-def bench(preset: str, attention_type: str, batch_size: int, precision: str, repeats: int, warmup: int,
-          with_transformers: bool, runtime: str, device: str, num_threads: int | None,
+def bench(preset: str | None, family_name: str, attention_type: str, batch_size: int, precision: str, repeats: int,
+          warmup: int, with_transformers: bool, runtime: str, device: str, num_threads: int | None,
           json_path: str | None) -> None:
-    """Time one forward pass per clip: ms, GFLOP, GFLOP/s against the measured matmul peak, vs transformers."""
-    result = run_bench(preset, attention_type, batch_size, precision, repeats, warmup, with_transformers, device,
-                       num_threads, log=lambda msg: click.echo(msg, err=True), runtime=runtime)
-    click.echo(format_bench(result))
+    """Time one forward pass per clip: ms, GFLOP, GFLOP/s against the measured matmul peak, vs transformers;
+    with --family, any model family's preset through falv's inference path."""
+    say = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    if family_name != "fal":
+        from falv.errors import FalvError
+        from falv.hub.families import family
+
+        try:
+            fam = family(family_name)
+            name = preset or next(iter(fam.presets or {}), None)
+            if name is None or name not in fam.presets:
+                raise FalvError(f"{family_name} has no preset {name!r}; presets: {', '.join(fam.presets or {}) or 'none'}")
+        except FalvError as exc:  # an unknown family or preset: a usage error
+            raise click.BadParameter(str(exc), param_hint="--family/--preset") from None
+        result = run_family_bench(family_name, name, batch_size, precision, repeats, warmup, log=say)
+        click.echo(format_family_bench(result))
+    else:
+        from falv.model.presets import PRESETS
+
+        preset = preset or "base"
+        if preset not in PRESETS:
+            raise click.BadParameter(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}",
+                                     param_hint="--preset")
+        result = run_bench(preset, attention_type, batch_size, precision, repeats, warmup, with_transformers, device,
+                           num_threads, log=say, runtime=runtime)
+        click.echo(format_bench(result))
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

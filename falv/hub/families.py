@@ -43,6 +43,7 @@ FAMILY_MODULES = (
     "falv.model.slowfast",
     "falv.model.x3d",
     "falv.model.tsm",
+    "falv.model.mvit",
 )
 
 

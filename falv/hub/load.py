@@ -227,10 +227,12 @@ def check_state_keys(state: dict[str, torch.Tensor], expected: dict[str, torch.T
 # -- the FAL / TimeSformer family (falv.hub.families) ----------------------------------------------
 
 def _sniff_timesformer(checkpoint: Any) -> bool:
-    """An original TimeSformer ``.pyth``: a ViT ``patch_embed`` and ``blocks`` with ``cls_token``."""
+    """An original TimeSformer ``.pyth``: a ViT ``patch_embed`` whose projection is a 2D convolution
+    (per frame; MViT's is 3D), ``blocks`` and a ``cls_token``."""
     state = checkpoint.state()
-    keys = {k[len("model."):] if k.startswith("model.") else k for k in state}
-    return checkpoint.format == "torch" and "cls_token" in keys and "patch_embed.proj.weight" in keys \
+    keys = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state.items()}
+    proj = keys.get("patch_embed.proj.weight")
+    return checkpoint.format == "torch" and "cls_token" in keys and getattr(proj, "ndim", 0) == 4 \
         and any(k.startswith("blocks.0.attn.") for k in keys)
 
 

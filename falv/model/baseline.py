@@ -276,6 +276,20 @@ class R2Plus1DForVideoClassification(ModelProperties, nn.Module):
                 nn.init.zeros_(module.bias)
 
     # -- forward --------------------------------------------------------------------------------
+    def conv_bn_pairs(self):
+        """``(conv's parent, conv, BatchNorm's parent, BatchNorm)`` attribute names where the
+        BatchNorm reads that convolution's output and nothing else (folded at inference by
+        :func:`falv.inference.fold_batch_norms`)."""
+        for m in self.modules():
+            if isinstance(m, Conv2Plus1D):
+                yield m, "0", m, "1"  # spatial conv -> its BatchNorm
+            elif isinstance(m, BasicBlock):
+                yield m.conv1, "3", m, "bn1"  # temporal conv of the (2+1)D pair -> the block's BatchNorm
+                yield m.conv2, "3", m, "bn2"
+                if m.downsample is not None:
+                    yield m.downsample, "0", m.downsample, "1"
+        yield self.stem[0], "3", self.stem, "1"
+
     def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The clip embedding: globally average-pooled last-stage features, (B, widths[-1])."""
         if pixel_values.ndim != 5:

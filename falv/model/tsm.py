@@ -297,6 +297,16 @@ class TSMForVideoClassification(ModelProperties, nn.Module):
         nn.init.zeros_(self.head.bias)
 
     # -- forward --------------------------------------------------------------------------------
+    def conv_bn_pairs(self):
+        """``(module, convolution, BatchNorm)`` attribute names where the BatchNorm reads that
+        convolution's output and nothing else: what :func:`falv.inference.fold_batch_norms` folds."""
+        yield self.backbone, "conv1", "bn1"
+        for m in self.backbone.modules():
+            if isinstance(m, Bottleneck):
+                yield from ((m, f"conv{i}", f"bn{i}") for i in (1, 2, 3))
+                if m.downsample is not None:
+                    yield m.downsample, "0", "1"
+
     def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The clip embedding (B, D): the pooled frame features averaged over the frames."""
         if pixel_values.ndim != 5:

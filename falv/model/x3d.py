@@ -402,7 +402,7 @@ class X3DHead(nn.Module):
             x = F.adaptive_avg_pool3d(x, 1)
         else:  # PySlowFast's AvgPool3d(pool_size, stride=1), clamped to clips smaller than the pool
             kernel = tuple(min(k, s) for k, s in zip(self.pool_size, x.shape[2:]))
-            x = F.avg_pool3d(x, kernel, stride=1)
+            x = F.avg_pool3d(x.float(), kernel, stride=1).to(x.dtype)  # no bf16 CPU kernel for avg_pool3d
         x = self.lin_5(x)
         if self.lin_5_bn is not None:
             x = self.lin_5_bn(x)
@@ -455,6 +455,21 @@ class X3DForVideoClassification(ModelProperties, nn.Module):
         nn.init.zeros_(self.head.projection.bias)
 
     # -- forward --------------------------------------------------------------------------------
+    def conv_bn_pairs(self):
+        """``(module, convolution, BatchNorm)`` attribute names where the BatchNorm reads that
+        convolution's output and nothing else: what :func:`falv.inference.fold_batch_norms` folds."""
+        for m in self.modules():
+            if isinstance(m, X3DStem):
+                yield m, "conv", "bn"
+            elif isinstance(m, X3DTransform):
+                yield from ((m, name, f"{name}_bn") for name in ("a", "b", "c"))
+            elif isinstance(m, X3DBlock) and m.branch1_bn is not None:
+                yield m, "branch1", "branch1_bn"
+            elif isinstance(m, X3DHead):
+                yield m, "conv_5", "conv_5_bn"
+                if m.lin_5_bn is not None:
+                    yield m, "lin_5", "lin_5_bn"
+
     def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The clip embedding (B, DIM_C5): the head's pooled ``lin_5`` features, before dropout and projection."""
         if pixel_values.ndim != 5:
