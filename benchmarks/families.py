@@ -63,12 +63,14 @@ def _x3d_reference(cfg: Any, folder: Path) -> tuple[torch.nn.Module, Path]:
     from pytorchvideo.models.x3d import create_x3d
 
     depth = {(3, 5, 11, 7): 2.2, (5, 10, 25, 15): 5.0}.get(tuple(cfg.depths), 2.2)
-    model = create_x3d(input_clip_length=cfg.num_frames, input_crop_size=cfg.image_size,
+    # the head's pool comes from the training crop (PySlowFast's TRAIN_CROP_SIZE), clips are the test crop
+    train_crop = cfg.head_pool_size[1] * 32 if cfg.head_pool_size else cfg.image_size
+    model = create_x3d(input_clip_length=cfg.num_frames, input_crop_size=train_crop,
                        model_num_class=cfg.num_labels, depth_factor=depth, head_activation=None).eval()
     randomize_batch_norm(model)
     folder.mkdir(parents=True)
-    name = {2.2: "X3D_M.pyth", 5.0: "X3D_L.pyth"}[depth] if cfg.num_frames == 16 else "X3D_S.pyth"
-    torch.save({"model_state": model.state_dict()}, folder / name)
+    name = {4: "X3D_XS.pyth", 13: "X3D_S.pyth"}.get(cfg.num_frames, "X3D_L.pyth" if depth == 5.0 else "X3D_M.pyth")
+    torch.save({"model_state": model.state_dict()}, folder / name)  # the name says the clip settings
     return model, folder / name
 
 
@@ -90,18 +92,53 @@ def _tsm_reference(cfg: Any, folder: Path) -> tuple[torch.nn.Module, Path]:
     return model, path
 
 
+def _pyslowfast_reference(cfg: Any, folder: Path) -> tuple[torch.nn.Module, Path]:
+    """pytorchvideo's ``create_slowfast`` (SlowFast R50 8x8: 32 fast frames, alpha 4, global head
+    pool), written as a PySlowFast ``.pyth`` with its cfg (tests/model/test_slowfast.py's renaming)."""
+    from torch import nn
+
+    from tests.model.test_slowfast import _cfg, write_files
+    from tests.oracles import pytorchvideo, randomize_batch_norm
+
+    if cfg.arch != "slowfast" or cfg.depth != 50:
+        raise SystemExit("benchmarks/families.py builds the SlowFast R50 reference only (--preset slowfast_r50_8x8)")
+    pv = pytorchvideo()
+    model = pv.slowfast.create_slowfast(model_num_class=cfg.num_labels, dropout_rate=0.0,
+                                        head_pool=nn.AdaptiveAvgPool3d, head_output_size=(1, 1, 1)).eval()
+    randomize_batch_norm(model)
+    run = _cfg("slowfast", 64, cfg.num_frames, 2, SLOWFAST={"ALPHA": cfg.alpha, "BETA_INV": 8,
+                                                          "FUSION_CONV_CHANNEL_RATIO": 2, "FUSION_KERNEL_SZ": 7})
+    run["MODEL"]["NUM_CLASSES"] = cfg.num_labels
+    run["DATA"]["TEST_CROP_SIZE"] = cfg.image_size
+    folder.mkdir(parents=True)
+    pyth = write_files(folder, model, run)[1]
+    model.falv_alpha = cfg.alpha
+    return model, pyth
+
+
+def _slowfast_call(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """PySlowFast's input: the fast pathway's frames and every alpha-th of them for the slow one."""
+    x = x.permute(0, 2, 1, 3, 4)
+    t = x.shape[2]
+    slow = torch.index_select(x, 2, torch.linspace(0, t - 1, t // model.falv_alpha).long())
+    return model([slow, x])
+
+
 REFERENCES: dict[str, Callable[[Any, Path], tuple[torch.nn.Module, Path]]] = {
+    "pyslowfast": _pyslowfast_reference,
     "videomae": _videomae_reference,
     "x3d": _x3d_reference,
     "tsm": _tsm_reference,
 }
 #: (family, preset) measured by default: one representative per family
-DEFAULT_RUNS = [("videomae", "videomae-small"), ("x3d", "x3d_m"), ("tsm", "tsm_r50")]
+DEFAULT_RUNS = [("videomae", "videomae-small"), ("pyslowfast", "slowfast_r50_8x8"), ("x3d", "x3d_m"),
+                ("tsm", "tsm_r50")]
 #: --quick: tiny overrides per family (harness check, seconds)
 QUICK = {
     "videomae": ("videomae-small", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                                         intermediate_size=128, image_size=32, num_frames=4)),
     "x3d": ("x3d_xs", dict(image_size=64)),
+    "pyslowfast": ("slowfast_r50_8x8", dict(image_size=64)),
     "tsm": ("tsm_r50", dict(image_size=64, num_frames=4)),
 }
 
@@ -149,8 +186,9 @@ def run_one(family_name: str, preset: str, *, repeats: int = 3, batch: int = 1, 
         rows[name] = {"ms_per_clip": 1000 * min(times) / batch, "ms_median": 1000 * statistics.median(times) / batch,
                       "logits": out.float()}
     reference_logits = rows["reference fp32 (eager)"]["logits"]
+    scale = float(reference_logits.abs().max()) or 1.0
     for row in rows.values():
-        row["max_abs_logit_diff"] = float((row.pop("logits") - reference_logits).abs().max())
+        row["max_rel_logit_diff"] = float((row.pop("logits") - reference_logits).abs().max()) / scale
     base = rows["reference fp32 (eager)"]["ms_per_clip"]
     for row in rows.values():
         row["speedup_vs_reference"] = base / row["ms_per_clip"]
@@ -160,6 +198,7 @@ def run_one(family_name: str, preset: str, *, repeats: int = 3, batch: int = 1, 
 
 #: family -> how the reference module is called on (B, T, C, H, W) clips (default: ``.logits`` of ``m(x)``)
 REFERENCE_CALLS: dict[str, Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]] = {
+    "pyslowfast": _slowfast_call,
     "x3d": lambda m, x: m(x.permute(0, 2, 1, 3, 4)),  # PySlowFast/pytorchvideo take (B, C, T, H, W)
     "tsm": lambda m, x: m(x.flatten(1, 2)),  # TSM's loader stacks a video's frames: (B, T*C, H, W)
 }
@@ -198,12 +237,12 @@ def main(argv: list[str] | None = None) -> dict:
         results.append(run_one(fam, preset, repeats=args.repeats, batch=args.batch, overrides=overrides, log=say))
     print(f"CPU: {_cpu()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'family':10} {'preset':22} {'clip':>7} {'params(M)':>9} {'GFLOP':>7}  {'path':24} {'ms/clip':>9} "
-          f"{'x ref':>6} {'max|dlogit|':>11}")
+          f"{'x ref':>6} {'rel dlogit':>11}")
     for res in results:
         for name, row in res["rows"].items():
             print(f"{res['family']:10} {res['preset']:22} {res['clip']:>7} {res['params_m']:>9.1f} "
                   f"{res['gflop_per_clip']:>7.1f}  {name:24} {row['ms_per_clip']:>9.1f} {row['speedup_vs_reference']:>6.2f} "
-                  f"{row['max_abs_logit_diff']:>11.2e}")
+                  f"{row['max_rel_logit_diff']:>11.2e}")
     out = {"cpu": _cpu(), "threads": torch.get_num_threads(), "torch": torch.__version__, "results": results}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

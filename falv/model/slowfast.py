@@ -33,14 +33,14 @@ Architecture (names as in PySlowFast, so its state dicts load without renaming)
   channels, ``bn``, ReLU) is concatenated to the slow pathway. falv takes the FAST pathway's
   frames and derives the slow pathway as PySlowFast's data loader does
   (``index_select(frames, T, torch.linspace(0, T - 1, T // alpha).long())``).
-* ``head``: global average pooling of each pathway over (T, H, W), concatenation, dropout,
-  ``head.projection`` (Linear). PySlowFast's test-time head average-pools with the kernel the
-  TRAINING crop gives (``TRAIN_CROP_SIZE // 32``) at stride 1, projects every position, applies
-  the softmax and averages the probabilities; falv always pools globally and returns the
-  projection (the logits). The two are the same when the input is ``train_crop_size`` pixels
-  (224 for the Kinetics zoo: a 7x7 final map); at the 256-pixel test crop (``image_size``, what
-  PySlowFast evaluates at) falv averages the 8x8 map where PySlowFast averages the softmax of four
-  overlapping 7x7 windows.
+* ``head``: each pathway average-pooled as PySlowFast's test-time head does (the kernel the
+  TRAINING crop gives, ``TRAIN_CROP_SIZE // 32`` = 7, at stride 1, then the mean over the
+  positions: at the 256-pixel test crop, ``image_size``, four overlapping 7x7 windows of the 8x8
+  map), concatenation, dropout, ``head.projection`` (Linear). PySlowFast projects every position,
+  applies the softmax and averages the probabilities; falv returns the mean of the per-position
+  projections (the logits; the projection is affine, so that is the projection of the pooled
+  features). At the training crop (one position) the two are the same; at the test crop
+  ``softmax(logits)`` differs slightly from PySlowFast's averaged probabilities, as for X3D.
 
 Original layouts read (single files, recognised by content, not extension)
 -------------------------------------------------------------------------
@@ -105,6 +105,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from falv.config import ClipSampling, LabelFields, accepts_num_labels, check_choice
@@ -730,7 +731,19 @@ class PySlowFastForVideoClassification(ModelProperties, nn.Module):
             if stage == 3:
                 xs = [getattr(self, f"pathway{p}_pool")(x) for p, x in enumerate(xs)]
             xs = getattr(self, f"s{stage}")(xs)
-        return torch.cat([x.mean(dim=(2, 3, 4)) for x in xs], dim=1)
+        return torch.cat([self._pool(x) for x in xs], dim=1)
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, C): PySlowFast's test-time head pool. Its average pool has the
+        kernel the training crop gives (``train_crop_size // 32``) at stride 1; on a larger test crop
+        it runs at several positions, each projected, and the results are averaged. The projection
+        being affine, the mean of the per-position logits is the projection of the mean of the
+        windows' averages, which is what this returns (a clip no larger than the kernel: the plain
+        average)."""
+        k = self.config.train_crop_size // 32
+        if x.shape[-1] > k or x.shape[-2] > k:
+            x = F.avg_pool3d(x.float(), (1, min(k, x.shape[-2]), min(k, x.shape[-1])), stride=1).to(x.dtype)
+        return x.mean(dim=(2, 3, 4))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Logits: PySlowFast's ``head.projection`` output (no softmax)."""

@@ -687,3 +687,44 @@ def test_report_parity():
     if PARITY:
         worst = max(PARITY.values())
         print(f"\nPySlowFast parity: {len(PARITY)} loads, worst relative logit difference {worst:.2e}")
+
+
+@pytest.mark.parametrize("variant", ["slow", "slowfast_8x8"])
+def test_test_crop_larger_than_the_training_crop_pools_as_pyslowfasts_head(pv, tmp_path, variant):
+    """At a test crop above the training crop, PySlowFast's head average-pools 7x7 (here 2x2: a
+    64-pixel training crop) windows at stride 1 and averages the per-position outputs; pytorchvideo's
+    head does the same with AvgPool3d and a global average after the projection."""
+    model, cfg, frames, _ = build(pv, variant)
+    cfg["DATA"]["TRAIN_CROP_SIZE"], cfg["DATA"]["TEST_CROP_SIZE"] = 64, 96  # a 3x3 final map, 2x2 windows
+    slowfast = cfg["MODEL"]["ARCH"] == "slowfast"
+    alpha = cfg.get("SLOWFAST", {}).get("ALPHA", 1)
+    head = model.blocks[-1]
+    kernels = [(frames // alpha, 2, 2), (frames, 2, 2)] if slowfast else [(frames, 2, 2)]
+    pools = [nn.AvgPool3d(k, stride=1) for k in kernels]
+    if slowfast:  # pytorchvideo pools the pathways in the block before the head
+        model.blocks[-2] = pv.slowfast.PoolConcatPathway(retain_list=False, pool=nn.ModuleList(pools))
+    else:
+        head.pool = pools[0]
+    head.output_pool = nn.AdaptiveAvgPool3d(1)  # the mean over the projected positions
+    path = write_files(tmp_path, model, cfg)[1]
+    x = torch.randn(2, frames, 3, 96, 96, generator=torch.Generator().manual_seed(4))
+    ref = oracle_logits(model, cfg, x)
+    ours = load_model(path)
+    assert ours.config.train_crop_size == 64 and ours.config.image_size == 96
+    with torch.no_grad():
+        got = ours(x).logits
+    assert _relative(got, ref) < 1e-4
+    with torch.no_grad():  # and it is not the plain global average
+        global_mean = ours.forward_head(torch.cat([y.mean(dim=(2, 3, 4)) for y in _res5(ours, x)], dim=1))
+    assert _relative(global_mean, ref) > 1e-3
+
+
+def _res5(model, x):
+    xs = model.s1(model.pathway_inputs(x))
+    for stage in range(2, 6):
+        if model.config.arch == "slowfast":
+            xs = getattr(model, f"s{stage - 1}_fuse")(xs)
+        if stage == 3:
+            xs = [getattr(model, f"pathway{p}_pool")(y) for p, y in enumerate(xs)]
+        xs = getattr(model, f"s{stage}")(xs)
+    return xs
