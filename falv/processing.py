@@ -112,7 +112,9 @@ class FALImageProcessor:
     def from_config(cls, config: FALConfig) -> FALImageProcessor:
         """The processor a model was made for: its image size, mean and std."""
         return cls(
-            size={"shortest_edge": config.image_size},
+            # the short side first goes to the model's resize size where its config has one (TSM: 256
+            # for a 224 crop), else to the crop size
+            size={"shortest_edge": getattr(config, "resize_size", None) or config.image_size},
             crop_size={"height": config.image_size, "width": config.image_size},
             image_mean=config.image_mean,
             image_std=config.image_std,

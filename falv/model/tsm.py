@@ -83,6 +83,9 @@ class TSMConfig(LabelFields):
 
     num_frames: int = 8
     image_size: int = 224
+    # TSM's test transform: the short side scaled to 256 (input_size * 256 // 224), then the centre
+    # 224 x 224; falv's preprocessing reads it (FALImageProcessor.from_config)
+    resize_size: int | None = 256
     num_channels: int = 3
     stem_width: int = 64
     widths: tuple[int, ...] = (64, 128, 256, 512)
@@ -125,6 +128,10 @@ class TSMConfig(LabelFields):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.resize_size is not None and (isinstance(self.resize_size, bool) or not isinstance(self.resize_size, int)
+                                             or self.resize_size < self.image_size):
+            raise ConfigError(f"resize_size (the short side before the centre crop) must be an integer >= "
+                              f"image_size ({self.image_size}), got {self.resize_size!r}")
         for name in self._TUPLES:
             values = getattr(self, name)
             if len(values) != _NUM_STAGES:

@@ -319,3 +319,12 @@ def test_invalid_configs_raise_clear_errors(bad, message):
 def test_config_json_round_trip():
     cfg = tsm_preset("tsm_r101", id2label={0: "a", 1: "b"}, shift_round=1)
     assert TSMConfig.from_dict(json.loads(cfg.to_json_string())) == cfg
+
+
+def test_preprocessing_scales_the_short_side_to_256_then_crops_224_as_tsm_tests():
+    from falv.processing import FALImageProcessor
+
+    processor = FALImageProcessor.from_config(TSMConfig(num_labels=2))
+    assert processor.size == {"shortest_edge": 256} and processor.crop_size == {"height": 224, "width": 224}
+    with pytest.raises(ConfigError, match="resize_size"):
+        TSMConfig(num_labels=2, resize_size=200)
