@@ -5,9 +5,10 @@ X3D, MViT) is the oracle for the PySlowFast zoo. It is pure Python and imports w
 torch; only its detection head imports ``torchvision.ops.RoIAlign``, and torchvision does not
 import beside falv's torch. So pytorchvideo and its pure-Python dependencies are installed
 without dependencies into their own folder (``.venv-tools/pytorchvideo``, pinned below, built
-on first use and reused), put on ``sys.path`` for the test process only, with a stand-in
-``torchvision.ops`` whose ``RoIAlign`` raises if anything ever builds it (classification
-models never do). Nothing of this reaches falv's environment or falv at run time.
+on first use and reused), put on ``sys.path`` for the test process only, and imported with a
+stand-in ``torchvision.ops`` whose ``RoIAlign`` raises if anything ever builds it (classification
+models never do); the stand-in leaves ``sys.modules`` once pytorchvideo is imported. Nothing of
+this reaches falv's environment or falv at run time.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ PYTORCHVIDEO_PINS = (
 )
 
 
-def _stub_torchvision() -> None:
+def _stub_torchvision() -> bool:
+    """Put the stand-in in ``sys.modules``; False when a torchvision module is there already."""
     if "torchvision" in sys.modules:
-        return
+        return False
 
     class RoIAlign:  # only pytorchvideo's detection head builds one
         def __init__(self, *args, **kwargs) -> None:
@@ -47,6 +49,7 @@ def _stub_torchvision() -> None:
     vision.ops = ops
     sys.modules["torchvision"] = vision
     sys.modules["torchvision.ops"] = ops
+    return True
 
 
 def pytorchvideo_dir() -> Path:
@@ -77,8 +80,15 @@ def pytorchvideo():
         pytest.skip(str(exc))
     if str(folder) not in sys.path:
         sys.path.append(str(folder))  # after falv's environment: its torch, numpy stay first
-    _stub_torchvision()
-    return importlib.import_module("pytorchvideo.models")
+    if "pytorchvideo.models" in sys.modules:
+        return sys.modules["pytorchvideo.models"]
+    stubbed = _stub_torchvision()
+    try:  # pytorchvideo.models imports every builder (and the head's RoIAlign) now, once
+        return importlib.import_module("pytorchvideo.models")
+    finally:
+        if stubbed:  # the stand-in must not outlive the import: transformers and others probe for
+            # torchvision (importlib.util.find_spec), which a module without a spec breaks
+            del sys.modules["torchvision"], sys.modules["torchvision.ops"]
 
 
 def randomize_batch_norm(module, seed: int = 0) -> None:

@@ -66,9 +66,16 @@ def _pyslowfast(path: Path) -> Path:
     return _write(path, layout="pyslowfast", variant="slowfast_8x8", frames=8, size=32)[0]  # .pyth with its cfg
 
 
+def _mvit(path: Path) -> Path:
+    from tests.model.test_mvit import _write_v2
+
+    path.mkdir()
+    return _write_v2(path, "cls_rel_pos")[0]  # an MViTv2 PySlowFast .pyth with its cfg
+
+
 #: family -> writer of a tiny checkpoint in the family's original format
 BUILDERS = {"fal": _fal, "r2plus1d": _baseline, "videomae": _videomae, "x3d": _x3d, "tsm": _tsm,
-            "pyslowfast": _pyslowfast}
+            "pyslowfast": _pyslowfast, "mvit": _mvit}
 
 
 def _clips(model, batch: int = 1) -> torch.Tensor:
@@ -207,3 +214,33 @@ def test_the_inference_path_folds_batch_norms_and_matches_the_plain_forward(chec
 def test_bench_names_unknown_families_and_presets(args, message, capsys):
     assert _run(["bench", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_serve_labels_a_job_with_the_family(checkpoint, videos, tmp_path):
+    pytest.importorskip("fastapi")
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from falv.serve.app import create_app
+    from falv.serve.service import LabelService, ServeSettings
+
+    _family, source = checkpoint
+    settings = ServeSettings(model=str(source), data_dir=tmp_path / "data", allow_roots=(videos[0].parent,), workers=1)
+    with TestClient(create_app(LabelService(settings))) as client:
+        health = client.get("/health").json()
+        assert health["model_class"] == type(load_model(source)).__name__
+        job_id = client.post("/v1/jobs", json={"path": str(videos[0])}).json()["id"]
+        deadline = time.monotonic() + 120
+        while (job := client.get(f"/v1/jobs/{job_id}").json())["status"] not in ("done", "failed"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+    assert job["status"] == "done" and job["record"]["labels"]
+
+
+def test_explain_says_it_shows_attention_of_fal_models_only(checkpoint, videos, tmp_path, capsys):
+    family, source = checkpoint
+    if family == "fal":
+        pytest.skip("FAL models are explained (tests/explain)")
+    assert _run(["explain", str(videos[0]), "--model", str(source), "--out", str(tmp_path)]) == 2
+    assert "where FAL/TimeSformer models attend" in capsys.readouterr().err

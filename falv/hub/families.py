@@ -85,13 +85,7 @@ def families() -> list[Family]:
     """Every registered family, in detection order."""
     out: list[Family] = []
     for name in FAMILY_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # TEMPORARY while the families are written
-            if exc.name == name:
-                continue
-            raise
-        out.extend(module.FAMILIES)
+        out.extend(importlib.import_module(name).FAMILIES)
     return out
 
 

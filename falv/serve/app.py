@@ -206,7 +206,7 @@ def create_app(service: LabelService, *, manage: bool = True) -> FastAPI:
     @app.get("/health")
     def health() -> dict[str, Any]:
         status = {"UP": "UP", "starting": "UP"}.get(service.state, service.state)
-        return {"status": status, "model_class": "FALForVideoClassification", "model_version": service.model_version,
+        return {"status": status, "model_class": service.model_class, "model_version": service.model_version,
                 "labels": len(service.labels), "queued": service.store.count("queued"),
                 "running": service.store.count("running"), "error": service.error}
 

@@ -170,6 +170,7 @@ class LabelService:
         self.store = JobStore(settings.data_dir / "jobs.sqlite3")
         model = load_model(settings.model)
         model.name_or_path = settings.model  # records name the model as `falv label --model` does
+        self.model_class = type(model).__name__  # /health says which family serves
         self.labels: list[str] = list(model.config.action_labels)  # what labeling emits (no background)
         self.multilabel = bool(model.config.is_multilabel)
         self.model_version = settings.model_version or f"falv:{Path(settings.model).name or settings.model}"
@@ -253,6 +254,7 @@ class LabelService:
             raise ConfigError(f"the new model's labels {model.config.action_labels} differ from the served ones "
                               f"{self.labels}")
         self._next = (Engine(model, self.base_options, None, str(model_dir)), version)
+        self.model_class = type(model).__name__
         self.current_model = str(model_dir)
         self._swap_done.clear()
         self._swap.set()
