@@ -13,7 +13,7 @@ clip (best of ``--repeats`` after a warm-up), with parameters and GFLOP per clip
 counter, a multiply-add = 2 FLOPs) and the largest logit difference against the reference.
 
 References: transformers' VideoMAEForVideoClassification (VideoMAE); pytorchvideo's builders
-(the PySlowFast zoo and X3D; installed test-only by tests/oracles.py); the TSM oracle of
+(SlowFast, X3D, MViT-B; installed test-only by tests/oracles.py); the TSM oracle of
 tests/model/test_tsm.py (the original code is not a package). Figures and the CPU they came
 from are in docs/models.md.
 """
@@ -93,18 +93,18 @@ def _tsm_reference(cfg: Any, folder: Path) -> tuple[torch.nn.Module, Path]:
 
 
 def _pyslowfast_reference(cfg: Any, folder: Path) -> tuple[torch.nn.Module, Path]:
-    """pytorchvideo's ``create_slowfast`` (SlowFast R50 8x8: 32 fast frames, alpha 4, global head
-    pool), written as a PySlowFast ``.pyth`` with its cfg (tests/model/test_slowfast.py's renaming)."""
-    from torch import nn
-
+    """pytorchvideo's ``create_slowfast`` (SlowFast R50 8x8: 32 fast frames, alpha 4), written as a
+    PySlowFast ``.pyth`` with its cfg (tests/model/test_slowfast.py's renaming)."""
     from tests.model.test_slowfast import _cfg, write_files
     from tests.oracles import pytorchvideo, randomize_batch_norm
 
     if cfg.arch != "slowfast" or cfg.depth != 50:
         raise SystemExit("benchmarks/families.py builds the SlowFast R50 reference only (--preset slowfast_r50_8x8)")
     pv = pytorchvideo()
+    # pytorchvideo's default head is PySlowFast's test-time head: 7x7 windows at stride 1, averaged
+    # after the projection (what falv does at a test crop above the 224 training crop)
     model = pv.slowfast.create_slowfast(model_num_class=cfg.num_labels, dropout_rate=0.0,
-                                        head_pool=nn.AdaptiveAvgPool3d, head_output_size=(1, 1, 1)).eval()
+                                        head_activation=None).eval()
     randomize_batch_norm(model)
     run = _cfg("slowfast", 64, cfg.num_frames, 2, SLOWFAST={"ALPHA": cfg.alpha, "BETA_INV": 8,
                                                           "FUSION_CONV_CHANNEL_RATIO": 2, "FUSION_KERNEL_SZ": 7})
@@ -124,7 +124,23 @@ def _slowfast_call(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model([slow, x])
 
 
+def _mvit_reference(cfg: Any, folder: Path) -> tuple[torch.nn.Module, Path]:
+    """pytorchvideo's MViT-B 16x4 (its hub ``mvit_base_16x4`` settings), written as a hub file."""
+    from tests.oracles import pytorchvideo
+
+    pv = pytorchvideo()
+    model = pv.vision_transformers.create_multiscale_vision_transformers(
+        spatial_size=cfg.image_size, temporal_size=cfg.num_frames, head_num_classes=cfg.num_labels,
+        embed_dim_mul=[[1, 2.0], [3, 2.0], [14, 2.0]], atten_head_mul=[[1, 2.0], [3, 2.0], [14, 2.0]],
+        pool_q_stride_size=[[1, 1, 2, 2], [3, 1, 2, 2], [14, 1, 2, 2]], pool_kv_stride_adaptive=[1, 8, 8],
+        pool_kvq_kernel=[3, 3, 3]).eval()
+    folder.mkdir(parents=True)
+    torch.save({"model_state": model.state_dict()}, folder / "MVIT_B_16x4.pyth")
+    return model, folder / "MVIT_B_16x4.pyth"
+
+
 REFERENCES: dict[str, Callable[[Any, Path], tuple[torch.nn.Module, Path]]] = {
+    "mvit": _mvit_reference,
     "pyslowfast": _pyslowfast_reference,
     "videomae": _videomae_reference,
     "x3d": _x3d_reference,
@@ -132,13 +148,14 @@ REFERENCES: dict[str, Callable[[Any, Path], tuple[torch.nn.Module, Path]]] = {
 }
 #: (family, preset) measured by default: one representative per family
 DEFAULT_RUNS = [("videomae", "videomae-small"), ("pyslowfast", "slowfast_r50_8x8"), ("x3d", "x3d_m"),
-                ("tsm", "tsm_r50")]
+                ("mvit", "mvitv1_b_16x4"), ("tsm", "tsm_r50")]
 #: --quick: tiny overrides per family (harness check, seconds)
 QUICK = {
     "videomae": ("videomae-small", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                                         intermediate_size=128, image_size=32, num_frames=4)),
     "x3d": ("x3d_xs", dict(image_size=64)),
     "pyslowfast": ("slowfast_r50_8x8", dict(image_size=64)),
+    "mvit": ("mvitv1_b_16x4", dict(image_size=64, num_frames=4)),
     "tsm": ("tsm_r50", dict(image_size=64, num_frames=4)),
 }
 
@@ -199,6 +216,7 @@ def run_one(family_name: str, preset: str, *, repeats: int = 3, batch: int = 1, 
 #: family -> how the reference module is called on (B, T, C, H, W) clips (default: ``.logits`` of ``m(x)``)
 REFERENCE_CALLS: dict[str, Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]] = {
     "pyslowfast": _slowfast_call,
+    "mvit": lambda m, x: m(x.permute(0, 2, 1, 3, 4)),
     "x3d": lambda m, x: m(x.permute(0, 2, 1, 3, 4)),  # PySlowFast/pytorchvideo take (B, C, T, H, W)
     "tsm": lambda m, x: m(x.flatten(1, 2)),  # TSM's loader stacks a video's frames: (B, T*C, H, W)
 }
