@@ -26,22 +26,20 @@ meta device, a multiply-add = 2 FLOPs, BatchNorm/ReLU/pooling not counted).
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from falv.config import IMAGENET_MEAN, IMAGENET_STD, ClipSampling, LabelFields, accepts_num_labels
-from falv.errors import CheckpointError, ConfigError
+from falv.errors import ConfigError
 from falv.hub.families import Family
-from falv.hub.load import check_state_keys
 from falv.model import flops
-from falv.model.transformer import ModelProperties, VideoClassifierOutput, classification_loss
+from falv.model.classifier import FamilyClassifier, FamilyConfig
+from falv.model.transformer import VideoClassifierOutput
 
 BASELINE_MODEL_TYPE = "falv_r2plus1d"
 CONFIG_NAME = "config.json"
@@ -50,7 +48,7 @@ WEIGHTS_NAME = "model.safetensors"
 
 @accepts_num_labels
 @dataclass
-class R2Plus1DConfig(LabelFields):
+class R2Plus1DConfig(FamilyConfig):
     """Configuration of :class:`R2Plus1DForVideoClassification`.
 
     ``widths[i]`` channels and ``depths[i]`` residual blocks in stage ``i``; the
@@ -60,6 +58,8 @@ class R2Plus1DConfig(LabelFields):
     ``tiny`` preset (0.35 GFLOP), with 2.0 M parameters (FAL tiny: 1.4 M). Label and preprocessing fields mean what
     they mean in :class:`falv.FALConfig`.
     """
+
+    ARCHITECTURE: ClassVar[str] = "R2Plus1DForVideoClassification"
 
     num_frames: int = 8
     image_size: int = 64
@@ -125,33 +125,6 @@ class R2Plus1DConfig(LabelFields):
     def hidden_size(self) -> int:
         """Size of the clip embedding (the pooled features of the last stage)."""
         return self.widths[-1]
-
-    # -- JSON ---------------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        for name in ("widths", "depths", "spatial_strides", "temporal_strides"):
-            out[name] = list(getattr(self, name))
-        out["architectures"] = ["R2Plus1DForVideoClassification"]
-        return self._labels_to_dict(out)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> R2Plus1DConfig:
-        """Build from a dict; keys that are not fields (``architectures``, ...) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names or k == "num_labels"})
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> R2Plus1DConfig:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"cannot read config {path}: {exc}") from exc
-        if data.get("model_type") != BASELINE_MODEL_TYPE:
-            raise CheckpointError(
-                f"{path} has model_type {data.get('model_type')!r}, not {BASELINE_MODEL_TYPE!r} "
-                "(FAL models load with falv.FALForVideoClassification.from_pretrained)"
-            )
-        return cls.from_dict(data)
 
 
 #: Named settings. ``tiny``: 0.33 GFLOP per 8x64x64 clip, -4% against FAL ``tiny`` (the test checks
@@ -233,7 +206,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
-class R2Plus1DForVideoClassification(ModelProperties, nn.Module):
+class R2Plus1DForVideoClassification(FamilyClassifier):
     """R(2+1)D-style 3D CNN with the interface of :class:`falv.FALForVideoClassification`."""
 
     config_class = R2Plus1DConfig
@@ -303,71 +276,8 @@ class R2Plus1DForVideoClassification(ModelProperties, nn.Module):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(features))
 
-    def forward(
-        self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **_: Any
-    ) -> VideoClassifierOutput:
-        """``pixel_values`` (B, T, C, H, W) -> logits (B, num_labels), embeddings, and the loss
-        (cross-entropy, or BCE for multi-label) when ``labels`` are given."""
-        features = self.forward_features(pixel_values)
-        logits = self.forward_head(features)
-        loss = self.compute_loss(logits, labels) if labels is not None else None
-        return VideoClassifierOutput(logits=logits, loss=loss, embeddings=features)
-
-    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return classification_loss(logits, labels, self.config.is_multilabel)
-
     # -- properties -----------------------------------------------------------------------------
     # -- save / load ------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json, model.safetensors (weights and BatchNorm statistics) and
-        preprocessor_config.json, each atomically (temporary file, then rename)."""
-        from safetensors.torch import save
-
-        from falv.hub.io import atomic_open
-        from falv.processing import FALImageProcessor
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        with atomic_open(directory / WEIGHTS_NAME, "wb") as handle:
-            handle.write(save(state, metadata={"format": "pt", "library": "falv", "model_type": BASELINE_MODEL_TYPE}))
-        self.config.save_pretrained(directory)
-        FALImageProcessor.from_config(self.config).save_pretrained(directory)  # type: ignore[arg-type]
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, labels: list[str] | None = None,
-                        device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None) -> R2Plus1DForVideoClassification:
-        """Load a directory written by :meth:`save_pretrained` (in eval mode).
-
-        ``labels`` replaces the head with a fresh one for a new label set.
-        """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file():
-            raise CheckpointError(f"{directory} has no {CONFIG_NAME}: not a model directory")
-        config = R2Plus1DConfig.from_json_file(directory / CONFIG_NAME)
-        try:
-            state = load_file(directory / WEIGHTS_NAME)
-        except (OSError, SafetensorError) as exc:
-            raise CheckpointError(f"cannot read {directory / WEIGHTS_NAME}: {exc}") from exc
-        if labels is not None:
-            config = config.with_labels(list(labels))
-            state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        model = cls(config)
-        expected = {k: v for k, v in model.state_dict().items() if not (labels is not None and k.startswith("head."))}
-        check_state_keys(state, expected, directory)  # a fresh head is not expected in the file
-        model.load_state_dict(state, strict=False)
-        model.eval()
-        if device is not None or dtype is not None:
-            model.to(device=device, dtype=dtype)
-        model.name_or_path = str(directory)
-        return model
-
-
 def count_flops(config: R2Plus1DConfig, num_frames: int | None = None, image_size: int | None = None,
                 batch_size: int = 1) -> int:
     """FLOPs of one forward pass, counted as FAL's are (:func:`falv.model.flops.count_flops`:

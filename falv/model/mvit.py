@@ -67,24 +67,23 @@ PySlowFast's MODEL_ZOO counts with fvcore (a multiply-add = 1).
 from __future__ import annotations
 
 import ast
-import dataclasses
 import json
 import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from falv.config import ClipSampling, LabelFields, accepts_num_labels
+from falv.config import ClipSampling, accepts_num_labels
 from falv.errors import CheckpointError, ConfigError
 from falv.hub.families import Checkpoint, Family
 from falv.model import flops
-from falv.model.transformer import ModelProperties, VideoClassifierOutput, classification_loss
+from falv.model.classifier import FamilyClassifier, FamilyConfig
 
 MVIT_MODEL_TYPE = "falv_mvit"
 CONFIG_NAME = "config.json"
@@ -128,12 +127,14 @@ def _triple(value: Any, name: str, allow_none: bool = False) -> tuple[int, int, 
 
 @accepts_num_labels
 @dataclass
-class MViTConfig(LabelFields):
+class MViTConfig(FamilyConfig):
     """Configuration of :class:`MViTForVideoClassification`: PySlowFast's ``MVIT.*`` keys in lower
     case (``dim_mul`` = ``DIM_MUL`` as ``((layer, multiplier), ...)``, ``pool_q_stride`` =
     ``POOL_Q_STRIDE`` as ``((layer, t, h, w), ...)``, ...), the clip (``num_frames``, ``image_size``:
     PySlowFast's train = test crop) and falv's label and preprocessing fields (as in
     :class:`falv.FALConfig`). The defaults are MViTv2-S 16x4 (:data:`MVIT_PRESETS`)."""
+
+    ARCHITECTURE: ClassVar[str] = "MViTForVideoClassification"
 
     num_frames: int = 16
     image_size: int = 224
@@ -232,34 +233,6 @@ class MViTConfig(LabelFields):
     def hidden_size(self) -> int:
         """Size of the clip embedding (the last block's width)."""
         return mvit_block_settings(self)[-1]["dim_out"]
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        for name in ("patch_kernel", "patch_stride", "patch_padding", "pool_kv_stride_adaptive", "pool_kvq_kernel"):
-            out[name] = None if getattr(self, name) is None else list(getattr(self, name))
-        for name in ("dim_mul", "head_mul", "pool_q_stride", "pool_kv_stride"):
-            out[name] = [list(v) for v in getattr(self, name)]
-        out["architectures"] = ["MViTForVideoClassification"]
-        return self._labels_to_dict(out)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MViTConfig:
-        """Build from a dict; keys that are not fields (``architectures``, ...) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names or k == "num_labels"})
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> MViTConfig:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"cannot read config {path}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("model_type") != MVIT_MODEL_TYPE:
-            found = data.get("model_type") if isinstance(data, dict) else None
-            raise CheckpointError(f"{path} has model_type {found!r}, not {MVIT_MODEL_TYPE!r} "
-                                  "(load any model with falv.load_model)")
-        return cls.from_dict(data)
-
 
 def mvit_block_settings(config: MViTConfig) -> list[dict[str, Any]]:
     """Per block: ``dim``, ``dim_out``, ``num_heads``, ``kernel_q`` / ``kernel_kv``, ``stride_q`` /
@@ -560,9 +533,10 @@ class TransformerHead(nn.Module):
 _HEAD_PREFIX = "head.projection."
 
 
-class MViTForVideoClassification(ModelProperties, nn.Module):
+class MViTForVideoClassification(FamilyClassifier):
     """MViT (v1 / v2) with the interface of :class:`falv.FALForVideoClassification`; PySlowFast's names."""
 
+    head_prefix = "head.projection."
     config_class = MViTConfig
     main_input_name = "pixel_values"
 
@@ -658,65 +632,7 @@ class MViTForVideoClassification(ModelProperties, nn.Module):
         """Logits: ``head.projection`` of the (dropped-out) features, before any softmax."""
         return self.head(features)
 
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **_: Any) -> VideoClassifierOutput:
-        features = self.forward_features(pixel_values)
-        logits = self.forward_head(features)
-        loss = self.compute_loss(logits, labels) if labels is not None else None
-        return VideoClassifierOutput(logits=logits, loss=loss, embeddings=features)
-
-    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return classification_loss(logits, labels, self.config.is_multilabel)
-
     # -- save / load ------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json, model.safetensors and preprocessor_config.json, each atomically."""
-        from safetensors.torch import save
-
-        from falv.hub.io import atomic_open
-        from falv.processing import FALImageProcessor
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        with atomic_open(directory / WEIGHTS_NAME, "wb") as handle:
-            handle.write(save(state, metadata={"format": "pt", "library": "falv", "model_type": MVIT_MODEL_TYPE}))
-        self.config.save_pretrained(directory)
-        FALImageProcessor.from_config(self.config).save_pretrained(directory)  # type: ignore[arg-type]
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, labels: list[str] | None = None,
-                        device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None) -> MViTForVideoClassification:
-        """Load a directory written by :meth:`save_pretrained` (eval mode); ``labels`` gives a fresh head."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        from falv.hub.load import check_state_keys
-
-        directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file():
-            raise CheckpointError(f"{directory} has no {CONFIG_NAME}: not a model directory")
-        config = MViTConfig.from_json_file(directory / CONFIG_NAME)
-        try:
-            state = load_file(directory / WEIGHTS_NAME)
-        except (OSError, SafetensorError) as exc:
-            raise CheckpointError(f"cannot read {directory / WEIGHTS_NAME}: {exc}") from exc
-        if labels is not None:
-            config = config.with_labels(list(labels))
-            state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIX)}
-        model = cls(config)
-        expected = {k: v for k, v in model.state_dict().items()
-                    if not (labels is not None and k.startswith(_HEAD_PREFIX))}
-        check_state_keys(state, expected, directory)
-        model.load_state_dict(state, strict=False)
-        model.eval()
-        if device is not None or dtype is not None:
-            model.to(device=device, dtype=dtype)
-        model.name_or_path = str(directory)
-        return model
-
-
 def count_flops(config: MViTConfig, num_frames: int | None = None, image_size: int | None = None,
                 batch_size: int = 1) -> int:
     """FLOPs of one forward pass (torch's counter on the meta device; a multiply-add = 2 FLOPs)."""

@@ -96,23 +96,22 @@ training state (saved checkpoints hold normal BN and load), CSN and R(2+1)D hub 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from falv.config import ClipSampling, LabelFields, accepts_num_labels, check_choice
+from falv.config import ClipSampling, accepts_num_labels, check_choice
 from falv.errors import CheckpointError, ConfigError
 from falv.hub.families import Checkpoint, Family
 from falv.model import flops
-from falv.model.transformer import ModelProperties, VideoClassifierOutput, classification_loss
+from falv.model.classifier import FamilyClassifier, FamilyConfig
 
 PYSLOWFAST_MODEL_TYPE = "falv_pyslowfast"
 CONFIG_NAME = "config.json"
@@ -196,7 +195,7 @@ def _per_stage(value: Any, stages: int, pathways: int, name: str, leaf: str) -> 
 
 @accepts_num_labels
 @dataclass
-class PySlowFastConfig(LabelFields):
+class PySlowFastConfig(FamilyConfig):
     """Configuration of :class:`PySlowFastForVideoClassification`: PySlowFast's architecture
     fields under falv names. Defaults are PySlowFast's ``config/defaults.py`` (an R50 SlowFast,
     alpha 8); fields left None take the arch's PySlowFast values (``temporal_kernel_basis`` from
@@ -210,6 +209,8 @@ class PySlowFastConfig(LabelFields):
     (``DATA.TEST_CROP_SIZE``), ``train_crop_size`` the training crop (logits equal PySlowFast's
     at that size, see the module docstring).
     """
+
+    ARCHITECTURE: ClassVar[str] = "PySlowFastForVideoClassification"
 
     arch: str = "slowfast"
     depth: int = 50
@@ -369,31 +370,6 @@ class PySlowFastConfig(LabelFields):
         """Size of the clip embedding: the concatenated pooled res5 features of every pathway."""
         out = self.width_per_group * 32
         return out + out // self.beta_inv if self.arch == "slowfast" else out
-
-    # -- JSON ---------------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out = json.loads(json.dumps(out))  # tuples -> lists throughout
-        out["architectures"] = ["PySlowFastForVideoClassification"]
-        return self._labels_to_dict(out)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PySlowFastConfig:
-        """Build from a dict; keys that are not fields (``architectures``, ...) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names or k == "num_labels"})
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> PySlowFastConfig:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"cannot read config {path}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("model_type") != PYSLOWFAST_MODEL_TYPE:
-            model_type = data.get("model_type") if isinstance(data, dict) else None
-            raise CheckpointError(f"{path} has model_type {model_type!r}, not {PYSLOWFAST_MODEL_TYPE!r}")
-        return cls.from_dict(data)
-
 
 def _dense(frames: int, stride: int, source: str, fps: float = 30.0) -> dict[str, Any]:
     return dict(num_frames=frames, sampling=dict(mode="dense", frame_stride=stride, fps=fps, source=source))
@@ -645,7 +621,7 @@ def slow_pathway_indices(num_frames: int, alpha: int) -> torch.Tensor:
     return torch.linspace(0, num_frames - 1, num_frames // alpha, dtype=torch.float32, device="cpu").long()
 
 
-class PySlowFastForVideoClassification(ModelProperties, nn.Module):
+class PySlowFastForVideoClassification(FamilyClassifier):
     """A PySlowFast ResNet (C2D, I3D, NLN, Slow, SlowFast) with the interface of
     :class:`falv.FALForVideoClassification`; state-dict keys are PySlowFast's."""
 
@@ -749,68 +725,7 @@ class PySlowFastForVideoClassification(ModelProperties, nn.Module):
         """Logits: PySlowFast's ``head.projection`` output (no softmax)."""
         return self.head(features)
 
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None,
-                **_: Any) -> VideoClassifierOutput:
-        """``pixel_values`` (B, T, C, H, W) (for SlowFast the fast pathway's frames) -> logits
-        (B, num_labels), embeddings, and the loss when ``labels`` are given."""
-        features = self.forward_features(pixel_values)
-        logits = self.forward_head(features)
-        loss = self.compute_loss(logits, labels) if labels is not None else None
-        return VideoClassifierOutput(logits=logits, loss=loss, embeddings=features)
-
-    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return classification_loss(logits, labels, self.config.is_multilabel)
-
     # -- save / load ----------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json, model.safetensors and preprocessor_config.json, each atomically."""
-        from safetensors.torch import save
-
-        from falv.hub.io import atomic_open
-        from falv.processing import FALImageProcessor
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        with atomic_open(directory / WEIGHTS_NAME, "wb") as handle:
-            handle.write(save(state, metadata={"format": "pt", "library": "falv", "model_type": PYSLOWFAST_MODEL_TYPE}))
-        self.config.save_pretrained(directory)
-        FALImageProcessor.from_config(self.config).save_pretrained(directory)  # type: ignore[arg-type]
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, labels: list[str] | None = None,
-                        device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None) -> PySlowFastForVideoClassification:
-        """Load a directory written by :meth:`save_pretrained` (in eval mode); ``labels``
-        replaces the head with a fresh one for a new label set."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        from falv.hub.load import check_state_keys
-
-        directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file():
-            raise CheckpointError(f"{directory} has no {CONFIG_NAME}: not a model directory")
-        config = PySlowFastConfig.from_json_file(directory / CONFIG_NAME)
-        try:
-            state = load_file(directory / WEIGHTS_NAME)
-        except (OSError, SafetensorError) as exc:
-            raise CheckpointError(f"cannot read {directory / WEIGHTS_NAME}: {exc}") from exc
-        if labels is not None:
-            config = config.with_labels(list(labels))
-            state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        model = cls(config)
-        expected = {k: v for k, v in model.state_dict().items() if not (labels is not None and k.startswith("head."))}
-        check_state_keys(state, expected, directory)
-        model.load_state_dict(state, strict=False)
-        model.eval()
-        if device is not None or dtype is not None:
-            model.to(device=device, dtype=dtype)
-        model.name_or_path = str(directory)
-        return model
-
-
 def count_flops(config: PySlowFastConfig, num_frames: int | None = None, image_size: int | None = None,
                 batch_size: int = 1) -> int:
     """FLOPs of one forward pass (torch's counter on the meta device, a multiply-add = 2 FLOPs)."""

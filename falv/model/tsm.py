@@ -43,23 +43,21 @@ consensus types other than ``avg``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from falv.config import IMAGENET_MEAN, IMAGENET_STD, ClipSampling, LabelFields, accepts_num_labels
+from falv.config import IMAGENET_MEAN, IMAGENET_STD, ClipSampling, accepts_num_labels
 from falv.errors import CheckpointError, ConfigError
 from falv.hub.families import Checkpoint, Family
 from falv.model import flops
-from falv.model.transformer import ModelProperties, VideoClassifierOutput, classification_loss
+from falv.model.classifier import FamilyClassifier, FamilyConfig
 
 TSM_MODEL_TYPE = "falv_tsm"
 CONFIG_NAME = "config.json"
@@ -70,7 +68,7 @@ _NUM_STAGES = 4
 
 @accepts_num_labels
 @dataclass
-class TSMConfig(LabelFields):
+class TSMConfig(FamilyConfig):
     """Configuration of :class:`TSMForVideoClassification`.
 
     ``num_frames`` is TSM's ``n_segment``; ``widths`` are the bottlenecks' inner (3x3) widths per
@@ -80,6 +78,8 @@ class TSMConfig(LabelFields):
     blocks or more, else 1). Label and preprocessing fields mean what they mean in
     :class:`falv.FALConfig`.
     """
+
+    ARCHITECTURE: ClassVar[str] = "TSMForVideoClassification"
 
     num_frames: int = 8
     image_size: int = 224
@@ -162,31 +162,6 @@ class TSMConfig(LabelFields):
     def shifted(self, stage: int, block: int) -> bool:
         """Whether block ``block`` of stage ``stage`` (0-based: ``layer{stage+1}``) shifts its input."""
         return self.temporal_shift and block % self.shift_every == 0
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        for name in self._TUPLES:
-            out[name] = list(getattr(self, name))
-        out["architectures"] = ["TSMForVideoClassification"]
-        return self._labels_to_dict(out)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TSMConfig:
-        """Build from a dict; keys that are not fields (``architectures``, ...) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names or k == "num_labels"})
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> TSMConfig:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"cannot read config {path}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("model_type") != TSM_MODEL_TYPE:
-            found = data.get("model_type") if isinstance(data, dict) else None
-            raise CheckpointError(f"{path} has model_type {found!r}, not {TSM_MODEL_TYPE!r} "
-                                  "(load any model with falv.load_model)")
-        return cls.from_dict(data)
 
 
 #: TSM's published ResNet backbones (the README's Kinetics / Something-Something models).
@@ -272,7 +247,7 @@ class TSMResNet(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-class TSMForVideoClassification(ModelProperties, nn.Module):
+class TSMForVideoClassification(FamilyClassifier):
     """TSM (ResNet + temporal shift + TSN average consensus) with the interface of
     :class:`falv.FALForVideoClassification`."""
 
@@ -328,64 +303,7 @@ class TSMForVideoClassification(ModelProperties, nn.Module):
         """Logits (``new_fc`` of the dropped-out features), before any softmax."""
         return self.head(self.dropout(features))
 
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **_: Any) -> VideoClassifierOutput:
-        features = self.forward_features(pixel_values)
-        logits = self.forward_head(features)
-        loss = self.compute_loss(logits, labels) if labels is not None else None
-        return VideoClassifierOutput(logits=logits, loss=loss, embeddings=features)
-
-    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return classification_loss(logits, labels, self.config.is_multilabel)
-
     # -- save / load ------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json, model.safetensors and preprocessor_config.json, each atomically."""
-        from safetensors.torch import save
-
-        from falv.hub.io import atomic_open
-        from falv.processing import FALImageProcessor
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        with atomic_open(directory / WEIGHTS_NAME, "wb") as handle:
-            handle.write(save(state, metadata={"format": "pt", "library": "falv", "model_type": TSM_MODEL_TYPE}))
-        self.config.save_pretrained(directory)
-        FALImageProcessor.from_config(self.config).save_pretrained(directory)  # type: ignore[arg-type]
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, labels: list[str] | None = None,
-                        device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None) -> TSMForVideoClassification:
-        """Load a directory written by :meth:`save_pretrained` (eval mode); ``labels`` gives a fresh head."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        from falv.hub.load import check_state_keys
-
-        directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file():
-            raise CheckpointError(f"{directory} has no {CONFIG_NAME}: not a model directory")
-        config = TSMConfig.from_json_file(directory / CONFIG_NAME)
-        try:
-            state = load_file(directory / WEIGHTS_NAME)
-        except (OSError, SafetensorError) as exc:
-            raise CheckpointError(f"cannot read {directory / WEIGHTS_NAME}: {exc}") from exc
-        if labels is not None:
-            config = config.with_labels(list(labels))
-            state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        model = cls(config)
-        expected = {k: v for k, v in model.state_dict().items() if not (labels is not None and k.startswith("head."))}
-        check_state_keys(state, expected, directory)
-        model.load_state_dict(state, strict=False)
-        model.eval()
-        if device is not None or dtype is not None:
-            model.to(device=device, dtype=dtype)
-        model.name_or_path = str(directory)
-        return model
-
-
 def count_flops(config: TSMConfig, num_frames: int | None = None, image_size: int | None = None,
                 batch_size: int = 1) -> int:
     """FLOPs of one forward pass (torch's counter on the meta device; a multiply-add = 2 FLOPs;

@@ -94,24 +94,23 @@ transformers, which raises too), masked pre-training (the decoder is not built).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from falv.config import IMAGENET_MEAN, IMAGENET_STD, ClipSampling, LabelFields, accepts_num_labels, check_choice
+from falv.config import IMAGENET_MEAN, IMAGENET_STD, ClipSampling, accepts_num_labels, check_choice
 from falv.errors import CheckpointError, ConfigError
 from falv.hub.families import Family, read_checkpoint
 from falv.model import flops
+from falv.model.classifier import FamilyClassifier, FamilyConfig
 from falv.model.schemes import DropPath
-from falv.model.transformer import ModelProperties, VideoClassifierOutput, classification_loss
 
 VIDEOMAE_MODEL_TYPE = "falv_videomae"
 TRANSFORMERS_MODEL_TYPE = "videomae"
@@ -131,7 +130,7 @@ SSV2_CLASSES = 174
 
 @accepts_num_labels
 @dataclass
-class VideoMAEConfig(LabelFields):
+class VideoMAEConfig(FamilyConfig):
     """Configuration of :class:`VideoMAEForVideoClassification`.
 
     The architecture fields mean what they mean in transformers' ``VideoMAEConfig`` and have its
@@ -142,6 +141,8 @@ class VideoMAEConfig(LabelFields):
     when ``use_mean_pooling`` is false (see the module docstring). Label and preprocessing
     fields mean what they mean in :class:`falv.FALConfig`.
     """
+
+    ARCHITECTURE: ClassVar[str] = "VideoMAEForVideoClassification"
 
     image_size: int = 224
     patch_size: int = 16
@@ -225,31 +226,6 @@ class VideoMAEConfig(LabelFields):
     def num_patches(self) -> int:
         t, h, w = self.grid
         return t * h * w
-
-    # -- JSON ---------------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["architectures"] = ["VideoMAEForVideoClassification"]
-        return self._labels_to_dict(out)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> VideoMAEConfig:
-        """Build from a dict; keys that are not fields (``architectures``, ...) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names or k == "num_labels"})
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> VideoMAEConfig:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"cannot read config {path}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("model_type") != VIDEOMAE_MODEL_TYPE:
-            found = data.get("model_type") if isinstance(data, dict) else None
-            raise CheckpointError(f"{path} has model_type {found!r}, not {VIDEOMAE_MODEL_TYPE!r} "
-                                  "(load any model with falv.hub.families.load_model)")
-        return cls.from_dict(data)
-
 
 _VIT = {
     "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
@@ -376,7 +352,7 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class VideoMAEForVideoClassification(ModelProperties, nn.Module):
+class VideoMAEForVideoClassification(FamilyClassifier):
     """VideoMAE encoder, pooling and a linear head, with the interface of
     :class:`falv.FALForVideoClassification` (module docstring)."""
 
@@ -466,36 +442,7 @@ class VideoMAEForVideoClassification(ModelProperties, nn.Module):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.head_drop(features))
 
-    def forward(
-        self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **_: Any
-    ) -> VideoClassifierOutput:
-        """``pixel_values`` (B, T, C, H, W) -> logits (B, num_labels), embeddings, and the loss
-        (cross-entropy, or BCE for multi-label) when ``labels`` are given."""
-        features = self.forward_features(pixel_values)
-        logits = self.forward_head(features)
-        loss = self.compute_loss(logits, labels) if labels is not None else None
-        return VideoClassifierOutput(logits=logits, loss=loss, embeddings=features)
-
-    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return classification_loss(logits, labels, self.config.is_multilabel)
-
     # -- save / load ------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json, model.safetensors and preprocessor_config.json, each atomically."""
-        from safetensors.torch import save
-
-        from falv.hub.io import atomic_open
-        from falv.processing import FALImageProcessor
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        with atomic_open(directory / WEIGHTS_NAME, "wb") as handle:
-            handle.write(save(state, metadata={"format": "pt", "library": "falv", "model_type": VIDEOMAE_MODEL_TYPE}))
-        self.config.save_pretrained(directory)
-        FALImageProcessor.from_config(self.config).save_pretrained(directory)  # type: ignore[arg-type]
-        return directory
-
     @classmethod
     def from_pretrained(cls, path_or_id: str | os.PathLike, *, labels: list[str] | None = None,
                         device: str | torch.device | None = None,

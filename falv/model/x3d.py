@@ -72,24 +72,23 @@ the zoo's GFLOPs (:data:`X3D_PRESETS`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from falv.config import ClipSampling, LabelFields, accepts_num_labels
+from falv.config import ClipSampling, accepts_num_labels
 from falv.errors import CheckpointError, ConfigError
 from falv.hub.families import Checkpoint, Family
 from falv.model import flops
-from falv.model.transformer import ModelProperties, VideoClassifierOutput, classification_loss
+from falv.model.classifier import FamilyClassifier, FamilyConfig
 
 X3D_MODEL_TYPE = "falv_x3d"
 CONFIG_NAME = "config.json"
@@ -139,7 +138,7 @@ def se_width(channels: int, ratio: float) -> int:
 
 @accepts_num_labels
 @dataclass
-class X3DConfig(LabelFields):
+class X3DConfig(FamilyConfig):
     """Configuration of :class:`X3DForVideoClassification`.
 
     The architecture is explicit (``stem_width``, per-stage ``widths``, ``depths`` and
@@ -152,6 +151,8 @@ class X3DConfig(LabelFields):
     they mean in :class:`falv.FALConfig`; ``image_mean`` / ``image_std`` default to PySlowFast's
     Kinetics values.
     """
+
+    ARCHITECTURE: ClassVar[str] = "X3DForVideoClassification"
 
     num_frames: int = 13
     image_size: int = 182
@@ -224,33 +225,6 @@ class X3DConfig(LabelFields):
     def hidden_size(self) -> int:
         """Size of the clip embedding (``lin_5``'s output, DIM_C5)."""
         return self.dim_c5
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        for name in self._TUPLES:
-            out[name] = list(getattr(self, name))
-        out["head_pool_size"] = None if self.head_pool_size is None else list(self.head_pool_size)
-        out["architectures"] = ["X3DForVideoClassification"]
-        return self._labels_to_dict(out)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> X3DConfig:
-        """Build from a dict; keys that are not fields (``architectures``, ...) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names or k == "num_labels"})
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> X3DConfig:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"cannot read config {path}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("model_type") != X3D_MODEL_TYPE:
-            found = data.get("model_type") if isinstance(data, dict) else None
-            raise CheckpointError(f"{path} has model_type {found!r}, not {X3D_MODEL_TYPE!r} "
-                                  "(load any model with falv.load_model)")
-        return cls.from_dict(data)
-
 
 def _preset(width_factor: float, depth_factor: float, num_frames: int, train_crop: int, test_crop: int) -> dict:
     spatial = int(math.ceil(train_crop / 32.0))
@@ -412,9 +386,10 @@ class X3DHead(nn.Module):
         return self.projection(self.dropout(features))
 
 
-class X3DForVideoClassification(ModelProperties, nn.Module):
+class X3DForVideoClassification(FamilyClassifier):
     """X3D with the interface of :class:`falv.FALForVideoClassification`; PySlowFast's module names."""
 
+    head_prefix = "head.projection."
     config_class = X3DConfig
     main_input_name = "pixel_values"
 
@@ -485,65 +460,7 @@ class X3DForVideoClassification(ModelProperties, nn.Module):
         """Logits: ``head.projection`` of the (dropped-out) features, before any softmax."""
         return self.head(features)
 
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **_: Any) -> VideoClassifierOutput:
-        features = self.forward_features(pixel_values)
-        logits = self.forward_head(features)
-        loss = self.compute_loss(logits, labels) if labels is not None else None
-        return VideoClassifierOutput(logits=logits, loss=loss, embeddings=features)
-
-    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return classification_loss(logits, labels, self.config.is_multilabel)
-
     # -- save / load ------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json, model.safetensors and preprocessor_config.json, each atomically."""
-        from safetensors.torch import save
-
-        from falv.hub.io import atomic_open
-        from falv.processing import FALImageProcessor
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        with atomic_open(directory / WEIGHTS_NAME, "wb") as handle:
-            handle.write(save(state, metadata={"format": "pt", "library": "falv", "model_type": X3D_MODEL_TYPE}))
-        self.config.save_pretrained(directory)
-        FALImageProcessor.from_config(self.config).save_pretrained(directory)  # type: ignore[arg-type]
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, labels: list[str] | None = None,
-                        device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None) -> X3DForVideoClassification:
-        """Load a directory written by :meth:`save_pretrained` (eval mode); ``labels`` gives a fresh head."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        from falv.hub.load import check_state_keys
-
-        directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file():
-            raise CheckpointError(f"{directory} has no {CONFIG_NAME}: not a model directory")
-        config = X3DConfig.from_json_file(directory / CONFIG_NAME)
-        try:
-            state = load_file(directory / WEIGHTS_NAME)
-        except (OSError, SafetensorError) as exc:
-            raise CheckpointError(f"cannot read {directory / WEIGHTS_NAME}: {exc}") from exc
-        if labels is not None:
-            config = config.with_labels(list(labels))
-            state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIX)}
-        model = cls(config)
-        expected = {k: v for k, v in model.state_dict().items()
-                    if not (labels is not None and k.startswith(_HEAD_PREFIX))}
-        check_state_keys(state, expected, directory)
-        model.load_state_dict(state, strict=False)
-        model.eval()
-        if device is not None or dtype is not None:
-            model.to(device=device, dtype=dtype)
-        model.name_or_path = str(directory)
-        return model
-
-
 _HEAD_PREFIX = "head.projection."
 
 

@@ -127,7 +127,7 @@ def test_load_errors_are_clear(tmp_path):
     with pytest.raises(CheckpointError, match="no config.json"):
         R2Plus1DForVideoClassification.from_pretrained(tmp_path)
     FALForVideoClassification(preset("tiny")).save_pretrained(tmp_path / "fal")
-    with pytest.raises(CheckpointError, match="FALForVideoClassification"):
+    with pytest.raises(CheckpointError, match="model_type .fal., not .falv_r2plus1d.*falv.load_model"):
         R2Plus1DForVideoClassification.from_pretrained(tmp_path / "fal")
     R2Plus1DForVideoClassification(small_config()).save_pretrained(tmp_path / "cnn")
     small_config(widths=(8, 32)).save_pretrained(tmp_path / "cnn")  # config no longer fits the weights

@@ -1,0 +1,144 @@
+"""What the models of every family share: the config file, the forward contract, and the falv
+directory they save to and load from.
+
+A family model (:mod:`falv.model.videomae`, ``slowfast``, ``x3d``, ``mvit``, ``tsm``, the CNN
+baseline) defines its architecture, ``forward_features`` (the pooled features before the head)
+and ``forward_head`` (the logits); :class:`FamilyClassifier` gives it ``forward`` (features ->
+logits -> loss, returning :class:`~falv.model.transformer.VideoClassifierOutput`),
+``compute_loss``, ``save_pretrained`` and ``from_pretrained`` for falv directories
+(``config.json``, ``model.safetensors``, ``preprocessor_config.json``, each written atomically;
+read strictly). Its config derives from :class:`FamilyConfig`, which reads and writes
+``config.json`` (``model_type`` checked). Original checkpoints are each family's own business
+(:mod:`falv.hub.families`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from falv.config import LabelFields
+from falv.errors import CheckpointError
+from falv.model.transformer import ModelProperties, VideoClassifierOutput, classification_loss
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class FamilyConfig(LabelFields):
+    """``config.json`` of a family model. The dataclass using it declares ``model_type`` (its
+    default is the family's falv model type) and sets ``ARCHITECTURE`` (the model class name
+    written as ``architectures``, as transformers' configs do)."""
+
+    ARCHITECTURE: ClassVar[str] = ""
+
+    @classmethod
+    def falv_model_type(cls) -> str:
+        return cls.__dataclass_fields__["model_type"].default  # type: ignore[attr-defined]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = json.loads(json.dumps(dataclasses.asdict(self)))  # type: ignore[call-overload]  # tuples -> lists
+        out["architectures"] = [self.ARCHITECTURE]
+        return self._labels_to_dict(out)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):  # -> the config class
+        """Build from a dict; keys that are not fields (``architectures``, ...) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in names or k == "num_labels"})
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike):  # -> the config class
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"cannot read config {path}: {exc}") from exc
+        expected = cls.falv_model_type()
+        if not isinstance(data, dict) or data.get("model_type") != expected:
+            found = data.get("model_type") if isinstance(data, dict) else None
+            raise CheckpointError(f"{path} has model_type {found!r}, not {expected!r} "
+                                  "(load any model with falv.load_model)")
+        return cls.from_dict(data)
+
+
+class FamilyClassifier(ModelProperties, nn.Module):
+    """The shared half of a family model; subclasses set ``config_class``, build ``self.config``
+    and their modules, and define ``forward_features`` and ``forward_head``. ``head_prefix``:
+    the state-dict prefix of the classification head (replaced by ``labels=``)."""
+
+    config_class: ClassVar[type]
+    main_input_name = "pixel_values"
+    head_prefix: ClassVar[str] = "head."
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None,
+                **_: Any) -> VideoClassifierOutput:
+        """``pixel_values`` (B, T, C, H, W) -> logits (B, num_labels) before any softmax, embeddings
+        (the pooled features), and the loss (cross-entropy, or BCE for multi-label) when ``labels``
+        are given."""
+        features = self.forward_features(pixel_values)  # type: ignore[attr-defined]
+        logits = self.forward_head(features)  # type: ignore[attr-defined]
+        loss = self.compute_loss(logits, labels) if labels is not None else None
+        return VideoClassifierOutput(logits=logits, loss=loss, embeddings=features)
+
+    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return classification_loss(logits, labels, self.config.is_multilabel)  # type: ignore[attr-defined]
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json, model.safetensors (weights and BatchNorm statistics) and
+        preprocessor_config.json, each atomically (temporary file, then rename)."""
+        from safetensors.torch import save
+
+        from falv.hub.io import atomic_open
+        from falv.processing import FALImageProcessor
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        metadata = {"format": "pt", "library": "falv", "model_type": self.config.model_type}  # type: ignore[attr-defined]
+        with atomic_open(directory / WEIGHTS_NAME, "wb") as handle:
+            handle.write(save(state, metadata=metadata))
+        self.config.save_pretrained(directory)  # type: ignore[attr-defined]
+        FALImageProcessor.from_config(self.config).save_pretrained(directory)  # type: ignore[arg-type,attr-defined]
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, labels: list[str] | None = None,
+                        device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+        """Load a falv directory written by :meth:`save_pretrained` (in eval mode), strictly;
+        ``labels`` replaces the head with a fresh one for a new label set."""
+        model = cls.from_falv_directory(Path(directory), labels)
+        model.eval()
+        if device is not None or dtype is not None:
+            model.to(device=device, dtype=dtype)
+        model.name_or_path = str(directory)
+        return model
+
+    @classmethod
+    def from_falv_directory(cls, directory: Path, labels: list[str] | None = None):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from falv.hub.load import check_state_keys
+
+        if not (directory / CONFIG_NAME).is_file():
+            raise CheckpointError(f"{directory} has no {CONFIG_NAME}: not a model directory")
+        config = cls.config_class.from_json_file(directory / CONFIG_NAME)  # type: ignore[attr-defined]
+        try:
+            state = load_file(directory / WEIGHTS_NAME)
+        except (OSError, SafetensorError) as exc:
+            raise CheckpointError(f"cannot read {directory / WEIGHTS_NAME}: {exc}") from exc
+        fresh_head = labels is not None
+        if fresh_head:
+            config = config.with_labels(list(labels))  # type: ignore[arg-type]
+            state = {k: v for k, v in state.items() if not k.startswith(cls.head_prefix)}
+        model = cls(config)  # type: ignore[call-arg]
+        expected = {k: v for k, v in model.state_dict().items() if not (fresh_head and k.startswith(cls.head_prefix))}
+        check_state_keys(state, expected, directory)  # a fresh head is not expected in the file
+        model.load_state_dict(state, strict=False)
+        return model
