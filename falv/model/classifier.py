@@ -142,3 +142,99 @@ class FamilyClassifier(ModelProperties, nn.Module):
         check_state_keys(state, expected, directory)  # a fresh head is not expected in the file
         model.load_state_dict(state, strict=False)
         return model
+
+
+# -- loading original checkpoints (the families' shared tail) ---------------------------------------
+
+
+def strict_keys(state: dict[str, Any], expected: dict[str, torch.Tensor], where: Any, what: str,
+                optional: tuple[str, ...] = ("num_batches_tracked",)) -> None:
+    """One :class:`CheckpointError` naming every missing, unexpected and mis-shaped key of
+    ``state`` against ``expected`` (keys ending in ``optional`` may be missing)."""
+    missing = sorted(k for k in expected if k not in state and not k.endswith(optional))
+    unexpected = sorted(k for k in state if k not in expected)
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+             for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{where} does not match {what}: missing {missing[:8]}, unexpected {unexpected[:8]}, "
+                              f"shape mismatch {wrong[:8]}")
+
+
+def model_from_original(model_class: type, fields: dict[str, Any], state: dict[str, torch.Tensor], path: Path,
+                        what: str, labels: list[str] | None = None, file_name: Any = None) -> Any:
+    """Build ``model_class`` from config ``fields`` (including ``num_labels``) and load ``state``
+    (an original checkpoint's weights under the names ``file_name(falv name)`` gives, by default
+    falv's own) strictly, in eval mode. ``labels``: a fresh head for that label set, the file's
+    head left out. A config the fields do not make is a :class:`CheckpointError` naming the file."""
+    from falv.errors import ConfigError
+
+    name = file_name or (lambda k: k)
+    fields = dict(fields)
+    num_labels = fields.pop("num_labels")
+    try:
+        config = model_class.config_class(**fields, num_labels=num_labels)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    if labels is not None:
+        config = config.with_labels(list(labels))
+    model = model_class(config)
+    prefix = model_class.head_prefix
+    fresh_head = labels is not None
+    expected = {name(k): v for k, v in model.state_dict().items() if not (fresh_head and k.startswith(prefix))}
+    if fresh_head:  # the file's own head goes with its label set
+        state = {k: v for k, v in state.items() if not k.startswith(name(prefix))}
+    strict_keys(state, expected, path, what)
+    to_falv = {name(k): k for k in model.state_dict()}
+    model.load_state_dict({to_falv[k]: v for k, v in state.items()}, strict=False)
+    return model.eval()
+
+
+def falv_directory_loader(model_class: type, originals: str) -> Any:
+    """The ``Family.load_dir`` of a family whose originals take ``cfg=``: a falv directory's own
+    config.json gives the architecture, so ``cfg`` is refused there."""
+
+    def load_dir(path: Path, config: dict[str, Any], labels: list[str] | None = None, cfg: Any = None) -> Any:
+        if cfg is not None:
+            raise CheckpointError(f"{path} is a falv directory: its config.json gives the architecture (cfg= is for "
+                                  f"original {originals} files)")
+        return model_class.from_pretrained(path, labels=labels)
+
+    return load_dir
+
+
+def read_pyslowfast_cfg(cfg: Any, path: Path | None = None, quiet: bool = False) -> dict[str, Any] | None:
+    """A PySlowFast run's cfg (the YAML text a ``.pyth`` holds, a path to a YAML file, or a dict) as
+    a dict; None for None. Read with a safe YAML loader (plus ``!!python/tuple`` as a list, as yacs
+    may dump tuples); ``quiet``: None instead of an error for what is not such a cfg (sniffing)."""
+    if cfg is None:
+        return None
+    if isinstance(cfg, dict):
+        return cfg
+    if isinstance(cfg, os.PathLike) or (isinstance(cfg, str) and "\n" not in cfg and cfg.strip().endswith(
+            (".yaml", ".yml")) and Path(cfg).expanduser().is_file()):
+        try:
+            cfg = Path(cfg).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CheckpointError(f"cannot read the PySlowFast config {cfg}: {exc}") from exc
+    if not isinstance(cfg, str):
+        if quiet:
+            return None
+        raise CheckpointError(f"{path}: cfg is a {type(cfg).__name__}, not PySlowFast's YAML text")
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        """safe_load, plus ``!!python/tuple`` read as a list (yacs may dump tuples so)."""
+
+    _Loader.add_constructor("tag:yaml.org,2002:python/tuple",
+                            lambda loader, node: loader.construct_sequence(node))
+    try:
+        data = yaml.load(cfg, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        if quiet:
+            return None
+        raise CheckpointError(f"{path}: cannot read its PySlowFast cfg as YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        if quiet:
+            return None
+        raise CheckpointError(f"{path}: its cfg is not a PySlowFast config (YAML mapping)")
+    return data

@@ -69,7 +69,6 @@ from __future__ import annotations
 import ast
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +82,8 @@ from falv.config import ClipSampling, accepts_num_labels
 from falv.errors import CheckpointError, ConfigError
 from falv.hub.families import Checkpoint, Family
 from falv.model import flops
-from falv.model.classifier import FamilyClassifier, FamilyConfig
+from falv.model.classifier import (FamilyClassifier, FamilyConfig, falv_directory_loader, model_from_original,
+                                   read_pyslowfast_cfg)
 
 MVIT_MODEL_TYPE = "falv_mvit"
 CONFIG_NAME = "config.json"
@@ -720,30 +720,6 @@ def _sniff(checkpoint: Checkpoint) -> bool:
         return False
 
 
-def _parse_cfg(text: Any, path: Path) -> dict[str, Any] | None:
-    """A PySlowFast cfg: a dict, YAML text, or the path of a YAML file (``load_model(..., cfg=)``)."""
-    if text is None:
-        return None
-    if isinstance(text, dict):
-        return text
-    is_file_name = isinstance(text, str) and "\n" not in text and text.endswith((".yaml", ".yml"))
-    if isinstance(text, os.PathLike) or is_file_name:
-        try:
-            text = Path(text).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CheckpointError(f"cannot read the cfg {text}: {exc}") from exc
-    if not isinstance(text, str):
-        raise CheckpointError(f"{path}: 'cfg' is a {type(text).__name__}, not the YAML of a PySlowFast run")
-    import yaml
-
-    try:
-        cfg = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise CheckpointError(f"{path}: cannot read its cfg YAML: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{path}: its cfg is not a YAML mapping")
-    return cfg
-
 
 #: PySlowFast ``defaults.py`` values of the ``MVIT.*`` keys falv reads.
 _MVIT_DEFAULTS: dict[str, Any] = dict(
@@ -839,16 +815,6 @@ def _hub_defaults(state: dict[str, torch.Tensor], path: Path) -> dict[str, Any]:
                                                  f"({frames} x {rate} at 30 fps; the checkpoint holds no cfg)"))
 
 
-def _strict_keys(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path, what: str) -> None:
-    missing = sorted(k for k in expected if k not in state)
-    unexpected = sorted(k for k in state if k not in expected)
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-             for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        raise CheckpointError(f"{path} does not match {what}: missing {missing[:8]}, unexpected {unexpected[:8]}, "
-                              f"shape mismatch {wrong[:8]}")
-
-
 def load_mvit_checkpoint(checkpoint: Checkpoint, path: Path, labels: list[str] | None = None,
                          cfg: Any = None) -> MViTForVideoClassification:
     """An :class:`MViTForVideoClassification` from a PySlowFast or pytorchvideo MViT checkpoint
@@ -864,7 +830,7 @@ def load_mvit_checkpoint(checkpoint: Checkpoint, path: Path, labels: list[str] |
     pv = layout == "pytorchvideo"
     falv_state = {from_pytorchvideo_key(k): v for k, v in state.items()} if pv else dict(state)
     file_name = to_pytorchvideo_key if pv else (lambda k: k)
-    parsed = _parse_cfg(cfg if cfg is not None else checkpoint.data.get("cfg"), path)
+    parsed = read_pyslowfast_cfg(cfg if cfg is not None else checkpoint.data.get("cfg"), path)
     if parsed is not None and isinstance(parsed.get("MVIT"), dict):
         fields = _from_cfg(parsed, path)
         if pv:
@@ -877,31 +843,10 @@ def load_mvit_checkpoint(checkpoint: Checkpoint, path: Path, labels: list[str] |
         raise CheckpointError(f"{path}: a PySlowFast MViT checkpoint without its cfg; give the run's config "
                               "with load_model(path, cfg=...)")
     fields["separate_qkv"] = fields.get("separate_qkv", False) or "blocks.0.attn.q.weight" in falv_state
-    num_labels = fields.pop("num_labels")
-    try:
-        config = MViTConfig(**fields, num_labels=num_labels)
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: {exc}") from exc
-    if labels is not None:
-        config = config.with_labels(list(labels))
-    model = MViTForVideoClassification(config)
-    new_head = labels is not None
-    expected = {file_name(k): v for k, v in model.state_dict().items() if not (new_head and k.startswith(_HEAD_PREFIX))}
-    if new_head:  # the file's own head goes with its label set
-        state = {k: v for k, v in state.items() if not k.startswith(file_name(_HEAD_PREFIX))}
-    _strict_keys(state, expected, path, what)
-    to_falv = {file_name(k): k for k in model.state_dict()}
-    model.load_state_dict({to_falv[k]: v for k, v in state.items()}, strict=False)
-    model.eval()
-    return model
+    return model_from_original(MViTForVideoClassification, fields, state, path, what, labels, file_name)
 
 
-def _load_dir(path: Path, config: dict[str, Any], labels: list[str] | None = None,
-              cfg: Any = None) -> MViTForVideoClassification:
-    if cfg is not None:
-        raise CheckpointError(f"{path} is a falv directory: its config.json gives the architecture (cfg= is for "
-                              "original PySlowFast / pytorchvideo files)")
-    return MViTForVideoClassification.from_pretrained(path, labels=labels)
+_load_dir = falv_directory_loader(MViTForVideoClassification, "PySlowFast / pytorchvideo")
 
 
 FAMILIES = [Family(

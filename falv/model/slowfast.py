@@ -97,7 +97,6 @@ training state (saved checkpoints hold normal BN and load), CSN and R(2+1)D hub 
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +110,7 @@ from falv.config import ClipSampling, accepts_num_labels, check_choice
 from falv.errors import CheckpointError, ConfigError
 from falv.hub.families import Checkpoint, Family
 from falv.model import flops
-from falv.model.classifier import FamilyClassifier, FamilyConfig
+from falv.model.classifier import FamilyClassifier, FamilyConfig, falv_directory_loader, read_pyslowfast_cfg
 
 PYSLOWFAST_MODEL_TYPE = "falv_pyslowfast"
 CONFIG_NAME = "config.json"
@@ -888,7 +887,7 @@ def _layout(checkpoint: Checkpoint) -> tuple[str, dict[str, Any]] | None:
     if stem is not None or b is not None:
         if stem and b and len(stem) == 5 and stem[-2:] == (7, 7) and len(b) == 5 and b[-3:] == (1, 3, 3) \
                 and not any("conv_xy" in k for k in state):
-            cfg = _read_cfg(checkpoint.data.get("cfg"), checkpoint.path, quiet=True)
+            cfg = read_pyslowfast_cfg(checkpoint.data.get("cfg"), checkpoint.path, quiet=True)
             arch = str(((cfg or {}).get("MODEL") or {}).get("ARCH", "")).lower()
             if not arch or arch in _CFG_ARCHS:
                 return "pyslowfast", state
@@ -908,42 +907,6 @@ def _layout(checkpoint: Checkpoint) -> tuple[str, dict[str, Any]] | None:
 
 
 # -- PySlowFast cfg --------------------------------------------------------------------------------
-
-
-def _read_cfg(cfg: Any, path: Path | None = None, quiet: bool = False) -> dict[str, Any] | None:
-    """A PySlowFast cfg (YAML text, a path to a YAML file, or a dict) as a dict; None for None."""
-    if cfg is None:
-        return None
-    if isinstance(cfg, dict):
-        return cfg
-    if isinstance(cfg, os.PathLike) or (isinstance(cfg, str) and "\n" not in cfg and cfg.strip().endswith(
-            (".yaml", ".yml")) and Path(cfg).expanduser().is_file()):
-        try:
-            cfg = Path(cfg).expanduser().read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CheckpointError(f"cannot read the PySlowFast config {cfg}: {exc}") from exc
-    if not isinstance(cfg, str):
-        if quiet:
-            return None
-        raise CheckpointError(f"{path}: cfg is a {type(cfg).__name__}, not PySlowFast's YAML text")
-    import yaml
-
-    class _Loader(yaml.SafeLoader):
-        """safe_load, plus ``!!python/tuple`` read as a list (yacs may dump tuples so)."""
-
-    _Loader.add_constructor("tag:yaml.org,2002:python/tuple",
-                            lambda loader, node: loader.construct_sequence(node))
-    try:
-        data = yaml.load(cfg, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        if quiet:
-            return None
-        raise CheckpointError(f"{path}: cannot read its PySlowFast cfg as YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(data, dict):
-        if quiet:
-            return None
-        raise CheckpointError(f"{path}: its cfg is not a PySlowFast config (YAML mapping)")
-    return data
 
 
 def _section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
@@ -1172,8 +1135,8 @@ def load_pyslowfast_checkpoint(checkpoint: Checkpoint, path: Path | None = None,
         state, hints = pytorchvideo_to_pyslowfast(raw)
     else:
         state = {re.sub(r"(_nonlocal\d+)\.norm\.", r"\1.bn.", k): v for k, v in raw.items()}
-    cfg_dict = _read_cfg(cfg, path) if cfg is not None else (
-        _read_cfg(checkpoint.data.get("cfg"), path) if checkpoint.format == "torch" else None)
+    cfg_dict = read_pyslowfast_cfg(cfg, path) if cfg is not None else (
+        read_pyslowfast_cfg(checkpoint.data.get("cfg"), path) if checkpoint.format == "torch" else None)
     if cfg_dict is not None:
         fields = config_from_cfg(cfg_dict, source=f"{path.name} cfg" if cfg is None else "cfg")
     else:
@@ -1216,12 +1179,7 @@ def _load_checkpoint(checkpoint: Checkpoint, path: Path, labels: list[str] | Non
     return load_pyslowfast_checkpoint(checkpoint, path, labels=labels, cfg=cfg)
 
 
-def _load_dir(path: Path, config: dict[str, Any], labels: list[str] | None = None,
-              cfg: Any = None) -> PySlowFastForVideoClassification:
-    if cfg is not None:
-        raise CheckpointError(f"{path} is a falv directory: its config.json gives the architecture (cfg= is for "
-                              "original PySlowFast / Caffe2 / pytorchvideo files)")
-    return PySlowFastForVideoClassification.from_pretrained(path, labels=labels)
+_load_dir = falv_directory_loader(PySlowFastForVideoClassification, "PySlowFast / Caffe2 / pytorchvideo")
 
 
 FAMILIES = [Family(

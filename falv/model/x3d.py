@@ -74,7 +74,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +87,8 @@ from falv.config import ClipSampling, accepts_num_labels
 from falv.errors import CheckpointError, ConfigError
 from falv.hub.families import Checkpoint, Family
 from falv.model import flops
-from falv.model.classifier import FamilyClassifier, FamilyConfig
+from falv.model.classifier import (FamilyClassifier, FamilyConfig, falv_directory_loader, model_from_original,
+                                   read_pyslowfast_cfg)
 
 X3D_MODEL_TYPE = "falv_x3d"
 CONFIG_NAME = "config.json"
@@ -478,7 +478,6 @@ def count_parameters(config: X3DConfig) -> int:
 
 _STEM_KEY = "s1.pathway0_stem.conv_xy.weight"
 _PV_STEM_KEY = "blocks.0.conv.conv_t.weight"
-_OPTIONAL = "num_batches_tracked"
 
 #: falv (= PySlowFast) names <-> pytorchvideo's ``create_x3d`` names, for the parts that differ
 #: (applied in order; the second column is the pytorchvideo side).
@@ -552,30 +551,6 @@ def _sniff(checkpoint: Checkpoint) -> bool:
     state = checkpoint.state()
     return isinstance(state, dict) and _layout(_strip_prefix(state)) is not None
 
-
-def _parse_cfg(text: Any, path: Path) -> dict[str, Any] | None:
-    """A PySlowFast cfg: a dict, YAML text, or the path of a YAML file (``load_model(..., cfg=)``)."""
-    if text is None:
-        return None
-    if isinstance(text, dict):
-        return text
-    is_file_name = isinstance(text, str) and "\n" not in text and text.endswith((".yaml", ".yml"))
-    if isinstance(text, os.PathLike) or is_file_name:
-        try:
-            text = Path(text).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CheckpointError(f"cannot read the cfg {text}: {exc}") from exc
-    if not isinstance(text, str):
-        raise CheckpointError(f"{path}: 'cfg' is a {type(text).__name__}, not the YAML of a PySlowFast run")
-    import yaml
-
-    try:
-        cfg = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise CheckpointError(f"{path}: cannot read its cfg YAML: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{path}: its cfg is not a YAML mapping")
-    return cfg
 
 
 def _get(cfg: dict[str, Any], section: str, key: str, default: Any) -> Any:
@@ -661,17 +636,6 @@ def _data_defaults(path: Path, arch: dict[str, Any]) -> dict[str, Any]:
                                              "30 fps; the checkpoint holds no cfg)"))
 
 
-def _strict_keys(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path, what: str) -> None:
-    """One error naming every missing, unexpected and mis-shaped key (``num_batches_tracked`` optional)."""
-    missing = sorted(k for k in expected if k not in state and not k.endswith(_OPTIONAL))
-    unexpected = sorted(k for k in state if k not in expected)
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-             for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        raise CheckpointError(f"{path} does not match {what}: missing {missing[:8]}, unexpected {unexpected[:8]}, "
-                              f"shape mismatch {wrong[:8]}")
-
-
 def load_x3d_checkpoint(checkpoint: Checkpoint, path: Path, labels: list[str] | None = None,
                         cfg: Any = None) -> X3DForVideoClassification:
     """An :class:`X3DForVideoClassification` from a PySlowFast or pytorchvideo X3D checkpoint
@@ -687,7 +651,7 @@ def load_x3d_checkpoint(checkpoint: Checkpoint, path: Path, labels: list[str] | 
         raise CheckpointError(f"{path} is not an X3D checkpoint (no {_STEM_KEY!r} nor pytorchvideo X3D keys)")
     pv = layout == "pytorchvideo"
     file_name = to_pytorchvideo_key if pv else (lambda k: k)
-    cfg = _parse_cfg(cfg if cfg is not None else checkpoint.data.get("cfg"), path)
+    cfg = read_pyslowfast_cfg(cfg if cfg is not None else checkpoint.data.get("cfg"), path)
     if cfg is not None and isinstance(cfg.get("X3D"), dict):
         fields = _from_cfg(cfg, path, width_divisor=8 if pv else 1)
         what = "the X3D its cfg describes"
@@ -696,31 +660,10 @@ def load_x3d_checkpoint(checkpoint: Checkpoint, path: Path, labels: list[str] | 
         fields = {**arch, **_data_defaults(path, arch)}
         what = "the X3D its shapes describe (it holds no cfg)"
     fields["shortcut_norm_same_width"] = not pv  # pytorchvideo: no BatchNorm on a width-keeping shortcut
-    num_labels = fields.pop("num_labels")
-    try:
-        config = X3DConfig(**fields, num_labels=num_labels)
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: {exc}") from exc
-    if labels is not None:
-        config = config.with_labels(list(labels))
-    model = X3DForVideoClassification(config)
-    new_head = labels is not None
-    expected = {file_name(k): v for k, v in model.state_dict().items() if not (new_head and k.startswith(_HEAD_PREFIX))}
-    if new_head:  # the file's own head goes with its label set
-        state = {k: v for k, v in state.items() if not k.startswith(file_name(_HEAD_PREFIX))}
-    _strict_keys(state, expected, path, what)
-    to_falv = {file_name(k): k for k in model.state_dict()}
-    model.load_state_dict({to_falv[k]: v for k, v in state.items()}, strict=False)
-    model.eval()
-    return model
+    return model_from_original(X3DForVideoClassification, fields, state, path, what, labels, file_name)
 
 
-def _load_dir(path: Path, config: dict[str, Any], labels: list[str] | None = None,
-              cfg: Any = None) -> X3DForVideoClassification:
-    if cfg is not None:
-        raise CheckpointError(f"{path} is a falv directory: its config.json gives the architecture (cfg= is for "
-                              "original PySlowFast / pytorchvideo files)")
-    return X3DForVideoClassification.from_pretrained(path, labels=labels)
+_load_dir = falv_directory_loader(X3DForVideoClassification, "PySlowFast / pytorchvideo")
 
 
 FAMILIES = [Family(
