@@ -27,14 +27,14 @@ meta device, a multiply-add = 2 FLOPs, BatchNorm/ReLU/pooling not counted).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from falv.config import IMAGENET_MEAN, IMAGENET_STD, ClipSampling, LabelFields, accepts_num_labels
+from falv.config import LabelFields, accepts_num_labels
 from falv.errors import ConfigError
 from falv.hub.families import Family
 from falv.model import flops
@@ -76,16 +76,6 @@ class R2Plus1DConfig(FamilyConfig):
     head_dropout_prob: float = 0.0
     batch_norm_eps: float = 1e-5
     batch_norm_momentum: float = 0.1
-    problem_type: str = "single_label_classification"
-    id2label: dict[int, str] = field(default_factory=lambda: {0: "LABEL_0", 1: "LABEL_1"})
-    label2id: dict[str, int] = field(default_factory=dict)
-    image_mean: tuple[float, ...] = IMAGENET_MEAN
-    image_std: tuple[float, ...] = IMAGENET_STD
-    thresholds: list[float] | None = None
-    temperature: float | None = None      # as in FALConfig
-    sampling: ClipSampling | None = None  # as in FALConfig
-    background_label: str | None = None
-    hierarchical: bool = False            # as in FALConfig
     model_type: str = BASELINE_MODEL_TYPE
 
     def __post_init__(self) -> None:

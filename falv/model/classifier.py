@@ -17,13 +17,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from falv.config import LabelFields
+from falv.config import IMAGENET_MEAN, IMAGENET_STD, ClipSampling, LabelFields
 from falv.errors import CheckpointError
 from falv.model.transformer import ModelProperties, VideoClassifierOutput, classification_loss
 
@@ -31,12 +32,26 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+@dataclass
 class FamilyConfig(LabelFields):
-    """``config.json`` of a family model. The dataclass using it declares ``model_type`` (its
-    default is the family's falv model type) and sets ``ARCHITECTURE`` (the model class name
-    written as ``architectures``, as transformers' configs do)."""
+    """``config.json`` of a family model, with the label, score and preprocessing fields every
+    family has (they mean what they mean in :class:`falv.FALConfig`; a family redeclares one to
+    change its default, e.g. PySlowFast's Kinetics mean and std). The dataclass deriving from it
+    declares ``model_type`` (its default is the family's falv model type) and sets
+    ``ARCHITECTURE`` (the model class name written as ``architectures``, as transformers' configs do)."""
 
     ARCHITECTURE: ClassVar[str] = ""
+
+    problem_type: str = "single_label_classification"
+    id2label: dict[int, str] = field(default_factory=lambda: {0: "LABEL_0", 1: "LABEL_1"})
+    label2id: dict[str, int] = field(default_factory=dict)
+    image_mean: tuple[float, ...] = IMAGENET_MEAN
+    image_std: tuple[float, ...] = IMAGENET_STD
+    thresholds: list[float] | None = None
+    temperature: float | None = None
+    sampling: ClipSampling | None = None
+    background_label: str | None = None
+    hierarchical: bool = False
 
     @classmethod
     def falv_model_type(cls) -> str:

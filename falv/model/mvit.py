@@ -70,7 +70,7 @@ import ast
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -167,16 +167,8 @@ class MViTConfig(FamilyConfig):
     layer_norm_eps: float = 1e-6
     pool_norm_eps: float = 1e-6
     head_dropout_prob: float = 0.5
-    problem_type: str = "single_label_classification"
-    id2label: dict[int, str] = field(default_factory=lambda: {0: "LABEL_0", 1: "LABEL_1"})
-    label2id: dict[str, int] = field(default_factory=dict)
     image_mean: tuple[float, ...] = KINETICS_MEAN
     image_std: tuple[float, ...] = KINETICS_STD
-    thresholds: list[float] | None = None
-    temperature: float | None = None      # as in FALConfig
-    sampling: ClipSampling | None = None  # as in FALConfig
-    background_label: str | None = None
-    hierarchical: bool = False            # as in FALConfig
     model_type: str = MVIT_MODEL_TYPE
 
     def __post_init__(self) -> None:

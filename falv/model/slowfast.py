@@ -106,7 +106,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from falv.config import ClipSampling, accepts_num_labels, check_choice
+from falv.config import accepts_num_labels, check_choice
 from falv.errors import CheckpointError, ConfigError
 from falv.hub.families import Checkpoint, Family
 from falv.model import flops
@@ -239,16 +239,9 @@ class PySlowFastConfig(FamilyConfig):
     fc_init_std: float = 0.01
     batch_norm_eps: float = 1e-5
     batch_norm_momentum: float = 0.1
-    problem_type: str = "single_label_classification"
     id2label: dict[int, str] = field(default_factory=lambda: {i: f"LABEL_{i}" for i in range(400)})
-    label2id: dict[str, int] = field(default_factory=dict)
     image_mean: tuple[float, ...] = _KINETICS_MEAN
     image_std: tuple[float, ...] = _KINETICS_STD
-    thresholds: list[float] | None = None
-    temperature: float | None = None
-    sampling: ClipSampling | None = None
-    background_label: str | None = None
-    hierarchical: bool = False
     model_type: str = PYSLOWFAST_MODEL_TYPE
 
     def __post_init__(self) -> None:

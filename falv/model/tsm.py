@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from falv.config import IMAGENET_MEAN, IMAGENET_STD, ClipSampling, accepts_num_labels
+from falv.config import ClipSampling, accepts_num_labels
 from falv.errors import CheckpointError, ConfigError
 from falv.hub.families import Checkpoint, Family
 from falv.model import flops
@@ -98,16 +98,6 @@ class TSMConfig(FamilyConfig):
     head_dropout_prob: float = 0.5
     batch_norm_eps: float = 1e-5
     batch_norm_momentum: float = 0.1
-    problem_type: str = "single_label_classification"
-    id2label: dict[int, str] = field(default_factory=lambda: {0: "LABEL_0", 1: "LABEL_1"})
-    label2id: dict[str, int] = field(default_factory=dict)
-    image_mean: tuple[float, ...] = IMAGENET_MEAN
-    image_std: tuple[float, ...] = IMAGENET_STD
-    thresholds: list[float] | None = None
-    temperature: float | None = None      # as in FALConfig
-    sampling: ClipSampling | None = None  # as in FALConfig
-    background_label: str | None = None
-    hierarchical: bool = False            # as in FALConfig
     model_type: str = TSM_MODEL_TYPE
 
     _TUPLES = ("widths", "depths")

@@ -97,7 +97,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -105,7 +105,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from falv.config import IMAGENET_MEAN, IMAGENET_STD, ClipSampling, accepts_num_labels, check_choice
+from falv.config import ClipSampling, accepts_num_labels, check_choice
 from falv.errors import CheckpointError, ConfigError
 from falv.hub.families import Family, read_checkpoint
 from falv.model import flops
@@ -164,16 +164,6 @@ class VideoMAEConfig(FamilyConfig):
     use_mean_pooling: bool = True
     pooling: str | None = None
     head_dropout_prob: float = 0.0
-    problem_type: str = "single_label_classification"
-    id2label: dict[int, str] = field(default_factory=lambda: {0: "LABEL_0", 1: "LABEL_1"})
-    label2id: dict[str, int] = field(default_factory=dict)
-    image_mean: tuple[float, ...] = IMAGENET_MEAN
-    image_std: tuple[float, ...] = IMAGENET_STD
-    thresholds: list[float] | None = None
-    temperature: float | None = None
-    sampling: ClipSampling | None = None
-    background_label: str | None = None
-    hierarchical: bool = False
     model_type: str = VIDEOMAE_MODEL_TYPE
 
     def __post_init__(self) -> None:

@@ -75,7 +75,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -172,16 +172,8 @@ class X3DConfig(FamilyConfig):
     head_dropout_prob: float = 0.5
     batch_norm_eps: float = 1e-5
     batch_norm_momentum: float = 0.1
-    problem_type: str = "single_label_classification"
-    id2label: dict[int, str] = field(default_factory=lambda: {0: "LABEL_0", 1: "LABEL_1"})
-    label2id: dict[str, int] = field(default_factory=dict)
     image_mean: tuple[float, ...] = KINETICS_MEAN
     image_std: tuple[float, ...] = KINETICS_STD
-    thresholds: list[float] | None = None
-    temperature: float | None = None      # as in FALConfig
-    sampling: ClipSampling | None = None  # as in FALConfig
-    background_label: str | None = None
-    hierarchical: bool = False            # as in FALConfig
     model_type: str = X3D_MODEL_TYPE
 
     _TUPLES = ("widths", "depths", "bottleneck_widths")
