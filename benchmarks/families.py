@@ -32,6 +32,8 @@ from typing import Any, Callable
 
 import torch
 
+from falv.cli.bench import _cpu_model_name
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -222,16 +224,6 @@ REFERENCE_CALLS: dict[str, Callable[[torch.nn.Module, torch.Tensor], torch.Tenso
 }
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", action="append", default=None, help="family to measure (repeatable)")
@@ -253,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.quick:
             preset, overrides = QUICK[fam]
         results.append(run_one(fam, preset, repeats=args.repeats, batch=args.batch, overrides=overrides, log=say))
-    print(f"CPU: {_cpu()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"CPU: {_cpu_model_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'family':10} {'preset':22} {'clip':>7} {'params(M)':>9} {'GFLOP':>7}  {'path':24} {'ms/clip':>9} "
           f"{'x ref':>6} {'rel dlogit':>11}")
     for res in results:
@@ -261,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{res['family']:10} {res['preset']:22} {res['clip']:>7} {res['params_m']:>9.1f} "
                   f"{res['gflop_per_clip']:>7.1f}  {name:24} {row['ms_per_clip']:>9.1f} {row['speedup_vs_reference']:>6.2f} "
                   f"{row['max_rel_logit_diff']:>11.2e}")
-    out = {"cpu": _cpu(), "threads": torch.get_num_threads(), "torch": torch.__version__, "results": results}
+    out = {"cpu": _cpu_model_name(), "threads": torch.get_num_threads(), "torch": torch.__version__, "results": results}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2) + "\n")

@@ -271,16 +271,10 @@ def config_from_original_state(
     return config
 
 
-def _is_zip(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(4) == b"PK\x03\x04"
-    except OSError:
-        return False
-
-
 def read_original_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The ``model_state`` of a TimeSformer ``.pyth`` file, loaded without unpickling code."""
+    from falv.hub.families import _is_zip
+
     path = Path(path)
     try:
         # mmap: tensors are read from the file as they are used, not copied in first
