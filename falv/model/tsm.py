@@ -57,7 +57,7 @@ from falv.config import ClipSampling, accepts_num_labels
 from falv.errors import CheckpointError, ConfigError
 from falv.hub.families import Checkpoint, Family
 from falv.model import flops
-from falv.model.classifier import FamilyClassifier, FamilyConfig
+from falv.model.classifier import FamilyClassifier, FamilyConfig, strict_keys
 
 TSM_MODEL_TYPE = "falv_tsm"
 CONFIG_NAME = "config.json"
@@ -307,7 +307,6 @@ def count_parameters(config: TSMConfig) -> int:
 
 # -- TSM checkpoints ----------------------------------------------------------------------------------
 
-_OPTIONAL = "num_batches_tracked"
 
 
 def _strip_module(state: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -417,13 +416,7 @@ def load_tsm_checkpoint(checkpoint: Checkpoint, path: Path, labels: list[str] | 
     new_head = labels is not None
     expected = {names[k]: v for k, v in model.state_dict().items() if not (new_head and k.startswith("head."))}
     state = {prefix + k: v for k, v in state.items() if not (new_head and k.startswith(fc))}
-    missing = sorted(k for k in expected if k not in state and not k.endswith(_OPTIONAL))
-    unexpected = sorted(k for k in state if k not in expected)
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-             for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        raise CheckpointError(f"{path} does not match the TSM its shapes and name describe: missing {missing[:8]}, "
-                              f"unexpected {unexpected[:8]}, shape mismatch {wrong[:8]}")
+    strict_keys(state, expected, path, "the TSM its shapes and name describe")
     to_falv = {v: k for k, v in names.items()}
     model.load_state_dict({to_falv[k]: v for k, v in state.items()}, strict=False)
     model.eval()
