@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="paper_experiments.py's --out folder (its cached runs are reused)")
     parser.add_argument("--quick", action="store_true", help="CI: one seed, tiny data and model, 1 epoch")
     parser.add_argument("--seeds", type=int, default=None, help="training seeds 0..N-1 (default 3; quick 1)")
-    parser.add_argument("--datasets", default=",".join(pe.DATASETS), help="comma list of temporal,appearance")
+    parser.add_argument("--datasets", default=",".join(pe.DATASETS),
+                        help=f"comma list of {','.join(pe.ALL_DATASETS)} (default {','.join(pe.DATASETS)})")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {', '.join(ARMS)} (default all)")
     parser.add_argument("--perturb", default="all", help="falv evaluate --perturb's value (default all)")
     parser.add_argument("--perturb-seed", type=int, default=0)
@@ -198,7 +199,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table to this file")
     parser.add_argument("--cached-only", action="store_true",
                         help="leave out (and mark 'not run') the arms whose seeds are not all trained yet")
+    parser.add_argument("--time-init", type=float, default=None, metavar="STD",
+                        help="the FAL arms' random time-embedding std, as paper_experiments.py --time-init "
+                             "(needed to reuse its runs on the long-range set)")
     args = parser.parse_args(argv)
+    if args.time_init is not None and not 0 <= args.time_init < float("inf"):
+        parser.error("--time-init must be a number >= 0")
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
     datasets = tuple(d for d in args.datasets.split(",") if d)
     if not datasets or any(d not in pe.ALL_DATASETS for d in datasets):
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not keys or any(k not in ARMS for k in keys):
         parser.error(f"--arms: choose from {', '.join(ARMS)}")
     settings = pe.Settings(out=args.out, seeds=list(range(seeds)), quick=args.quick, datasets=datasets,
-                           eval_workers=args.eval_workers,
+                           eval_workers=args.eval_workers, time_init=args.time_init,
                            command=shlex.join(["python", "benchmarks/robustness_experiment.py", *argv]))
     data = run(settings, args.perturb, args.perturb_seed, keys, args.cached_only)
     name = ("quick-" if args.quick else "") + "robustness"

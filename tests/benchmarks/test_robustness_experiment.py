@@ -39,3 +39,15 @@ def test_cached_only_marks_untrained_arms_not_run(tmp_path):
     assert data["results"]["temporal"]["space_only"]["not_run"] is True
     assert not (tmp_path / "runs").exists()  # nothing trained
     assert "| clean | not run |" in data["markdown"]
+
+
+def test_time_init_reaches_the_models_and_is_checked(tmp_path, capsys):
+    """--time-init is paper_experiments.py's: the long-range runs trained with it are the ones reused."""
+    script = load_script("robustness_experiment")
+    data = script.main(["--quick", "--datasets", "longrange", "--out", str(tmp_path), "--arms", "space_only",
+                        "--cached-only", "--perturb", "blur", "--time-init", "1.0"])
+    assert data["model"]["overrides"]["time_embedding_init_std"] == 1.0
+    assert data["results"]["longrange"]["space_only"]["not_run"] is True
+    with pytest.raises(SystemExit):
+        script.main(["--quick", "--out", str(tmp_path), "--time-init", "-1"])
+    assert "--time-init must be a number >= 0" in capsys.readouterr().err
