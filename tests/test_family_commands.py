@@ -113,6 +113,23 @@ def test_the_checkpoint_is_recognised_as_its_family(checkpoint):
         assert out.embeddings.shape == model.forward_features(x).shape
 
 
+def test_loading_builds_no_throw_away_weights(checkpoint):
+    """A checkpoint loads into a meta-device skeleton that is not initialised first: torch's
+    meta ``normal_`` would import ``torch._dynamo``, about 2 s of every start-up (issue 19).
+    Checked in a fresh interpreter, through the inference path a run takes."""
+    import subprocess
+    import sys
+
+    _family, source = checkpoint
+    code = ("import sys\nfrom falv.hub.families import load_model\nfrom falv.inference import prepare_for_inference\n"
+            f"prepare_for_inference(load_model({str(source)!r}), precision='fp32')\n"
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_label_writes_one_record_per_video(checkpoint, videos, tmp_path):
     _family, source = checkpoint
     code = _run(["label", *map(str, videos), "--model", str(source), "--out", str(tmp_path), "--workers", "1",

@@ -223,7 +223,7 @@ class R2Plus1DForVideoClassification(FamilyClassifier):
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.dropout = nn.Dropout(config.head_dropout_prob)
         self.head = nn.Linear(in_channels, config.num_labels)
-        self.init_weights()
+        self.initialise()
 
     def init_weights(self) -> None:
         """torchvision's VideoResNet init: Kaiming-normal convs (fan_out, ReLU), unit BatchNorm,

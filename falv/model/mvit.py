@@ -554,7 +554,7 @@ class MViTForVideoClassification(FamilyClassifier):
         out_dim = settings[-1]["dim_out"]
         self.norm = nn.LayerNorm(out_dim, eps=config.layer_norm_eps)
         self.head = TransformerHead(out_dim, config)
-        self.init_weights()
+        self.initialise()
 
     def init_weights(self) -> None:
         """PySlowFast's init: truncated N(0, 0.02) weights, 0.02 linear biases, unit LayerNorms with 0.02

@@ -635,7 +635,7 @@ class PySlowFastForVideoClassification(FamilyClassifier):
                 for p, pool in enumerate(config.pool1):
                     self.add_module(f"pathway{p}_pool", nn.MaxPool3d(pool, stride=pool))
         self.head = ResNetBasicHead(config)
-        self.init_weights()
+        self.initialise()
 
     def init_weights(self) -> None:
         """PySlowFast's ``init_weights``: MSRA-fill convolutions (Kaiming normal, fan_out, ReLU),

@@ -206,6 +206,13 @@ class ModelProperties:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # type: ignore[attr-defined]
 
+    def initialise(self) -> None:
+        """``init_weights()``, except on the meta device: a skeleton whose weights a checkpoint is
+        about to replace holds no values to fill (and torch's meta ``normal_`` imports
+        ``torch._dynamo``, about 2 s of every load)."""
+        if not any(p.is_meta for p in self.parameters()):  # type: ignore[attr-defined]
+            self.init_weights()  # type: ignore[attr-defined]
+
 
 class FALForVideoClassification(ModelProperties, nn.Module):
     """FAL video classifier with HF-style ``from_pretrained`` / ``save_pretrained``.
@@ -222,7 +229,7 @@ class FALForVideoClassification(ModelProperties, nn.Module):
         self.config = config
         self.fal = FALModel(config)
         self.head = ClassificationHead(config)
-        self.init_weights()
+        self.initialise()
 
     # -- weights ----------------------------------------------------------
     def init_weights(self) -> None:

@@ -250,7 +250,7 @@ class TSMForVideoClassification(FamilyClassifier):
         self.backbone = TSMResNet(config)
         self.dropout = nn.Dropout(config.head_dropout_prob)
         self.head = nn.Linear(config.hidden_size, config.num_labels)
-        self.init_weights()
+        self.initialise()
 
     def init_weights(self) -> None:
         """torchvision's ResNet init (Kaiming-normal fan-out convolutions, unit BatchNorm) and TSM's

@@ -255,11 +255,13 @@ def videomae_sampling(num_frames: int, num_labels: int) -> ClipSampling | None:
 def sinusoid_table(num_positions: int, dim: int) -> torch.Tensor:
     """VideoMAE's fixed position table, (1, num_positions, dim) float32: dim 2i is
     sin(pos / 10000^(2i/dim)), dim 2i+1 cos of the same angle (computed in float64, as the
-    reference does in numpy)."""
-    pos = torch.arange(num_positions, dtype=torch.float64).unsqueeze(1)
-    j = torch.arange(dim)
-    angle = pos / torch.pow(torch.tensor(10000.0, dtype=torch.float64), (2 * (j // 2)).to(torch.float64) / dim)
-    table = torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle))
+    reference does in numpy). Computed on the CPU also inside a ``meta`` device context (a
+    skeleton about to be loaded): torch's meta ``arange`` would import ``torch._dynamo`` (~2 s)."""
+    with torch.device("cpu"):
+        pos = torch.arange(num_positions, dtype=torch.float64).unsqueeze(1)
+        j = torch.arange(dim)
+        angle = pos / torch.pow(torch.tensor(10000.0, dtype=torch.float64), (2 * (j // 2)).to(torch.float64) / dim)
+        table = torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle))
     return table.to(torch.float32).unsqueeze(0)
 
 
@@ -354,7 +356,8 @@ class VideoMAEForVideoClassification(FamilyClassifier):
         self.config = config
         d, p, t = config.hidden_size, config.patch_size, config.tubelet_size
         self.patch_embed = nn.Conv3d(config.num_channels, d, kernel_size=(t, p, p), stride=(t, p, p))
-        self.register_buffer("position_table", sinusoid_table(config.num_patches, d), persistent=False)
+        table = sinusoid_table(config.num_patches, d)  # on the CPU; then on the module's device (meta too)
+        self.register_buffer("position_table", table.to(torch.empty(0).device), persistent=False)
         n = config.num_hidden_layers
         rates = [config.drop_path_rate * i / max(n - 1, 1) for i in range(n)]
         self.blocks = nn.ModuleList(Block(config, rate) for rate in rates)
@@ -362,7 +365,7 @@ class VideoMAEForVideoClassification(FamilyClassifier):
         self.fc_norm = nn.LayerNorm(d, eps=config.fc_norm_eps) if config.use_mean_pooling else None
         self.head_drop = nn.Dropout(config.head_dropout_prob)
         self.head = nn.Linear(d, config.num_labels)
-        self.init_weights()
+        self.initialise()
 
     # -- weights --------------------------------------------------------------------------------
     def init_weights(self) -> None:

@@ -400,7 +400,7 @@ class X3DForVideoClassification(FamilyClassifier):
             self.add_module(f"s{stage + 2}", pathway)
             dim_in = width
         self.head = X3DHead(dim_in, config.bottleneck_widths[-1], config)
-        self.init_weights()
+        self.initialise()
 
     def init_weights(self) -> None:
         """PySlowFast's ``init_weights``: MSRA-fill convolutions (fan-out, ReLU), unit BatchNorm but a
