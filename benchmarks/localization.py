@@ -45,6 +45,7 @@ from typing import Any
 TRAIN_SEED = 100
 HELDOUT_SEEDS = (3, 4)
 UNTRIMMED_DURATION = (16.0, 24.0)
+TRIMMED_PER_CLASS = 40  # the demo's trimmed set
 
 #: Segmenting options of each evaluation arm (``falv.evaluation.evaluate`` keywords).
 SEGMENTING: dict[str, dict[str, Any]] = {
@@ -73,13 +74,17 @@ def machine() -> dict[str, Any]:
 
 
 def make_data(root: Path, quick: bool, heldout: tuple[int, ...], untrimmed_train: int,
-              untrimmed_eval: int, train_duration: tuple[float, float] = UNTRIMMED_DURATION) -> dict[str, Path]:
+              untrimmed_eval: int, train_duration: tuple[float, float] = UNTRIMMED_DURATION,
+              trimmed_per_class: int = TRIMMED_PER_CLASS) -> dict[str, Path]:
     """Generate (or reuse) the synth sets; returns name -> folder. ``train_duration``: seconds of the
-    untrimmed training videos (the evaluation sets keep :data:`UNTRIMMED_DURATION`)."""
+    untrimmed training videos (the evaluation sets keep :data:`UNTRIMMED_DURATION`);
+    ``trimmed_per_class``: clips per class of the trimmed set (the demo's 40; each clip is drawn
+    from (seed, class, index), so the first 40 of a larger set are the demo's clips, though the
+    split each falls in follows the count)."""
     from falv.data.synth import SynthConfig, generate, load_manifest
     from falv.demo import CLASSES
 
-    per_class = 4 if quick else 40
+    per_class = 4 if quick else trimmed_per_class
     sets = {
         "trimmed": SynthConfig(mode="appearance", classes=CLASSES, videos_per_class=per_class, seed=0),
         "train-untrimmed": SynthConfig(mode="appearance", classes=CLASSES, videos_per_class=0, seed=TRAIN_SEED,
@@ -139,6 +144,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--train-duration", default=",".join(f"{x:g}" for x in UNTRIMMED_DURATION),
                         help="MIN,MAX seconds of the untrimmed training videos (more, shorter videos: more "
                              "backgrounds for the same number of windows)")
+    parser.add_argument("--trimmed-per-class", type=int, default=TRIMMED_PER_CLASS,
+                        help=f"trimmed training clips per class (default {TRIMMED_PER_CLASS}, the demo's)")
     parser.add_argument("--untrimmed-eval", type=int, default=8, help="untrimmed videos per evaluation set")
     parser.add_argument("--arms", default="trimmed,untrimmed", help="models to train: trimmed, untrimmed")
     parser.add_argument("--segmenting", default="new,new-t0.6,old",
@@ -168,10 +175,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n_train, n_eval = (2, 2) if args.quick else (args.untrimmed_train, args.untrimmed_eval)
     started = time.monotonic()
     low, high = (float(x) for x in args.train_duration.split(","))
-    data = make_data(args.out / "data", args.quick, heldout, n_train, n_eval, (low, high))
+    if args.trimmed_per_class < 1:
+        parser.error("--trimmed-per-class must be at least 1")
+    data = make_data(args.out / "data", args.quick, heldout, n_train, n_eval, (low, high), args.trimmed_per_class)
     eval_sets = ["tuning"] + [f"heldout-{s}" for s in heldout]
     results: dict[str, Any] = {"machine": machine(), "epochs": epochs, "train_options": options,
                                "untrimmed_train": n_train, "train_duration": [low, high],
+                               "trimmed_per_class": 4 if args.quick else args.trimmed_per_class,
                                "untrimmed_eval": n_eval, "heldout_seeds": list(heldout), "arms": {}}
     for arm in [a.strip() for a in args.arms.split(",") if a.strip()]:
         t0 = time.monotonic()
