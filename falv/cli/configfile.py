@@ -32,7 +32,7 @@ from falv.hub.io import atomic_write_text
 #: gains later land in its default section until they are placed here.
 SECTIONS: dict[str, tuple[dict[str, tuple[str, ...]], str]] = {
     "train": ({
-        "model": ("preset", "attention", "init", "freeze_backbone", "frames", "image_size", "drop_path"),
+        "model": ("preset", "attention", "init", "freeze_backbone", "frames", "image_size", "patch_size", "drop_path"),
         "data": ("data", "val", "val_fraction", "split", "untrimmed", "untrimmed_subset", "untrimmed_window",
                  "untrimmed_stride", "workers", "cache", "cache_gb"),
         "augmentation": ("scale", "flip", "color_jitter", "rotate", "mixup", "cutmix"),

@@ -49,6 +49,10 @@ def _floats(value: str, name: str) -> tuple[float, float]:
 @click.option("--freeze-backbone", is_flag=True, help="Train only the classification head.")
 @click.option("--frames", "num_frames", type=click.IntRange(1), help="Frames per clip (default: the model's).")
 @click.option("--image-size", type=click.IntRange(8), help="Frame size (default: the model's).")
+@click.option("--patch-size", type=click.IntRange(1),
+              help="Pixels per side of a patch token, from scratch only (default: the preset's, 16). Smaller "
+                   "patches see smaller objects for more compute: 8 on the tiny preset's 64 px frames gives 8x8 "
+                   "tokens per frame instead of 4x4, ~4x the cost (docs/results.md, localisation).")
 @click.option("--motion-input", type=click.Choice(["none", "frame_diff"]), default=None,
               help="frame_diff: each frame's difference from the previous one as three more input channels "
                    "(default: the preset's or --init model's, none).")
@@ -100,7 +104,8 @@ def _floats(value: str, name: str) -> tuple[float, float]:
 @click.option("--cache-gb", default=2.0, show_default=True, type=click.FloatRange(0))
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (its saved options apply).")
-def train(resume: bool, out: Path, data: str | None, scale: str, flip: bool, clip_grad: float, **options) -> int:
+def train(resume: bool, out: Path, data: str | None, scale: str, flip: bool, clip_grad: float,
+          patch_size: int | None, **options) -> int:
     """Train a FAL model on a dataset; the best model is written to OUT/best/.
 
     Several processes (CPU or GPU): torchrun --nproc_per_node N -m falv train ...
@@ -111,6 +116,11 @@ def train(resume: bool, out: Path, data: str | None, scale: str, flip: bool, cli
 
     if not resume and not data:
         raise click.UsageError("--data is required (or --resume to continue a run)")
+    if patch_size is not None:
+        if options.get("init"):
+            raise click.UsageError("--patch-size sets the shape of a model trained from scratch; "
+                                   "an --init model keeps its own patches")
+        options["model_overrides"] = {"patch_size": patch_size}
     config = TrainConfig(data=data or "", out=str(out), scale=_floats(scale, "--scale"),
                          flip="on" if flip else "off", clip_grad=clip_grad or None, **options)
     if not resume and latest_checkpoint(out) is None:  # a run folder in use is refused by the run itself

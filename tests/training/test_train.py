@@ -164,11 +164,14 @@ def test_fine_tune_from_a_falv_directory_with_new_classes(synth_set, tmp_path):
 def test_cli_train_and_usage_errors(synth_set, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     args = [sys.executable, "-m", "falv", "train", "--data", str(synth_set), "--out", str(tmp_path / "run"),
-            "--epochs", "1", "--batch-size", "4", "--frames", "4", "--image-size", "32", "--precision", "fp32"]
+            "--epochs", "1", "--batch-size", "4", "--frames", "4", "--image-size", "32", "--patch-size", "8",
+            "--precision", "fp32"]
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert Path(summary["best_dir"]).is_dir() and "val_top1" in summary
+    best = json.loads((Path(summary["best_dir"]) / "config.json").read_text())
+    assert (best["patch_size"], best["image_size"], best["num_frames"]) == (8, 32, 4)  # 4x4 tokens per frame
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 3 and "--resume" in again.stderr and "Traceback" not in again.stderr
     missing = subprocess.run([sys.executable, "-m", "falv", "train", "--out", str(tmp_path / "x")],
@@ -176,6 +179,9 @@ def test_cli_train_and_usage_errors(synth_set, tmp_path):
     assert missing.returncode == 2 and "--data" in missing.stderr
     bad_preset = subprocess.run([*args[:6], "--preset", "nope"], capture_output=True, text=True, env=env, timeout=60)
     assert bad_preset.returncode == 2 and "valid presets" in bad_preset.stderr and "Traceback" not in bad_preset.stderr
+    patch_init = subprocess.run([*args[:6], "--out", str(tmp_path / "p"), "--init", summary["best_dir"], "--patch-size", "4"],
+                                capture_output=True, text=True, env=env, timeout=60)
+    assert patch_init.returncode == 2 and "--patch-size" in patch_init.stderr and "Traceback" not in patch_init.stderr
 
 
 def test_fine_tune_from_a_transformers_timesformer(synth_set, tmp_path):
