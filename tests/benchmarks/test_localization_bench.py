@@ -14,6 +14,9 @@ def test_quick_localization_end_to_end(tmp_path):
     saved = json.loads((tmp_path / "quick-localization.json").read_text())
     assert saved["arms"].keys() == {"untrimmed"} and saved["heldout_seeds"] == [3]
     assert saved["trimmed_per_class"] == 4  # --quick's tiny data wins
+    assert saved["train_options"]["model_overrides"] == {"patch_size": 8}  # the recipe's 8-px patches
+    best = json.loads((tmp_path / "runs" / "untrimmed" / "best" / "config.json").read_text())
+    assert best["patch_size"] == 8
     evaluations = saved["arms"]["untrimmed"]["evaluations"]
     assert sorted(evaluations) == ["new/heldout-3", "new/tuning"]
     for e in evaluations.values():
