@@ -183,13 +183,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         options[field] = json.loads(value) if value[:1] in "-0123456789[{tfn" else value
     if args.patch_size < 1:
         parser.error("--patch-size must be at least 1")
+    if args.trimmed_per_class < 1:
+        parser.error("--trimmed-per-class must be at least 1")
     options["model_overrides"] = {"patch_size": args.patch_size, **options.get("model_overrides", {})}
     epochs = 1 if args.quick else args.epochs
     n_train, n_eval = (2, 2) if args.quick else (args.untrimmed_train, args.untrimmed_eval)
     started = time.monotonic()
     low, high = (float(x) for x in args.train_duration.split(","))
-    if args.trimmed_per_class < 1:
-        parser.error("--trimmed-per-class must be at least 1")
     data = make_data(args.out / "data", args.quick, heldout, n_train, n_eval, (low, high), args.trimmed_per_class)
     eval_sets = ["tuning"] + [f"heldout-{s}" for s in heldout]
     results: dict[str, Any] = {"machine": machine(), "epochs": epochs, "train_options": options,

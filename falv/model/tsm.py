@@ -308,7 +308,6 @@ def count_parameters(config: TSMConfig) -> int:
 # -- TSM checkpoints ----------------------------------------------------------------------------------
 
 
-
 def _strip_module(state: dict[str, Any]) -> tuple[dict[str, Any], str]:
     if state and all(k.startswith("module.") for k in state):
         return {k[len("module."):]: v for k, v in state.items()}, "module."
