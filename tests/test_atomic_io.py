@@ -29,3 +29,28 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
             raise RuntimeError("killed")
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["model.safetensors"]
+
+
+def test_atomic_writes_and_the_label_command_do_not_import_torch():
+    """Every command writes through falv.hub.io; importing it (and `falv label --help`) must
+    not import torch (~1.3-2 s): falv.hub's loaders are imported on first use."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from falv.hub import io\n"
+        "from falv.cli.main import main\n"
+        "try:\n"
+        "    main(['label', '--help'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "import falv.hub\n"
+        "from falv.hub import load_model, save_model\n"
+        "assert callable(load_model) and callable(save_model) and 'load_config' in dir(falv.hub)\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Usage: falv label" in out.stdout
