@@ -13,6 +13,10 @@ The same stages as the local engine, on another executor (Ray Data, streaming):
     ``labels.jsonl``, so formats, resume, the summary, the progress bar and exit codes are the
     local engine's.
 
+The model actors are all started before any task, and Ray Data's per-operator resource
+reservation is off: it left the decode operator one task at a time beside the actors, decoding
+and scoring taking turns (see :func:`run_jobs_ray`).
+
 Faults. Python errors of a stage never leave the task: they are that video's (typed) error
 row, so they are never retried. A worker process that dies (a decoder crash, a lost node) is
 retried by Ray up to ``task_retries`` times (``max_retries``; actors ``max_restarts`` and
@@ -174,9 +178,28 @@ def _row(key: str, kind: str, item: Any) -> dict[str, Any]:
     return {"key": key, "kind": kind, "item": pickle.dumps(item, protocol=5)}
 
 
+#: Tests: a folder where each plan + decode task writes its video and its start and end times.
+DECODE_LOG_ENV = "FALV_TESTING_DECODE_LOG"
+
+
 def plan_and_decode(row: dict[str, Any], spec: Any, options: Any) -> Iterator[dict[str, Any]]:
     """One video: its plan row, then per chunk its outcome row and one row per decoded window.
     Any Python error is that video's error row (never retried); only a dying worker is."""
+    folder = os.environ.get(DECODE_LOG_ENV)
+    if not folder:
+        yield from _plan_and_decode(row, spec, options)
+        return
+    import json
+    import time
+    import uuid
+
+    start = time.time()
+    yield from _plan_and_decode(row, spec, options)
+    with open(os.path.join(folder, f"{uuid.uuid4().hex}.json"), "w") as f:
+        json.dump({"key": str(row["key"]), "start": start, "end": time.time()}, f)
+
+
+def _plan_and_decode(row: dict[str, Any], spec: Any, options: Any) -> Iterator[dict[str, Any]]:
     from falv.labeling.stages import TASK_STAGES, check_frames, decode_tasks, failure, run_task
 
     key, path = str(row["key"]), str(row["path"])
@@ -309,6 +332,13 @@ def run_jobs_ray(engine: Any, jobs: Iterable[Any], ropts: RayOptions) -> Iterato
         ctx.actor_task_retry_on_errors = False  # Python errors are rows, never retried
         ctx.enable_progress_bars = False       # falv's own progress bar
         ctx.print_on_execution_start = False
+        # No per-operator reservation: Ray Data's reserves half the cluster's CPUs, split evenly
+        # between the two operators, and lends the rest evenly; once the model actors hold their
+        # cores the decode operator is left the rest of its half (on 2 CPUs: one task of 0.5 at a
+        # time, measured: decoding and scoring alternated). The actor pool is all started
+        # before any task, so the actors need no reservation; decode tasks are bounded by the
+        # cluster's CPUs and by Ray Data's downstream-capacity backpressure (queued output).
+        ctx.op_resource_reservation_enabled = False
         ctx.execution_options.preserve_order = False
         # an actor that dies while it loads the model (a lost node) is replaced, not fatal
         ctx.max_consecutive_actor_init_deaths = ropts.task_retries
@@ -492,7 +522,8 @@ def _pipeline(ray: Any, ds: Any, engine: Any, opts: Any, ropts: RayOptions, pool
         ModelActor, fn_constructor_kwargs={"model_ref": model_ref, "spec": engine.spec, "options": opts,
                                            "multilabel": engine.multilabel, "device": pool["device"]},
         batch_size=max(1, opts.batch_size // max(1, opts.crops)), batch_format="numpy",
-        compute=ActorPoolStrategy(min_size=1, max_size=pool["size"]),
+        # every actor started (and waited for) before any task; a pool that lost a node goes on smaller
+        compute=ActorPoolStrategy(min_size=1, max_size=pool["size"], initial_size=pool["size"]),
         num_cpus=pool["num_cpus"], num_gpus=pool["num_gpus"],
         max_restarts=ropts.task_retries, max_task_retries=ropts.task_retries)
 
@@ -502,4 +533,4 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-__all__ = ["RayOptions", "TASK_RETRIES", "run_jobs_ray", "ray_session"]
+__all__ = ["DECODE_LOG_ENV", "RayOptions", "TASK_RETRIES", "run_jobs_ray", "ray_session"]

@@ -24,7 +24,7 @@ ray = pytest.importorskip("ray")
 
 import falv  # noqa: E402
 from falv.errors import RunError  # noqa: E402
-from falv.labeling.ray_engine import RayOptions  # noqa: E402
+from falv.labeling.ray_engine import DECODE_LOG_ENV, RayOptions  # noqa: E402
 from falv.labeling.stages import CRASH_ENV  # noqa: E402
 from falv.video.testing import write_fuzz_sources, write_test_video  # noqa: E402
 
@@ -48,11 +48,18 @@ def _env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def decode_log(tmp_path_factory):
+    """Where the cluster's decode tasks write when they ran (``DECODE_LOG_ENV``)."""
+    return tmp_path_factory.mktemp("decode-log")
+
+
+@pytest.fixture(scope="module")
+def cluster(decode_log):
     from ray.cluster_utils import Cluster
 
     saved = dict(os.environ)
     os.environ.update(_env())  # the node processes inherit it
+    os.environ[DECODE_LOG_ENV] = str(decode_log)
     c = Cluster(initialize_head=True, head_node_args=dict(NODE))
     worker = c.add_node(**NODE)
     c.wait_for_nodes(timeout=120)
@@ -120,6 +127,50 @@ def test_ray_engine_equals_local_engine_on_awkward_inputs(cluster, awkward, mode
     # only failures retried, and not the deterministic ones (not a video, no video stream)
     assert {r.path for r in again} == {p for p, r in remote.items()
                                        if r.get("error") and r["error"]["type"] not in DETERMINISTIC_ERRORS}
+
+
+def _overlap(intervals: list[tuple[float, float]]) -> float:
+    """The share of the time some interval is open during which two or more are."""
+    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
+    open_, last, busy, both = 0, None, 0.0, 0.0
+    for t, step in events:
+        if last is not None and open_ >= 1:
+            busy += t - last
+            both += (t - last) if open_ >= 2 else 0.0
+        open_, last = open_ + step, t
+    return both / busy if busy else 0.0
+
+
+@pytest.mark.parametrize("intervals, share", [
+    ([(0, 1), (2, 3)], 0.0),                # one after the other
+    ([(0, 2), (0, 2)], 1.0),                # side by side
+    ([(0, 2), (1, 3)], 1 / 3),              # 1 s of 3 together
+    ([(0, 4), (1, 2), (2, 3)], 0.5),        # a long task and two short ones beside it
+    ([], 0.0),
+])
+def test_overlap_table(intervals, share):
+    assert _overlap(intervals) == pytest.approx(share)
+
+
+def test_decoding_runs_beside_the_model_actors(cluster, decode_log, model_dir, tmp_path):
+    """The model actors hold half of the cluster's CPUs (two of 0.5 on two 1-CPU nodes); the
+    other half is two decode tasks of 0.5, and they run side by side. Ray Data's default
+    per-operator reservation left decoding one task at a time here, alternating with the model
+    (`op_resource_reservation_enabled` is off for that): side by side 0 % of the time with it,
+    about a third without (short tasks: their starts and ends are a larger part)."""
+    for old in decode_log.iterdir():
+        old.unlink()
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    paths = []
+    for i in range(8):
+        paths.append(str(write_test_video(videos / f"v{i}.mp4", frames=144, fps=12, size=(96, 128), texture=True)))
+    records = list(falv.label(paths, model_dir, precision="fp32", engine="ray", ray_options=RAY_OPTS))
+    assert len(records) == 8 and all(r.error is None for r in records)
+    runs = [json.loads(p.read_text()) for p in decode_log.iterdir()]
+    assert sorted(r["key"] for r in runs) == sorted(paths)
+    share = _overlap([(r["start"], r["end"]) for r in runs])
+    assert share >= 0.15, f"decode tasks ran side by side {share:.0%} of the time"
 
 
 def test_cluster_without_the_resources_asked_is_one_clear_error(cluster, awkward, model_dir):
