@@ -332,12 +332,9 @@ def run_jobs_ray(engine: Any, jobs: Iterable[Any], ropts: RayOptions) -> Iterato
         ctx.actor_task_retry_on_errors = False  # Python errors are rows, never retried
         ctx.enable_progress_bars = False       # falv's own progress bar
         ctx.print_on_execution_start = False
-        # No per-operator reservation: Ray Data's reserves half the cluster's CPUs, split evenly
-        # between the two operators, and lends the rest evenly; once the model actors hold their
-        # cores the decode operator is left the rest of its half (on 2 CPUs: one task of 0.5 at a
-        # time, measured: decoding and scoring alternated). The actor pool is all started
-        # before any task, so the actors need no reservation; decode tasks are bounded by the
-        # cluster's CPUs and by Ray Data's downstream-capacity backpressure (queued output).
+        # No per-operator reservation (half the CPUs, split evenly): beside model actors holding
+        # their cores it left decoding one task at a time (docs/labeling.md). The actors start
+        # before any task; decode tasks are bounded by the CPUs and downstream backpressure.
         ctx.op_resource_reservation_enabled = False
         ctx.execution_options.preserve_order = False
         # an actor that dies while it loads the model (a lost node) is replaced, not fatal
